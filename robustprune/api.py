@@ -1,0 +1,312 @@
+"""The public plugin API: what plugins register and what the host hands them.
+
+Everything a plugin (first-party or third-party) needs lives here or in the
+modules this one names (:mod:`robustprune.pruning`, :mod:`robustprune.structure`).
+This module imports no torch, so suites and the pytest plugin stay cheap to
+import; tensors appear only in type hints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import pluggy
+
+from .hookspecs import PROJECT_NAME
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from .structure import ChannelGroup
+
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+"""Marker for hook implementations: ``@hookimpl def robustprune_register_methods(register): ...``."""
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained; replayed (compressed to fewer epochs) on retraining.
+
+    ``milestones`` and ``warmup`` are fractions of ``epochs`` so that the same
+    schedule can be replayed over a shorter retrain ("learning-rate rewinding").
+    """
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+    warmup: float = 0.0
+    augment: str = "crop_flip"  # one of AUGMENTATIONS
+
+    AUGMENTATIONS = ("none", "crop", "crop_flip")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be > 0, got {self.lr}")
+        if any(not 0 < m < 1 for m in self.milestones):
+            problems.append(f"milestones are fractions of the epochs in (0, 1), got {self.milestones}")
+        if not 0 <= self.warmup < 1:
+            problems.append(f"warmup is a fraction of the epochs in [0, 1), got {self.warmup}")
+        if self.augment not in self.AUGMENTATIONS:
+            problems.append(f"augment must be one of {', '.join(self.AUGMENTATIONS)}, got {self.augment!r}")
+        if problems:
+            raise ValueError("invalid recipe: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with some fields changed; unknown fields are an error naming the valid ones."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise ValueError(
+                f"unknown recipe field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(valid))}"
+            )
+        if "milestones" in changes:
+            changes["milestones"] = tuple(changes["milestones"])
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A network architecture.
+
+    ``build(num_classes, input_shape)`` returns a freshly initialised
+    ``nn.Module`` taking ``(N, C, H, W)`` float tensors; the host seeds torch
+    before calling it. ``recipe`` is the default training recipe.
+    """
+
+    name: str
+    build: Callable[[int, tuple[int, int, int]], "nn.Module"]
+    recipe: Recipe = field(default_factory=Recipe)
+    description: str = ""
+    version: str | None = None
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images as uint8 ``(N, H, W, 3)`` and integer labels ``(N,)``."""
+
+    images: "np.ndarray"
+    labels: "np.ndarray"
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3), got shape {self.images.shape}")
+        if str(self.images.dtype) != "uint8":
+            raise ValueError(f"images must be uint8, got {self.images.dtype}")
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """What a dataset plugin returns: train and test images plus normalisation."""
+
+    train: ImageSet
+    test: ImageSet
+    num_classes: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        _, h, w, c = self.test.images.shape
+        return (c, h, w)
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What the host asks of a dataset plugin: where data lives and how to split it."""
+
+    seed: int = 0
+    root: Path | None = None
+    download: bool = False
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset. ``load(request)`` returns :class:`DataSplits`.
+
+    ``version`` changes whenever the produced data changes; it enters the
+    store keys of everything trained or evaluated on it.
+    """
+
+    name: str
+    load: Callable[[DatasetRequest], DataSplits]
+    description: str = ""
+    version: str | None = None
+
+
+# --------------------------------------------------------------------------- shifts
+
+
+@dataclass(frozen=True)
+class ShiftParam:
+    """The parameter written after ``@`` in a shift name, with its valid range."""
+
+    name: str
+    kind: type = float
+    minimum: float = -math.inf
+    maximum: float = math.inf
+
+    def parse(self, text: str) -> int | float:
+        """Parse and validate; raise ``ValueError`` saying what is valid."""
+        try:
+            value = self.kind(float(text)) if self.kind is int and float(text).is_integer() else self.kind(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} must be {self._describe()}, got {text!r}") from None
+        if not (self.minimum <= value <= self.maximum) or (isinstance(value, float) and math.isnan(value)):
+            raise ValueError(f"{self.name} must be {self._describe()}, got {text}")
+        return value
+
+    def _describe(self) -> str:
+        kind = "an integer" if self.kind is int else "a number"
+        if math.isinf(self.maximum):
+            return f"{kind} >= {self.minimum:g}"
+        return f"{kind} from {self.minimum:g} to {self.maximum:g}"
+
+
+SEVERITY = ShiftParam("severity", int, 1, 5)
+"""The corruption severity of Hendrycks & Dietterich: an integer 1-5."""
+
+
+@dataclass(frozen=True)
+class PixelShift:
+    """A shift applied to each uint8 ``(H, W, 3)`` image before normalisation.
+
+    ``apply(image, param, seed)`` must be deterministic given ``seed`` and
+    picklable (a module-level function or a ``functools.partial`` of one), since
+    the host runs it in worker processes. Results are cached in the store.
+    """
+
+    name: str
+    apply: Callable[["np.ndarray", Any, int], "np.ndarray"]
+    param: ShiftParam = SEVERITY
+    description: str = ""
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorShift:
+    """A shift applied to a normalized ``(N, C, H, W)`` float batch.
+
+    ``apply(batch, param, seeds)`` gets one integer seed per image (an int64
+    numpy array) and must be deterministic given them.
+    """
+
+    name: str
+    apply: Callable[["torch.Tensor", Any, "np.ndarray"], "torch.Tensor"]
+    param: ShiftParam = ShiftParam("eps", float, 0.0)
+    description: str = ""
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class ShiftGroup:
+    """A named set of shifts sharing one parameter: ``noise@3`` means each member at 3."""
+
+    name: str
+    members: tuple[str, ...]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+
+
+# --------------------------------------------------------------------------- methods
+
+
+@dataclass
+class PruneContext:
+    """What the host hands a prune method besides the network and the ratio.
+
+    ``masks`` holds the current mask of every prunable weight (all True for the
+    parent; earlier steps' masks in a cascade). ``data`` is a seeded batch of
+    normalized training inputs for data-informed methods (else ``None``).
+    """
+
+    masks: dict[str, "torch.Tensor"]
+    generator: "torch.Generator"
+    example_input: "torch.Tensor"
+    data: "torch.Tensor | None" = None
+    _network: "nn.Module | None" = None
+    _groups: "list[ChannelGroup] | None" = None
+
+    @property
+    def channel_groups(self) -> "list[ChannelGroup]":
+        """The network's prunable channel groups (see :mod:`robustprune.structure`)."""
+        if self._groups is None:
+            from .structure import channel_groups
+
+            assert self._network is not None
+            self._groups = channel_groups(self._network, self.example_input)
+        return self._groups
+
+
+class PruneMethod:
+    """Base class for prune methods (subclassing is optional; the attributes are the contract).
+
+    ``prune(network, ratio, context)`` returns a boolean mask (True = keep) for
+    every prunable weight, keyed like ``context.masks`` (parameter names of the
+    weights of Conv2d and Linear layers). The host checks that the masks remove
+    ``ratio`` of the prunable weights within 0.5 % (relative), keeps weights
+    that earlier cascade steps removed at zero, and raises a clear error if not.
+    It must not modify ``network``.
+    """
+
+    name: str = ""
+    structured: bool = False
+    data_informed: bool = False
+    data_batch_size: int = 0
+    version: str | None = None
+    description: str = ""
+
+    def params(self) -> dict[str, Any]:
+        """Settings that change the result; they enter the store key."""
+        return {}
+
+    def prune(self, network: "nn.Module", ratio: float, context: PruneContext) -> dict[str, "torch.Tensor"]:
+        raise NotImplementedError
+
+
+def check_name(kind: str, name: str) -> None:
+    """Names are what users type in suites and on the command line: keep them simple."""
+    if not name or not all(ch.isalnum() or ch in "_-." for ch in name) or "@" in name:
+        raise ValueError(
+            f"invalid {kind} name {name!r}: use letters, digits, '_', '-' or '.' (no '@', no spaces)"
+        )
+
+
+def describe_sequence(items: Sequence[str]) -> str:
+    return ", ".join(items) if items else "(none)"

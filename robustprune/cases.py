@@ -1,0 +1,233 @@
+"""What suite checks receive: a case's numbers as values that explain themselves when an assert fails.
+
+``case``, ``shift_case`` and ``group_case`` fixtures hand these views to plain
+test functions. Every number is a :class:`Measure`, a ``float`` that knows
+what it is, so ``assert shift_case.prune_potential >= 0.8`` fails with
+``prune potential 0.50 under contrast@3 < required 0.80 (delta 0.5 %)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import metrics
+from .shifts import NOMINAL, ShiftEntry
+from .suite import Suite
+
+# The negation of each comparison: what is true when the assert fails.
+_FAILED = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
+
+
+class Measure(float):
+    """A float with a description, used to phrase failed comparisons."""
+
+    what: str
+    context: str
+    note: str
+    digits: int
+
+    def __new__(cls, value: float, what: str, context: str = "", note: str = "", digits: int = 2) -> "Measure":
+        obj = super().__new__(cls, value)
+        obj.what, obj.context, obj.note, obj.digits = what, context, note, digits
+        return obj
+
+    def explain(self, op: str, other: object) -> str | None:
+        """The sentence for a failed ``self <op> other``; None for other operators."""
+        if op not in _FAILED or not isinstance(other, (int, float)):
+            return None
+        bound = "required" if op in (">=", ">") else "limit"
+        fmt = f".{self.digits}f"
+        parts = [self.what, format(float(self), fmt)]
+        if self.context:
+            parts.append(self.context)
+        parts += [_FAILED[op], bound, format(float(other), fmt)]
+        if self.note:
+            parts.append(self.note)
+        return " ".join(parts)
+
+
+def _delta_note(delta: float) -> str:
+    return f"(delta {delta * 100:g} %)"
+
+
+def _ratio_index(ratios: tuple[float, ...], ratio: float) -> int:
+    for i, r in enumerate(ratios):
+        if abs(r - ratio) < 1e-9:
+            return i
+    raise ValueError(f"ratio {ratio} is not in the suite's grid {', '.join(f'{r:g}' for r in ratios)}")
+
+
+class Case:
+    """One method x model x dataset: curves on nominal and every shift of the suite."""
+
+    def __init__(self, result_fn: Callable[[], "object"], suite: Suite, entries: list[ShiftEntry],
+                 method: str, model: str, dataset: str):
+        self._result_fn = result_fn
+        self.suite = suite
+        self.entries = {e.label: e for e in entries}
+        self.method, self.model, self.dataset = method, model, dataset
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-{self.model}-{self.dataset}"
+
+    @property
+    def result(self):
+        """The engine's :class:`~robustprune.engine.CaseResult` (computed on first use)."""
+        return self._result_fn()
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return tuple(self.suite.ratios)
+
+    @property
+    def achieved_ratios(self) -> tuple[float, ...]:
+        return self.result.achieved
+
+    @property
+    def gate_ratio(self) -> float:
+        return self.suite.gate_ratio_for(self.method)
+
+    @property
+    def delta(self) -> float:
+        return self.suite.delta
+
+    def _check_shift(self, shift: str) -> None:
+        if shift not in self.result.accuracy:
+            raise KeyError(
+                f"shift {shift!r} is not evaluated by this suite; evaluated: {', '.join(self.result.accuracy)}"
+            )
+
+    def parent_accuracy(self, shift: str = NOMINAL) -> Measure:
+        self._check_shift(shift)
+        return Measure(self.result.parent_accuracy(shift), "parent accuracy", f"under {shift}", digits=3)
+
+    def accuracy(self, shift: str = NOMINAL, ratio: float | None = None) -> Measure:
+        """The pruned network's accuracy at ``ratio`` (default: the gate ratio)."""
+        self._check_shift(shift)
+        ratio = self.gate_ratio if ratio is None else ratio
+        value = self.result.accuracies(shift)[_ratio_index(self.ratios, ratio)]
+        return Measure(value, "accuracy", f"under {shift} at ratio {ratio:g}", digits=3)
+
+    def prune_potential(self, shift: str = NOMINAL, delta: float | None = None) -> Measure:
+        """P(delta, shift): the largest ratio whose accuracy is within delta of the parent's on that shift."""
+        self._check_shift(shift)
+        delta = self.delta if delta is None else delta
+        value = metrics.prune_potential(
+            self.ratios, self.result.accuracies(shift), self.result.parent_accuracy(shift), delta
+        )
+        return Measure(value, "prune potential", f"under {shift}", _delta_note(delta))
+
+    def accuracy_loss(self, shift: str = NOMINAL, ratio: float | None = None) -> Measure:
+        """Parent accuracy minus pruned accuracy on ``shift`` at ``ratio`` (default: the gate ratio)."""
+        ratio = self.gate_ratio if ratio is None else ratio
+        value = metrics.accuracy_loss(self.parent_accuracy(shift), self.accuracy(shift, ratio))
+        return Measure(value, "accuracy loss", f"under {shift} at ratio {ratio:g}", digits=3)
+
+    def excess_error(self, shift: str, ratio: float | None = None) -> Measure:
+        """e(pruned_r, shift) = err(shift) - err(nominal) of the pruned network at ``ratio``."""
+        ratio = self.gate_ratio if ratio is None else ratio
+        value = metrics.excess_error(1 - self.accuracy(shift, ratio), 1 - self.accuracy(NOMINAL, ratio))
+        return Measure(value, "excess error", f"under {shift} at ratio {ratio:g}", digits=3)
+
+    def delta_excess_error(self, shift: str, ratio: float | None = None) -> Measure:
+        """Delta e(r, shift): the error the shift adds to the pruned network beyond what it adds to the parent."""
+        ratio = self.gate_ratio if ratio is None else ratio
+        value = metrics.delta_excess_error(
+            1 - self.accuracy(shift, ratio), 1 - self.accuracy(NOMINAL, ratio),
+            1 - self.parent_accuracy(shift), 1 - self.parent_accuracy(NOMINAL),
+        )
+        return Measure(value, "delta excess error", f"under {shift} at ratio {ratio:g}", digits=3)
+
+    def group(self, label: str) -> "GroupCase":
+        if label not in self.entries:
+            raise KeyError(f"{label!r} is not one of the suite's shifts: {', '.join(self.entries)}")
+        return GroupCase(self, self.entries[label])
+
+    def shift(self, label: str) -> "ShiftCase":
+        self._check_shift(label)
+        return ShiftCase(self, label)
+
+
+class ShiftCase:
+    """One case under one concrete shift (``wt-small_cnn-digits-contrast@3``)."""
+
+    def __init__(self, case: Case, shift: str):
+        self.case, self.shift = case, shift
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.id}-{self.shift}"
+
+    @property
+    def prune_potential(self) -> Measure:
+        return self.case.prune_potential(self.shift)
+
+    @property
+    def parent_accuracy(self) -> Measure:
+        return self.case.parent_accuracy(self.shift)
+
+    @property
+    def accuracy(self) -> Measure:
+        """Accuracy at the gate ratio."""
+        return self.case.accuracy(self.shift)
+
+    @property
+    def accuracy_loss(self) -> Measure:
+        """Accuracy loss against the parent at the gate ratio."""
+        return self.case.accuracy_loss(self.shift)
+
+    @property
+    def excess_error(self) -> Measure:
+        return self.case.excess_error(self.shift)
+
+    @property
+    def delta_excess_error(self) -> Measure:
+        """Delta excess error at the gate ratio."""
+        return self.case.delta_excess_error(self.shift)
+
+
+class GroupCase:
+    """One case over one entry of the suite's shifts (``wt-small_cnn-digits-corruptions@3``)."""
+
+    def __init__(self, case: Case, entry: ShiftEntry):
+        self.case, self.entry = case, entry
+
+    @property
+    def id(self) -> str:
+        return f"{self.case.id}-{self.entry.label}"
+
+    @property
+    def label(self) -> str:
+        return self.entry.label
+
+    @property
+    def members(self) -> list[str]:
+        return [m.label for m in self.entry.members]
+
+    def summary(self) -> metrics.GroupSummary:
+        return metrics.summarize_group({m: float(self.case.prune_potential(m)) for m in self.members})
+
+    @property
+    def mean_prune_potential(self) -> Measure:
+        s = self.summary()
+        return Measure(s.mean, "mean prune potential", f"over {self.label}", _delta_note(self.case.delta))
+
+    @property
+    def min_prune_potential(self) -> Measure:
+        s = self.summary()
+        context = f"over {self.label} (worst: {s.worst})" if self.entry.is_group else f"under {self.label}"
+        return Measure(s.min, "min prune potential", context, _delta_note(self.case.delta))
+
+    @property
+    def worst(self) -> str:
+        """The member shift with the lowest prune potential."""
+        return self.summary().worst
+
+    @property
+    def max_delta_excess_error(self) -> Measure:
+        """The largest delta excess error over the members, at the gate ratio."""
+        values = {m: float(self.case.delta_excess_error(m)) for m in self.members}
+        worst = max(values, key=values.get)
+        return Measure(values[worst], "max delta excess error",
+                       f"over {self.label} (worst: {worst}) at ratio {self.case.gate_ratio:g}", digits=3)

@@ -1,0 +1,145 @@
+"""The ``robustprune`` command: ``run`` suites through pytest, list ``plugins``.
+
+``robustprune run [SUITE ...] [options] [pytest options]`` is ``pytest SUITE ...``
+with robustprune's options spelled short; with no suite it runs the built-in
+quickstart. The exit status is pytest's: 0 when every gate passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+
+# robustprune option -> pytest option; each takes one value
+_RUN_OPTIONS = {
+    "--store": "--rp-store",
+    "--device": "--rp-device",
+    "--workers": "--rp-workers",
+    "--report": "--rp-report",
+    "--plugin": "--rp-plugin",
+    "--data": "--rp-data",
+}
+
+RUN_HELP = """\
+usage: robustprune run [SUITE ...] [options] [pytest options]
+
+Run evaluation suites (pytest modules) and gate on their checks. With no
+SUITE, runs the built-in quickstart suite (small CNN on digits, WT and FT).
+
+options:
+  --store DIR      artifact store (default: $ROBUSTPRUNE_STORE or ./.robustprune)
+  --device DEVICE  cpu (default) or cuda
+  --workers N      worker processes for shifted-set generation (default: all cores)
+  --report DIR     also write the report as JSON and Markdown into DIR
+  --plugin MODULE  load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS)
+  --data DIR       root folder of datasets on disk (default: $ROBUSTPRUNE_DATA)
+
+Any other option goes to pytest: -k EXPR, -x, -q, --junitxml=FILE, -n 2, ...
+Exit status: 0 when every check passes, 1 when a gate fails (pytest's codes).
+"""
+
+
+def quickstart_path() -> Path:
+    return Path(__file__).parent / "suites" / "quickstart.py"
+
+
+def pytest_args_for_run(argv: list[str]) -> list[str]:
+    """Translate ``run`` arguments to pytest's; leading non-option arguments are suites."""
+    suites: list[str] = []
+    passthrough: list[str] = []
+    i = 0
+    leading = True
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _RUN_OPTIONS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise SystemExit(f"robustprune run: {name} needs a value")
+                value = argv[i + 1]
+                i += 1
+            passthrough.append(f"{_RUN_OPTIONS[name]}={value}")
+        elif leading and not arg.startswith("-"):
+            if not Path(arg.split("::")[0]).exists():
+                raise SystemExit(f"robustprune run: suite file {arg!r} not found (working directory {os.getcwd()})")
+            suites.append(arg)
+        else:
+            leading = False
+            passthrough.append(arg)
+        i += 1
+    if not suites:
+        # the packaged quickstart lives in site-packages: keep pytest's cache out of there
+        suites = [str(quickstart_path())]
+        passthrough = ["-p", "no:cacheprovider", *passthrough]
+    extra = []
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        extra = ["-p", "robustprune.pytest_plugin"]
+    return [*extra, *suites, *passthrough]
+
+
+def cmd_run(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(RUN_HELP)
+        return 0
+    import pytest
+
+    return int(pytest.main(pytest_args_for_run(argv)))
+
+
+def cmd_plugins(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="robustprune plugins", description="List plugins and what they register.")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load a local plugin module")
+    args = parser.parse_args(argv)
+    from tabulate import tabulate
+
+    from .plugins import create_host
+    from .registry import Registry
+
+    registry = Registry(create_host(args.plugin, search_path=Path.cwd()))
+    rows = []
+    for name, info in sorted(registry.host.info.items()):
+        registered = registry.registered_by(name)
+        what = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in registered.items()) or "(nothing)"
+        rows.append([name, f"{info.distribution} {info.version}", info.source, what])
+    print(tabulate(rows, headers=["plugin", "distribution", "from", "registers"], tablefmt="simple", maxcolwidths=[None, None, None, 70]))
+    if registry.failures:
+        print("\nplugins that failed to load:")
+        for failure in registry.failures:
+            print(f"  {failure.describe()}")
+    return 1 if registry.failures else 0
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins}
+
+MAIN_HELP = f"""\
+usage: robustprune COMMAND [...]
+
+robustprune {__version__}: gate pruned networks on robustness beyond test accuracy.
+
+commands:
+  run [SUITE ...] [options]   run suites (default: the built-in quickstart); see `robustprune run --help`
+  plugins                     list plugins with their versions and what they register
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(MAIN_HELP)
+        return 0
+    if argv[0] == "--version":
+        print(f"robustprune {__version__}")
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        print(f"robustprune: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return command(argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

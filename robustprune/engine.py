@@ -1,0 +1,419 @@
+"""Plans a suite's grid and runs it lazily, sharing and caching every piece of work.
+
+Data flows one way: dataset -> parent (trained once per model x dataset) ->
+each method's cascade of prune + retrain -> every network evaluated once per
+shift -> accuracy curves. Each arrow is cached in the store under a key made
+of everything that determines it, so a second run trains nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .api import DatasetRequest, PruneContext, Recipe
+from .data import PreparedData, content_hash, default_workers, generate_pixel_shifts, prepare
+from .evaluation import accuracy, predict
+from .pruning import PruneError, full_masks, validate_masks
+from .registry import Registered, Registry
+from .shifts import NOMINAL, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
+from .store import Store, make_key
+from .suite import Suite
+from .training import train
+
+ProgressFn = Callable[[str], None]
+
+_SHIFT_CACHE_BYTES = 2 * 1024**3  # keep normalized shifted sets in memory up to this size
+
+
+class CaseError(RuntimeError):
+    """A case could not be computed (a plugin raised, a ratio was unreachable, ...)."""
+
+
+@dataclass(frozen=True)
+class CaseKey:
+    """One method x model x dataset combination."""
+
+    method: str
+    model: str
+    dataset: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.method}-{self.model}-{self.dataset}"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    store: Store
+    device: str = "cpu"
+    workers: int = field(default_factory=default_workers)
+    data_root: Path | None = None
+    download: bool = False
+    progress: ProgressFn = lambda message: None
+
+
+@dataclass
+class NetworkRecord:
+    """A network of a curve: the parent or one cascade step."""
+
+    key: str
+    ratio: float  # requested (0 for the parent)
+    achieved: float
+    state: dict[str, torch.Tensor] | None = None  # only while needed
+    masks: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class CaseResult:
+    """Accuracy curves of one case on nominal and every shift."""
+
+    case: CaseKey
+    method: dict[str, Any]
+    ratios: tuple[float, ...]
+    achieved: tuple[float, ...]
+    parent_key: str
+    step_keys: tuple[str, ...]
+    accuracy: dict[str, list[float]]  # shift label -> [parent, step 1, ...]
+    seconds: float = 0.0
+
+    def parent_accuracy(self, shift: str = NOMINAL) -> float:
+        return self.accuracy[shift][0]
+
+    def accuracies(self, shift: str = NOMINAL) -> list[float]:
+        return self.accuracy[shift][1:]
+
+
+class Engine:
+    """Runs one suite: validated at construction, computed lazily per case."""
+
+    def __init__(self, suite: Suite, registry: Registry, options: RunOptions):
+        self.suite = suite
+        self.registry = registry
+        self.options = options
+        self.models = {name: registry.model(name) for name in suite.models}
+        self.datasets = {name: registry.dataset(name) for name in suite.datasets}
+        self.methods = {name: registry.method(name) for name in suite.methods}
+        for model in suite.recipes:
+            if model not in self.models:
+                raise ValueError(
+                    f"recipes names model {model!r}, which the suite does not use; suite models: "
+                    f"{', '.join(suite.models)}"
+                )
+        self.recipes: dict[str, Recipe] = {
+            name: reg.item.recipe.replace(**suite.recipe).replace(**suite.recipes.get(name, {}))
+            for name, reg in self.models.items()
+        }
+        self.shift_entries: list[ShiftEntry] = parse_shifts(suite.shifts, registry)
+        self.shifts: list[Shift] = all_members(self.shift_entries)
+        self._data: dict[str, PreparedData] = {}
+        self._parents: dict[tuple[str, str], NetworkRecord | CaseError] = {}
+        self._results: dict[CaseKey, CaseResult | CaseError] = {}
+        self._shifted: dict[tuple[str, str], torch.Tensor] = {}
+        self._shifted_bytes = 0
+
+    # ------------------------------------------------------------------ plan
+
+    def cases(self) -> list[CaseKey]:
+        return [
+            CaseKey(method, model, dataset)
+            for dataset in self.suite.datasets
+            for model in self.suite.models
+            for method in self.suite.methods
+        ]
+
+    def computed(self) -> dict[CaseKey, CaseResult | CaseError]:
+        return dict(self._results)
+
+    def _progress(self, case: str, message: str) -> None:
+        self.options.progress(f"[{case}] {message}")
+
+    # ------------------------------------------------------------------ data
+
+    def data(self, name: str) -> PreparedData:
+        if name not in self._data:
+            reg = self.datasets[name]
+            request = DatasetRequest(
+                seed=self.suite.seed,
+                root=self.options.data_root,
+                download=self.options.download,
+                params=dict(self.suite.dataset_params.get(name, {})),
+            )
+            splits = reg.item.load(request)
+            key = make_key(
+                {"dataset": reg.identity(), "params": dict(request.params), "seed": request.seed,
+                 "content": content_hash(splits)}
+            )
+            self._data[name] = prepare(name, key, splits)
+        return self._data[name]
+
+    def shifted_inputs(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        """The normalized test inputs under ``shift`` (generated or loaded as needed)."""
+        cached = self._shifted.get((data.name, shift.label))
+        if cached is not None:
+            return cached
+        if shift.kind == "pixel":
+            self._ensure_pixel_sets(data, [shift])  # loads or generates, and caches if it fits
+            cached = self._shifted.get((data.name, shift.label))
+            return cached if cached is not None else self._pixel_inputs_uncached(data, shift)
+        if shift.kind == NOMINAL:
+            inputs = data.normalize(data.splits.test.images)
+        else:
+            seeds = np.array(image_seeds(self.suite.seed, data.key, shift, len(data.test_labels)), dtype=np.int64)
+            inputs = shift.registered.item.apply(data.normalize(data.splits.test.images), shift.param, seeds)  # type: ignore[union-attr]
+        self._remember(data, shift, inputs)
+        return inputs
+
+    def _shifted_key(self, data: PreparedData, shift: Shift) -> str:
+        return make_key({"kind": "shifted", "data": data.key, "shift": shift.identity(), "seed": self.suite.seed})
+
+    def _pixel_inputs_uncached(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        images = self.options.store.load("shifted", self._shifted_key(data, shift))
+        if images is None:  # removed as damaged between generation and use: make it again
+            self._ensure_pixel_sets(data, [shift])
+            images = self.options.store.load("shifted", self._shifted_key(data, shift))
+        return data.normalize(images.numpy())
+
+    def _ensure_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
+        """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
+        missing: list[Shift] = []
+        for shift in shifts:
+            if (data.name, shift.label) in self._shifted:
+                continue
+            images = self.options.store.load("shifted", self._shifted_key(data, shift))
+            if images is None:
+                missing.append(shift)
+            else:
+                self._remember(data, shift, data.normalize(images.numpy()))
+        if not missing:
+            return
+        self._progress(data.name, f"generating {len(missing)} shifted test sets with {self.options.workers} workers")
+        jobs = [(s, image_seeds(self.suite.seed, data.key, s, len(data.test_labels))) for s in missing]
+        outputs = generate_pixel_shifts(
+            data.splits.test.images, jobs, self.options.workers, lambda m: self._progress(data.name, m)
+        )
+        for shift, images in zip(missing, outputs):
+            self.options.store.save(
+                "shifted", self._shifted_key(data, shift), torch.from_numpy(images),
+                {"data": data.key, "shift": shift.identity()},
+            )
+            self._remember(data, shift, data.normalize(images))
+
+    def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor) -> None:
+        size = inputs.numel() * inputs.element_size()
+        if self._shifted_bytes + size <= _SHIFT_CACHE_BYTES:
+            self._shifted[(data.name, shift.label)] = inputs
+            self._shifted_bytes += size
+
+    # ------------------------------------------------------------------ networks
+
+    def build(self, model: str, data: PreparedData) -> nn.Module:
+        reg = self.models[model]
+        network = reg.item.build(data.splits.num_classes, data.splits.input_shape)
+        if not isinstance(network, nn.Module):
+            raise CaseError(f"model {model!r} (plugin {reg.plugin.name}) built {type(network).__name__}, not an nn.Module")
+        return network
+
+    def parent(self, model: str, dataset: str) -> NetworkRecord:
+        """The trained parent of a model x dataset, trained once per store."""
+        cached = self._parents.get((model, dataset))
+        if isinstance(cached, CaseError):
+            raise cached
+        if cached is not None:
+            return cached
+        try:
+            record = self._parent(model, dataset)
+        except CaseError as exc:
+            self._parents[(model, dataset)] = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on every case of this parent
+            error = CaseError(f"training the parent {model} on {dataset} failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._parents[(model, dataset)] = error
+            raise error from exc
+        self._parents[(model, dataset)] = record
+        return record
+
+    def _parent(self, model: str, dataset: str) -> NetworkRecord:
+        data = self.data(dataset)
+        recipe = self.recipes[model]
+        spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
+                "recipe": recipe.to_dict(), "seed": self.suite.seed}
+        key = make_key(spec)
+        stored = self.options.store.load("network", key)
+        if stored is not None:
+            return NetworkRecord(key, 0.0, 0.0, state=stored["state"])
+        label = f"{model}-{dataset}"
+        self._progress(label, f"training the parent ({recipe.epochs} epochs)")
+        torch.manual_seed(self.suite.seed)
+        network = self.build(model, data)
+        train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=self.suite.seed,
+              pad_value=data.pad_value, device=self.options.device,
+              progress=lambda m: self._progress(label, f"parent {m}"))
+        state = _cpu_state(network)
+        self.options.store.save("network", key, {"state": state}, spec)
+        return NetworkRecord(key, 0.0, 0.0, state=state)
+
+    # ------------------------------------------------------------------ cases
+
+    def result(self, case: CaseKey) -> CaseResult:
+        """The case's curves, computed on first use and shared by every check."""
+        cached = self._results.get(case)
+        if cached is None:
+            try:
+                cached = self._compute(case)
+            except CaseError as exc:
+                cached = exc
+            except Exception as exc:  # noqa: BLE001 - a crash fails only the checks of this case
+                cached = CaseError(f"{case.id}: {type(exc).__name__}: {exc}")
+                cached.__cause__ = exc
+            self._results[case] = cached
+        if isinstance(cached, CaseError):
+            raise cached
+        return cached
+
+    def _compute(self, case: CaseKey) -> CaseResult:
+        started = time.monotonic()
+        data = self.data(case.dataset)
+        parent = self.parent(case.model, case.dataset)
+        steps = self._cascade(case, data, parent)
+        records = [parent, *steps]
+        curves = self._evaluate(case, data, records)
+        method = self.methods[case.method]
+        return CaseResult(
+            case=case,
+            method={**method.identity(), "structured": bool(method.item.structured),
+                    "data_informed": bool(method.item.data_informed)},
+            ratios=tuple(self.suite.ratios),
+            achieved=tuple(r.achieved for r in steps),
+            parent_key=parent.key,
+            step_keys=tuple(r.key for r in steps),
+            accuracy=curves,
+            seconds=time.monotonic() - started,
+        )
+
+    def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
+        """Prune to each ratio in turn, starting from the previous retrained network."""
+        method_reg = self.methods[case.method]
+        method = method_reg.item
+        recipe = self.recipes[case.model]
+        epochs = recipe.epochs if self.suite.retrain_epochs is None else self.suite.retrain_epochs
+        previous = parent
+        steps: list[NetworkRecord] = []
+        for index, ratio in enumerate(self.suite.ratios):
+            step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
+            spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
+                    "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
+                    "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed}
+            key = make_key(spec)
+            stored = self.options.store.load("network", key)
+            if stored is not None:
+                record = NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
+            else:
+                where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
+                self._progress(case.id, f"{where}: pruning")
+                network = self.build(case.model, data)
+                network.load_state_dict(self._state(previous, case, data))
+                previous_masks = previous.masks or full_masks(network)
+                masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
+                label = f"{case.id}"
+                train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
+                      pad_value=data.pad_value, masks=masks, device=self.options.device,
+                      progress=lambda m, w=where: self._progress(label, f"{w}: retrain {m}"))
+                state = _cpu_state(network)
+                self.options.store.save("network", key, {"state": state, "masks": masks, "achieved": achieved}, spec)
+                record = NetworkRecord(key, ratio, achieved, state, masks)
+            # only the newest network's weights are needed for the next step
+            if previous is not parent:
+                previous.state = None
+            steps.append(record)
+            previous = record
+        return steps
+
+    def _state(self, record: NetworkRecord, case: CaseKey, data: PreparedData) -> dict[str, torch.Tensor]:
+        if record.state is None:
+            stored = self.options.store.load("network", record.key)
+            if stored is None:
+                raise CaseError(f"{case.id}: network {record.key[:12]} vanished from the store; run again")
+            record.state = stored["state"]
+        return record.state
+
+    def _prune(self, case, method, network, ratio, previous_masks, data, seed):
+        generator = torch.Generator().manual_seed(seed)
+        batch = None
+        if method.data_informed:
+            size = min(int(method.data_batch_size) or 128, len(data.train_inputs))
+            index = torch.randperm(len(data.train_inputs), generator=generator)[:size]
+            batch = data.train_inputs[index]
+        context = PruneContext(
+            masks={k: v.clone() for k, v in previous_masks.items()},
+            generator=generator,
+            example_input=data.train_inputs[:2].clone(),
+            data=batch,
+            _network=network,
+        )
+        try:
+            masks = method.prune(network, ratio, context)
+        except PruneError as exc:
+            raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
+        except Exception as exc:
+            raise CaseError(
+                f"{case.id}: method {case.method!r} raised at ratio {ratio:.3g}: {type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            return validate_masks(masks, previous_masks, ratio, case.method)
+        except PruneError as exc:
+            raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
+
+    def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> dict[str, list[float]]:
+        """Accuracy of every network on every shift, each evaluation cached."""
+        labels = data.test_labels
+        eval_keys = {
+            (i, shift.label): make_key({"kind": "eval", "network": record.key, "data": data.key,
+                                        "shift": shift.identity(), "seed": self.suite.seed})
+            for i, record in enumerate(records) for shift in self.shifts
+        }
+        predictions: dict[tuple[int, str], torch.Tensor] = {}
+        missing: list[tuple[int, Shift]] = []
+        for i, _ in enumerate(records):
+            for shift in self.shifts:
+                stored = self.options.store.load("eval", eval_keys[(i, shift.label)])
+                if stored is None or len(stored) != len(labels):
+                    missing.append((i, shift))
+                else:
+                    predictions[(i, shift.label)] = stored
+        if missing:
+            started = time.monotonic()
+            self._progress(case.id, f"evaluating {len(missing)} network x shift pairs")
+            self._ensure_pixel_sets(data, sorted({s.label: s for _, s in missing if s.kind == "pixel"}.values(),
+                                                 key=self.shifts.index))
+            networks: dict[int, nn.Module] = {}
+            for i, shift in missing:
+                if i not in networks:
+                    network = self.build(case.model, data)
+                    network.load_state_dict(self._state(records[i], case, data))
+                    networks[i] = network
+                preds = predict(networks[i], self.shifted_inputs(data, shift), self.options.device)
+                self.options.store.save("eval", eval_keys[(i, shift.label)], preds,
+                                        {"network": records[i].key, "shift": shift.identity()})
+                predictions[(i, shift.label)] = preds
+            self._progress(case.id, f"evaluated in {time.monotonic() - started:.1f} s")
+        for record in records[1:]:
+            record.state = None  # curves are all that is kept in memory
+        return {
+            shift.label: [accuracy(predictions[(i, shift.label)], labels) for i in range(len(records))]
+            for shift in self.shifts
+        }
+
+
+def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+__all__ = ["CaseError", "CaseKey", "CaseResult", "Engine", "RunOptions"]

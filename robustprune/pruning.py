@@ -1,0 +1,133 @@
+"""Masks and ratio accounting: the part of pruning every method shares.
+
+A *mask* is a boolean tensor (True = keep) shaped like one prunable weight; a
+*mask set* maps the parameter names of every prunable weight (the weights of
+``Conv2d`` and ``Linear`` layers) to their masks. The prune *ratio* of a mask
+set is the fraction of prunable weights it removes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+RATIO_TOLERANCE = 0.005
+"""Relative tolerance between the requested and the achieved ratio."""
+
+Masks = dict[str, torch.Tensor]
+
+
+class PruneError(ValueError):
+    """A prune step could not produce valid masks; the message says why and what to do."""
+
+
+def prunable_weights(network: nn.Module) -> dict[str, nn.Parameter]:
+    """The weights of every Conv2d and Linear layer, by parameter name, in module order."""
+    return {
+        f"{name}.weight" if name else "weight": module.weight
+        for name, module in network.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    }
+
+
+def full_masks(network: nn.Module) -> Masks:
+    """Masks that keep everything."""
+    return {name: torch.ones_like(w, dtype=torch.bool) for name, w in prunable_weights(network).items()}
+
+
+def ratio_of(masks: Mapping[str, torch.Tensor]) -> float:
+    """Fraction of masked-out entries over all masks."""
+    total = sum(m.numel() for m in masks.values())
+    kept = sum(int(m.sum()) for m in masks.values())
+    return 1.0 - kept / total if total else 0.0
+
+
+def within_tolerance(achieved: float, target: float, rel: float = RATIO_TOLERANCE) -> bool:
+    return abs(achieved - target) <= rel * target
+
+
+@torch.no_grad()
+def apply_masks(network: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the masked-out weights in place (called after every optimizer step)."""
+    params = dict(network.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def global_top_masks(
+    scores: Mapping[str, torch.Tensor], ratio: float, previous: Mapping[str, torch.Tensor] | None = None
+) -> Masks:
+    """Remove exactly ``round(ratio * total)`` entries with the lowest scores, over all layers at once.
+
+    Entries already removed in ``previous`` are removed first, whatever their
+    score, so a cascade never revives a weight. Ties are broken by position,
+    which keeps the result deterministic.
+    """
+    names = list(scores)
+    flat = torch.cat([scores[n].detach().flatten().double() for n in names])
+    if previous is not None:
+        dead = torch.cat([~previous[n].flatten() for n in names])
+        flat = torch.where(dead, torch.full_like(flat, -math.inf), flat)
+    n_remove = int(round(ratio * flat.numel()))
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    if n_remove > 0:
+        # stable sort: ties keep index order, so equal scores prune deterministically
+        order = torch.sort(flat, stable=True).indices
+        keep[order[:n_remove]] = False
+    masks: Masks = {}
+    offset = 0
+    for n in names:
+        size = scores[n].numel()
+        masks[n] = keep[offset : offset + size].view_as(scores[n])
+        offset += size
+    return masks
+
+
+def validate_masks(
+    masks: Mapping[str, torch.Tensor],
+    reference: Mapping[str, torch.Tensor],
+    target: float,
+    method: str,
+) -> tuple[Masks, float]:
+    """Check a method's masks against the prunable weights and the target ratio.
+
+    Returns the masks (combined with ``reference`` so removed weights stay
+    removed) and the achieved ratio. Raises :class:`PruneError` naming the
+    method and the problem.
+    """
+    missing = [n for n in reference if n not in masks]
+    extra = [n for n in masks if n not in reference]
+    if missing or extra:
+        detail = []
+        if missing:
+            detail.append(f"missing masks for {', '.join(missing[:3])}")
+        if extra:
+            detail.append(f"masks for non-prunable parameters {', '.join(extra[:3])}")
+        raise PruneError(f"method {method!r} returned wrong masks: {'; '.join(detail)}")
+    combined: Masks = {}
+    for name, ref in reference.items():
+        mask = masks[name]
+        if tuple(mask.shape) != tuple(ref.shape):
+            raise PruneError(
+                f"method {method!r} returned a mask of shape {tuple(mask.shape)} for {name}, "
+                f"which has shape {tuple(ref.shape)}"
+            )
+        combined[name] = mask.to(torch.bool).cpu() & ref.cpu()
+    achieved = ratio_of(combined)
+    if not within_tolerance(achieved, target):
+        raise PruneError(
+            f"method {method!r} removed {achieved:.4f} of the prunable weights, but {target:.4f} was "
+            f"requested (tolerance {RATIO_TOLERANCE:.1%} relative); fix the method's ratio targeting"
+        )
+    return combined, achieved
+
+
+def count_parameters(network: nn.Module) -> int:
+    return sum(p.numel() for p in network.parameters())
+
+
+def count_nonzero_prunable(network: nn.Module) -> int:
+    return sum(int((w != 0).sum()) for w in prunable_weights(network).values())

@@ -1,0 +1,264 @@
+"""The pytest plugin (``pytest11`` entry point): parametrizes suite checks, shares the heavy work, reports.
+
+A suite module declares ``suite = Suite(...)``; its test functions take
+``case``, ``shift_case`` or ``group_case`` and are parametrized over the grid
+(ids like ``wt-small_cnn-digits-contrast@3``). The engine runs each case once
+per session, on first use, and every check of the case reads the same curves.
+
+This module loads in every pytest run of an environment where robustprune is
+installed, so it imports no torch; the engine is imported on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cases import Case, GroupCase, Measure, ShiftCase
+from .suite import Suite
+
+_CASE_FIXTURES = ("case", "shift_case", "group_case")
+DEVICE_ENV = "ROBUSTPRUNE_DEVICE"
+DATA_ENV = "ROBUSTPRUNE_DATA"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("robustprune", "robustprune: robustness gates for pruned networks")
+    group.addoption("--rp-store", metavar="DIR", default=None,
+                    help="artifact store (default: $ROBUSTPRUNE_STORE or .robustprune/ in the working directory)")
+    group.addoption("--rp-device", metavar="DEVICE", default=None,
+                    help="torch device for training and evaluation: cpu (default, or $ROBUSTPRUNE_DEVICE), cuda, cuda:1")
+    group.addoption("--rp-workers", metavar="N", type=int, default=None,
+                    help="worker processes for shifted-set generation (default: all cores)")
+    group.addoption("--rp-report", metavar="DIR", default=None,
+                    help="also write the report as JSON and Markdown into DIR")
+    group.addoption("--rp-plugin", metavar="MODULE", action="append", default=[],
+                    help="load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)")
+    group.addoption("--rp-data", metavar="DIR", default=None,
+                    help="root folder for datasets read from disk (default: $ROBUSTPRUNE_DATA)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_RUN] = RunState(config)
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> list[str] | None:
+    """``prune potential 0.50 under contrast@3 < required 0.80 (delta 0.5 %)`` instead of ``0.5 >= 0.8``."""
+    if isinstance(left, Measure):
+        line = left.explain(op, right)
+        return [line] if line else None
+    return None
+
+
+@dataclass(frozen=True)
+class CaseParam:
+    """What a parametrized check carries: which suite and which point of its grid."""
+
+    suite_file: str
+    method: str
+    model: str
+    dataset: str
+    shift: str | None = None  # shift label (shift_case) or entry label (group_case)
+
+    @property
+    def case_id(self) -> str:
+        return f"{self.method}-{self.model}-{self.dataset}"
+
+    def __repr__(self) -> str:  # shown by pytest in some messages
+        return self.case_id + (f"-{self.shift}" if self.shift else "")
+
+
+_RUN = pytest.StashKey["RunState"]()
+
+
+class RunState:
+    """One pytest session's engines (one per suite module) and the outcome of every check."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.engines: dict[str, Any] = {}
+        self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
+        self.item_cases: dict[str, tuple[str, str]] = {}
+        self.started = time.monotonic()
+
+    # -------------------------------------------------------------- options
+
+    def run_options(self):
+        from .data import default_workers
+        from .engine import RunOptions
+        from .store import Store
+
+        opt = self.config.getoption
+        device = opt("rp_device") or os.environ.get(DEVICE_ENV) or "cpu"
+        _check_device(device)
+        data_root = opt("rp_data") or os.environ.get(DATA_ENV)
+        return RunOptions(
+            store=Store(opt("rp_store")),
+            device=device,
+            workers=opt("rp_workers") or default_workers(),
+            data_root=Path(data_root).resolve() if data_root else None,
+            progress=self.progress,
+        )
+
+    def progress(self, message: str) -> None:
+        """Long work says what it is doing, even while pytest captures output."""
+        line = f"robustprune {time.monotonic() - self.started:6.1f}s {message}"
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(line)
+        else:
+            reporter.write_line(line)
+
+    # -------------------------------------------------------------- engines
+
+    def engine_for(self, module_file: str, suite: Suite):
+        if module_file not in self.engines:
+            from .engine import Engine
+            from .plugins import create_host
+            from .registry import Registry
+
+            host = create_host(
+                [*self.config.getoption("rp_plugin"), *suite.plugins], search_path=Path(module_file).parent
+            )
+            self.engines[module_file] = Engine(suite, Registry(host), self.run_options())
+        return self.engines[module_file]
+
+    def case_view(self, param: CaseParam) -> Case:
+        engine = self.engines[param.suite_file]
+        from .engine import CaseError, CaseKey
+
+        key = CaseKey(param.method, param.model, param.dataset)
+        try:
+            engine.result(key)
+        except CaseError as exc:
+            pytest.fail(_describe_case_error(exc), pytrace=False)
+        return Case(lambda: engine.result(key), engine.suite, engine.shift_entries,
+                    param.method, param.model, param.dataset)
+
+
+def _describe_case_error(exc: BaseException) -> str:
+    message = str(exc)
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, ValueError):
+        # a plugin crashed: its traceback is what its author needs
+        message += "\n\n" + "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)[-6:])
+    return message
+
+
+def _check_device(device: str) -> None:
+    if device == "cpu":
+        return
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise pytest.UsageError(f"device {device!r} was asked for, but torch sees no CUDA device; use --rp-device cpu")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = [name for name in _CASE_FIXTURES if name in metafunc.fixturenames]
+    if not wanted:
+        return
+    suite = getattr(metafunc.module, "suite", None)
+    if not isinstance(suite, Suite):
+        return  # the fixture explains the problem at setup
+    state: RunState = metafunc.config.stash[_RUN]
+    module_file = str(metafunc.module.__file__)
+    try:
+        engine = state.engine_for(module_file, suite)
+    except (LookupError, ValueError, RuntimeError) as exc:
+        raise pytest.Collector.CollectError(f"suite {Path(module_file).name}: {exc}") from exc
+    cases = engine.cases()
+    for name in wanted:
+        params: list[CaseParam] = []
+        for key in cases:
+            base = (module_file, key.method, key.model, key.dataset)
+            if name == "case":
+                params.append(CaseParam(*base))
+            elif name == "shift_case":
+                params += [CaseParam(*base, shift.label) for shift in engine.shifts if shift.label != "nominal"]
+            else:
+                params += [CaseParam(*base, entry.label) for entry in engine.shift_entries]
+        metafunc.parametrize(name, params, ids=[repr(p) for p in params], indirect=True)
+
+
+def _param(request: pytest.FixtureRequest, name: str) -> CaseParam:
+    param = getattr(request, "param", None)
+    if not isinstance(param, CaseParam):
+        pytest.fail(
+            f"the {name!r} fixture needs a suite: declare `suite = robustprune.Suite(models=..., datasets=..., "
+            f"methods=...)` at the top level of {request.node.fspath.basename}",
+            pytrace=False,
+        )
+    return param
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Case:
+    """One method x model x dataset of the suite's grid, with its curves on every shift."""
+    return request.config.stash[_RUN].case_view(_param(request, "case"))
+
+
+@pytest.fixture
+def shift_case(request: pytest.FixtureRequest) -> ShiftCase:
+    """One case under one concrete shift of the suite (every member of every group)."""
+    param = _param(request, "shift_case")
+    return request.config.stash[_RUN].case_view(param).shift(param.shift)
+
+
+@pytest.fixture
+def group_case(request: pytest.FixtureRequest) -> GroupCase:
+    """One case over one entry of the suite's shifts (a group such as corruptions@3, or a single shift)."""
+    param = _param(request, "group_case")
+    return request.config.stash[_RUN].case_view(param).group(param.shift)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    state: RunState = config.stash[_RUN]
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        for name in _CASE_FIXTURES:
+            param = callspec.params.get(name)
+            if isinstance(param, CaseParam):
+                state.item_cases[item.nodeid] = (param.suite_file, param.case_id)
+                break
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    state: RunState = item.config.stash[_RUN]
+    where = state.item_cases.get(item.nodeid)
+    if where is not None and (report.when == "call" or report.outcome != "passed"):
+        state.outcomes.setdefault(where, []).append(report.outcome)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state: RunState = config.stash[_RUN]
+    if not state.engines:
+        return
+    from .report import build_report, render_text, write_report
+
+    reports = [build_report(engine, file, state.outcomes) for file, engine in state.engines.items()]
+    reports = [r for r in reports if r["tables"]]
+    if not reports:
+        return
+    terminalreporter.write_sep("=", "robustprune report")
+    for report in reports:
+        terminalreporter.write_line(render_text(report))
+    folder = config.getoption("rp_report")
+    if folder:
+        for path in write_report(reports, Path(folder)):
+            terminalreporter.write_line(f"report written to {path}")

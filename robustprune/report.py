@@ -1,0 +1,145 @@
+"""The robustness report: one table per model x dataset, plus JSON and Markdown files.
+
+Built from the engine's results without recomputing anything; the verdict of
+a row is the outcome of the suite's checks for that case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from tabulate import tabulate
+
+from .cases import Case
+from .shifts import NOMINAL
+
+REPORT_VERSION = 1
+
+
+def _verdict(outcomes: list[str] | None, error: str | None) -> str:
+    if error is not None:
+        return "error"
+    if not outcomes:
+        return "not checked"
+    failed = sum(1 for o in outcomes if o == "failed")
+    if failed:
+        return f"FAIL ({failed}/{len(outcomes)} checks)"
+    if all(o == "skipped" for o in outcomes):
+        return "skipped"
+    return "pass"
+
+
+def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], list[str]]) -> dict[str, Any]:
+    """Everything the tables, the JSON and the Markdown show, as plain data."""
+    from .engine import CaseError
+
+    suite = engine.suite
+    tables: dict[tuple[str, str], dict[str, Any]] = {}
+    cases_out = []
+    for key, result in engine.computed().items():
+        table = tables.setdefault((key.model, key.dataset), {"model": key.model, "dataset": key.dataset, "rows": []})
+        verdict = _verdict(outcomes.get((suite_file, key.id)), str(result) if isinstance(result, CaseError) else None)
+        if isinstance(result, CaseError):
+            table["rows"].append({"method": key.method, "error": str(result).splitlines()[0], "verdict": verdict})
+            continue
+        view = Case(lambda r=result: r, suite, engine.shift_entries, key.method, key.model, key.dataset)
+        groups = {}
+        for entry in engine.shift_entries:
+            group = view.group(entry.label)
+            summary = group.summary()
+            groups[entry.label] = {"mean": summary.mean, "min": summary.min, "worst": summary.worst,
+                                   "members": summary.values}
+        shifted = [s.label for s in engine.shifts if s.label != NOMINAL]
+        dee = {s: float(view.delta_excess_error(s)) for s in shifted}
+        worst_dee = max(dee, key=dee.get) if dee else None
+        gate_index = list(suite.ratios).index(view.gate_ratio)
+        table["rows"].append({
+            "method": key.method,
+            "structured": result.method["structured"],
+            "parent_accuracy": result.parent_accuracy(NOMINAL),
+            "nominal_prune_potential": float(view.prune_potential(NOMINAL)),
+            "groups": groups,
+            "gate_ratio": view.gate_ratio,
+            "gate_achieved_ratio": result.achieved[gate_index],
+            "gate_accuracy_loss": float(view.accuracy_loss(NOMINAL)),
+            "max_delta_excess_error": dee[worst_dee] if worst_dee else None,
+            "max_delta_excess_error_shift": worst_dee,
+            "verdict": verdict,
+        })
+        cases_out.append({
+            "id": key.id, "method": result.method, "model": key.model, "dataset": key.dataset,
+            "ratios": list(result.ratios), "achieved_ratios": list(result.achieved),
+            "parent_key": result.parent_key, "step_keys": list(result.step_keys),
+            "accuracy": result.accuracy, "seconds": round(result.seconds, 2),
+        })
+    return {
+        "version": REPORT_VERSION,
+        "suite": suite_file,
+        "delta": suite.delta,
+        "ratios": list(suite.ratios),
+        "shifts": [e.label for e in engine.shift_entries],
+        "tables": list(tables.values()),
+        "cases": cases_out,
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}"
+
+
+def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = ["method", "parent acc %", "P nominal %"]
+    headers += [f"P {label} %\nmean / min (worst)" for label in report["shifts"]]
+    headers += ["gate ratio\n(achieved)", "Δe max %\n(shift)", "verdict"]
+    rows = []
+    for row in table["rows"]:
+        if "error" in row:
+            rows.append([row["method"], *(["-"] * (len(headers) - 3)), row["error"][:60], row["verdict"]])
+            continue
+        cells = [row["method"], _pct(row["parent_accuracy"]), _pct(row["nominal_prune_potential"])]
+        for label in report["shifts"]:
+            g = row["groups"][label]
+            worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
+            cells.append(f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
+        dee = row["max_delta_excess_error"]
+        shift = f" ({row['max_delta_excess_error_shift']})" if dee is not None else ""
+        cells += [f"{row['gate_ratio']:g} ({row['gate_achieved_ratio']:.3f})", f"{_pct(dee)}{shift}", row["verdict"]]
+        rows.append(cells)
+    return headers, rows
+
+
+def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
+    """The terminal (or, with ``fmt="github"``, Markdown) rendering of one suite's report."""
+    parts = [f"suite {report['suite']}  (P = prune potential at delta {report['delta'] * 100:g} %, "
+             f"Δe = delta excess error at the gate ratio)"]
+    for table in report["tables"]:
+        headers, rows = table_rows(report, table)
+        if fmt != "simple":  # Markdown and most other formats cannot break a header cell
+            headers = [h.replace("\n", " ") for h in headers]
+        parts.append(f"\n{table['model']} on {table['dataset']}\n" + tabulate(rows, headers=headers, tablefmt=fmt))
+    return "\n".join(parts)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(reports: Iterable[dict[str, Any]], folder: Path) -> list[Path]:
+    """Write ``robustprune-report.json`` (every curve point, achieved ratios, store keys) and ``.md``."""
+    reports = list(reports)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / "robustprune-report.json", folder / "robustprune-report.md"
+    _write_atomic(json_path, json.dumps({"version": REPORT_VERSION, "suites": reports}, indent=1))
+    _write_atomic(md_path, "# robustprune report\n\n" + "\n\n".join(render_text(r, "github") for r in reports) + "\n")
+    return [json_path, md_path]

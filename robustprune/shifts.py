@@ -1,0 +1,151 @@
+"""Shift names as users write them (``name@param``) and the shifted test sets they make.
+
+One way to name things, everywhere: ``contrast@3`` is one shift;
+``corruptions@3`` is a group (each member at 3); ``uniform_noise@0.1,0.2``
+lists parameters; ``nominal`` is the identity.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from .api import PixelShift, TensorShift
+from .registry import Registered, Registry
+
+NOMINAL = "nominal"
+
+
+class ShiftSpecError(ValueError):
+    """A malformed shift name; the message says what is valid."""
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One concrete shift: a registered shift at one parameter (or nominal)."""
+
+    name: str
+    param: Any = None
+    registered: Registered[Any] | None = None
+
+    @property
+    def label(self) -> str:
+        return NOMINAL if self.name == NOMINAL else f"{self.name}@{format_param(self.param)}"
+
+    @property
+    def is_nominal(self) -> bool:
+        return self.name == NOMINAL
+
+    @property
+    def kind(self) -> str:
+        """``"pixel"``, ``"tensor"`` or ``"nominal"``."""
+        if self.registered is None:
+            return NOMINAL
+        return "pixel" if isinstance(self.registered.item, PixelShift) else "tensor"
+
+    def identity(self) -> dict[str, Any]:
+        base = {"label": self.label}
+        if self.registered is not None:
+            base.update(self.registered.identity())
+        return base
+
+
+NOMINAL_SHIFT = Shift(NOMINAL)
+
+
+@dataclass(frozen=True)
+class ShiftEntry:
+    """What one string in a suite's ``shifts`` expands to; a column group of the report."""
+
+    label: str
+    members: tuple[Shift, ...]
+
+    @property
+    def is_group(self) -> bool:
+        return len(self.members) > 1
+
+
+def format_param(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def parse_shift(text: str, registry: Registry) -> ShiftEntry:
+    """Parse ``name@p1[,p2...]`` into concrete shifts, validating names and parameters."""
+    text = text.strip()
+    if text == NOMINAL:
+        return ShiftEntry(NOMINAL, (NOMINAL_SHIFT,))
+    if "@" not in text:
+        if text in registry.names("shift") or text in registry.names("group"):
+            raise ShiftSpecError(
+                f"shift {text!r} needs a parameter: write it as name@param, e.g. '{text}@3' for a "
+                f"severity or '{text}@0.1' for a noise level"
+            )
+        registry.get("shift", text)  # unknown: raises with the available names and a suggestion
+    name, _, params_text = text.partition("@")
+    if name in registry.names("group"):
+        member_names = registry.get("group", name).item.members
+    else:
+        registry.get("shift", name)  # raises UnknownNameError with suggestions
+        member_names = (name,)
+    params_texts = [p.strip() for p in params_text.split(",")]
+    if not params_texts or any(not p for p in params_texts):
+        raise ShiftSpecError(f"shift {text!r} has an empty parameter; write e.g. '{name}@3'")
+    members: list[Shift] = []
+    for param_text in params_texts:
+        for member in member_names:
+            registered = registry.get("shift", member)
+            try:
+                param = registered.item.param.parse(param_text)
+            except ValueError as exc:
+                raise ShiftSpecError(f"bad shift {text!r}: {exc}") from None
+            members.append(Shift(member, param, registered))
+    return ShiftEntry(text, tuple(members))
+
+
+def parse_shifts(texts: list[str] | tuple[str, ...], registry: Registry) -> list[ShiftEntry]:
+    """Parse a suite's shift list; duplicate entries are an error."""
+    entries = [parse_shift(t, registry) for t in texts]
+    labels = [e.label for e in entries]
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise ShiftSpecError(f"shift {dupes[0]!r} is listed twice in the suite")
+    return entries
+
+
+def image_seeds(base_seed: int, dataset_key: str, shift: Shift, count: int) -> "list[int]":
+    """One 63-bit seed per image, from the dataset, the shift and the image's index.
+
+    Derived by hashing so that a shifted set never depends on batch sizes,
+    worker counts or which other shifts ran before it.
+    """
+    prefix = f"{base_seed}|{dataset_key}|{shift.label}|".encode()
+    seeds = []
+    for i in range(count):
+        digest = hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest()
+        seeds.append(int.from_bytes(digest, "little") >> 1)
+    return seeds
+
+
+def all_members(entries: list[ShiftEntry]) -> list[Shift]:
+    """Every distinct concrete shift of a suite, nominal first, in order of appearance."""
+    seen: dict[str, Shift] = {NOMINAL: NOMINAL_SHIFT}
+    for entry in entries:
+        for member in entry.members:
+            seen.setdefault(member.label, member)
+    return list(seen.values())
+
+
+__all__ = [
+    "NOMINAL",
+    "NOMINAL_SHIFT",
+    "Shift",
+    "ShiftEntry",
+    "ShiftSpecError",
+    "TensorShift",
+    "all_members",
+    "format_param",
+    "image_seeds",
+    "parse_shift",
+    "parse_shifts",
+]

@@ -1,0 +1,35 @@
+"""The quickstart suite: is a pruned small CNN on digits still deployable under noise and corruptions?
+
+WT (unstructured) and FT (structured) prune the small CNN in a cascade over
+six ratios, retraining after each step; every network is evaluated on the
+nominal test set, the 19 corruptions at severity 3 and uniform noise at three
+levels. Run it with ``robustprune run`` (or ``pytest suites/quickstart.py``).
+"""
+
+from robustprune import Suite
+
+suite = Suite(
+    models=["small_cnn"],
+    datasets=["digits"],
+    methods=["wt", "ft"],
+    shifts=["corruptions@3", "uniform_noise@0.1,0.2,0.4"],
+    ratios=[0.2, 0.35, 0.5, 0.6, 0.7, 0.8],
+    delta=0.005,
+    gate_ratio=0.5,
+    retrain_epochs=5,
+)
+
+
+def test_nominal_prune_potential(case):
+    """Pruning must be worth it on clean data: half of the weights can go."""
+    assert case.prune_potential() >= 0.5
+
+
+def test_min_prune_potential_under_shifts(group_case):
+    """Under every shift group, some pruning must still be safe."""
+    assert group_case.min_prune_potential >= 0.2
+
+
+def test_delta_excess_error_at_gate(shift_case):
+    """At the gate ratio, pruning may add at most 5 points of error under any single shift."""
+    assert shift_case.delta_excess_error <= 0.05

@@ -1,0 +1,116 @@
+"""Seeded training and retraining with masks enforced after every optimizer step.
+
+Retraining replays the recipe's learning-rate schedule compressed to the
+retrain epochs ("learning-rate rewinding", Renda et al. 2020), starting from
+the pruned weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .api import Recipe
+from .pruning import apply_masks
+
+ProgressFn = Callable[[str], None]
+
+
+def lr_at(recipe: Recipe, progress: float) -> float:
+    """Learning rate at ``progress`` (fraction of training done, 0..1): linear warm-up, then steps."""
+    if recipe.warmup > 0 and progress < recipe.warmup:
+        return recipe.lr * (progress + 1e-3) / recipe.warmup
+    drops = sum(1 for m in recipe.milestones if progress >= m)
+    return recipe.lr * recipe.gamma**drops
+
+
+def augment(batch: torch.Tensor, mode: str, pad_value: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after 4-pixel padding (with black, in normalized units), and optional horizontal flip."""
+    if mode == "none":
+        return batch
+    n, c, h, w = batch.shape
+    padded = pad_value.view(1, c, 1, 1).expand(n, c, h + 8, w + 8).clone()
+    padded[:, :, 4 : 4 + h, 4 : 4 + w] = batch
+    # one gather for the whole batch instead of a Python loop over images
+    dy = torch.randint(0, 9, (n,), generator=generator)
+    dx = torch.randint(0, 9, (n,), generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h)).view(n, 1, h, 1).expand(n, c, h, w + 8)
+    out = padded.gather(2, rows)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w)).view(n, 1, 1, w).expand(n, c, h, w)
+    out = out.gather(3, cols)
+    if mode == "crop_flip":
+        flip = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(flip.view(n, 1, 1, 1), out.flip(3), out)
+    return out
+
+
+def train(
+    network: nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: Recipe,
+    *,
+    epochs: int,
+    seed: int,
+    pad_value: torch.Tensor,
+    masks: Mapping[str, torch.Tensor] | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> dict[str, float]:
+    """Train ``network`` in place on normalized ``inputs`` with ``recipe``'s schedule over ``epochs``.
+
+    With ``masks``, masked weights are zeroed before training and after every
+    optimizer step, so they stay pruned. Returns the final epoch's loss and
+    training accuracy.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout and anything else that draws from the global generator
+    network.to(device).train()
+    if masks is not None:
+        apply_masks(network, masks)
+    decay, no_decay = [], []
+    for name, param in network.named_parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)  # no decay on BN and biases
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+    )
+    n = len(inputs)
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    total_steps = max(1, epochs * steps_per_epoch)
+    stats = {"loss": float("nan"), "accuracy": float("nan")}
+    started = time.monotonic()
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        for step in range(steps_per_epoch):
+            index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+            x = augment(inputs[index], recipe.augment, pad_value, generator).to(device, non_blocking=True)
+            y = labels[index].to(device, non_blocking=True)
+            lr = lr_at(recipe, (epoch * steps_per_epoch + step) / total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = network(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if masks is not None:
+                apply_masks(network, masks)
+            # accumulate on device: no host-device synchronisation inside the loop
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+        stats = {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+        if progress is not None:
+            progress(
+                f"epoch {epoch + 1}/{epochs} loss {stats['loss']:.3f} train acc {stats['accuracy']:.3f} "
+                f"({time.monotonic() - started:.0f} s)"
+            )
+    network.eval()
+    return stats

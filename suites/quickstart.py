@@ -1,0 +1,1 @@
+../robustprune/suites/quickstart.py
