@@ -14,6 +14,7 @@ rest load. Names resolve through :class:`robustprune.registry.Registry`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -67,8 +68,6 @@ class PluginHost:
 
     def load_local(self, module_name: str, search_path: Path | None = None) -> None:
         """Import and register a local plugin module (no packaging needed)."""
-        if self.manager.has_plugin(module_name):
-            return
         added = False
         if search_path is not None and str(search_path) not in sys.path:
             sys.path.insert(0, str(search_path))
@@ -81,14 +80,30 @@ class PluginHost:
         finally:
             if added:
                 sys.path.remove(str(search_path))
-        self._register(module, module_name, _module_info(module_name, module))
-
+        if self.manager.is_registered(module):
+            return  # named twice (command line and suite, say): load once
+        # a local module may share its name with an entry point (a user's own `digits.py`)
+        name = module_name if not self.manager.has_plugin(module_name) else f"{module_name} (local)"
+        self._register(module, name, _module_info(name, module))
 
     def _register(self, module: ModuleType, name: str, info: PluginInfo) -> None:
         try:
             self.manager.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. a hook with a misspelled name
+        except Exception as exc:  # noqa: BLE001 - e.g. an invalid hook signature
             self.failures.append(PluginFailure(name, info.source, _short_error(exc)))
+            return
+        # pluggy accepts hooks nobody specified; a misspelled hook would silently do nothing
+        unknown = [c.name for c in self.manager.get_hookcallers(module) or [] if not c.has_spec()]
+        if unknown:
+            self.manager.unregister(module)
+            valid = [n for n in dir(hookspecs) if n.startswith(PROJECT_NAME + "_")]
+            hints = []
+            for hook in unknown:
+                close = difflib.get_close_matches(hook, valid, n=1)
+                hints.append(f"{hook}" + (f" (did you mean {close[0]}?)" if close else ""))
+            self.failures.append(PluginFailure(
+                name, info.source, f"unknown hook {', '.join(hints)}; valid hooks: {', '.join(valid)}"
+            ))
             return
         self.info[name] = info
 

@@ -54,7 +54,8 @@ def apply_masks(network: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Zero the masked-out weights in place (called after every optimizer step)."""
     params = dict(network.named_parameters())
     for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+        # masked_fill, not multiply: 0 * inf would leave a NaN in a pruned weight
+        params[name].masked_fill_(~mask.to(params[name].device, torch.bool), 0.0)
 
 
 def global_top_masks(

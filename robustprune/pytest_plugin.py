@@ -53,7 +53,13 @@ def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, righ
     if isinstance(left, Measure):
         line = left.explain(op, right)
         return [line] if line else None
+    if isinstance(right, Measure) and op in _MIRRORED:  # `assert 0.8 <= case.prune_potential()`
+        line = right.explain(_MIRRORED[op], left)
+        return [line] if line else None
     return None
+
+
+_MIRRORED = {"<=": ">=", "<": ">", ">=": "<=", ">": "<"}
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,9 @@ def parse_shift(text: str, registry: Registry) -> ShiftEntry:
             except ValueError as exc:
                 raise ShiftSpecError(f"bad shift {text!r}: {exc}") from None
             members.append(Shift(member, param, registered))
-    return ShiftEntry(text, tuple(members))
+    # the label is rebuilt from parsed values: one way to write each shift (contrast@3, never contrast@3.0)
+    label = f"{name}@{','.join(format_param(registered.item.param.parse(p)) for p in params_texts)}"
+    return ShiftEntry(label, tuple(members))
 
 
 def parse_shifts(texts: list[str] | tuple[str, ...], registry: Registry) -> list[ShiftEntry]:

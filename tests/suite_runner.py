@@ -1,0 +1,57 @@
+"""Shared helpers for tests that run real suites in a subprocess, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+# A suite small enough to run in seconds on a CPU: one parent epoch, two ratios.
+TINY_SUITE = """
+from robustprune import Suite
+
+suite = Suite(
+    models=["small_cnn"],
+    datasets=["digits"],
+    methods={methods!r},
+    shifts={shifts!r},
+    ratios=[0.3, 0.6],
+    gate_ratio=0.3,
+    recipe={{"epochs": 2}},
+    retrain_epochs=1,
+    plugins={plugins!r},
+)
+
+
+def test_nominal(case):
+    assert case.prune_potential() >= {nominal_gate}
+
+
+def test_shift(shift_case):
+    assert shift_case.delta_excess_error <= 1.0
+
+
+def test_group(group_case):
+    assert group_case.min_prune_potential >= 0.0
+"""
+
+
+def write_suite(folder: Path, name: str = "suite_tiny.py", *, methods=("wt",), shifts=("contrast@3",),
+                plugins=(), nominal_gate: float = 0.0, extra: str = "") -> Path:
+    path = folder / name
+    path.write_text(
+        TINY_SUITE.format(methods=list(methods), shifts=list(shifts), plugins=list(plugins),
+                          nominal_gate=nominal_gate) + textwrap.dedent(extra)
+    )
+    return path
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m ARGS`` in a subprocess with a clean robustprune environment."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROBUSTPRUNE_", "PYTEST_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )

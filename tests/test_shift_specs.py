@@ -1,0 +1,212 @@
+"""robustprune.shifts: parsing ``name@param`` specs against the real registry, and per-image seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustprune.plugins import create_host
+from robustprune.registry import Registry, UnknownNameError
+from robustprune.shifts import (
+    NOMINAL,
+    NOMINAL_SHIFT,
+    Shift,
+    ShiftSpecError,
+    all_members,
+    image_seeds,
+    parse_shift,
+    parse_shifts,
+)
+
+
+@pytest.fixture(scope="module")
+def reg() -> Registry:
+    return Registry(create_host())
+
+
+# --------------------------------------------------------------------------- valid specs
+
+
+def test_single_shift(reg):
+    entry = parse_shift("contrast@3", reg)
+    assert entry.label == "contrast@3"
+    assert not entry.is_group
+    assert [m.label for m in entry.members] == ["contrast@3"]
+    (member,) = entry.members
+    assert member.name == "contrast" and member.param == 3 and isinstance(member.param, int)
+    assert member.kind == "pixel"
+    assert member.identity()["label"] == "contrast@3"
+    assert member.identity()["plugin"] == "robustprune"
+
+
+def test_corruptions_group_has_19_members(reg):
+    entry = parse_shift("corruptions@3", reg)
+    assert entry.is_group
+    labels = [m.label for m in entry.members]
+    assert len(labels) == 19 == len(set(labels))
+    assert all(label.endswith("@3") for label in labels)
+    for name in ("gaussian_noise", "contrast", "speckle_noise", "gaussian_blur", "spatter", "saturate"):
+        assert f"{name}@3" in labels
+
+
+def test_noise_group(reg):
+    entry = parse_shift("noise@2", reg)
+    assert [m.label for m in entry.members] == ["gaussian_noise@2", "shot_noise@2", "impulse_noise@2"]
+
+
+def test_several_float_params(reg):
+    entry = parse_shift("uniform_noise@0.1,0.2", reg)
+    assert entry.label == "uniform_noise@0.1,0.2"
+    assert [m.param for m in entry.members] == [0.1, 0.2]
+    assert all(isinstance(m.param, float) for m in entry.members)
+    assert [m.label for m in entry.members] == ["uniform_noise@0.1", "uniform_noise@0.2"]
+    assert {m.kind for m in entry.members} == {"tensor"}
+
+
+def test_uniform_noise_zero_is_allowed(reg):
+    assert parse_shift("uniform_noise@0", reg).members[0].param == 0.0
+
+
+def test_nominal(reg):
+    entry = parse_shift("nominal", reg)
+    assert entry.label == NOMINAL
+    assert entry.members == (NOMINAL_SHIFT,)
+    assert entry.members[0].kind == NOMINAL
+
+
+def test_surrounding_whitespace_is_ignored(reg):
+    assert parse_shift("  contrast@3 ", reg).label == "contrast@3"
+
+
+def test_integer_written_as_float_severity(reg):
+    assert parse_shift("contrast@3.0", reg).members[0].param == 3
+
+
+def test_all_members_nominal_first_and_deduplicated(reg):
+    entries = parse_shifts(["noise@3", "gaussian_noise@3", "contrast@1"], reg)
+    labels = [s.label for s in all_members(entries)]
+    assert labels == ["nominal", "gaussian_noise@3", "shot_noise@3", "impulse_noise@3", "contrast@1"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_severity_out_of_range(reg):
+    with pytest.raises(ShiftSpecError) as info:
+        parse_shift("contrast@9", reg)
+    msg = str(info.value)
+    assert "severity must be an integer from 1 to 5" in msg
+    assert "'contrast@9'" in msg
+
+
+def test_fractional_severity(reg):
+    with pytest.raises(ShiftSpecError, match=r"'contrast@2\.5'.*severity must be an integer from 1 to 5"):
+        parse_shift("contrast@2.5", reg)
+
+
+def test_severity_zero_and_text(reg):
+    with pytest.raises(ShiftSpecError, match="from 1 to 5"):
+        parse_shift("contrast@0", reg)
+    with pytest.raises(ShiftSpecError, match="from 1 to 5"):
+        parse_shift("contrast@high", reg)
+
+
+def test_group_param_validated_for_members(reg):
+    with pytest.raises(ShiftSpecError, match="severity must be an integer from 1 to 5"):
+        parse_shift("corruptions@6", reg)
+
+
+def test_negative_eps(reg):
+    with pytest.raises(ShiftSpecError, match=r"'uniform_noise@-1'.*eps must be a number >= 0"):
+        parse_shift("uniform_noise@-1", reg)
+
+
+def test_nan_eps(reg):
+    with pytest.raises(ShiftSpecError, match="eps must be"):
+        parse_shift("uniform_noise@nan", reg)
+
+
+def test_missing_parameter_suggests_one(reg):
+    with pytest.raises(ShiftSpecError) as info:
+        parse_shift("contrast", reg)
+    assert "needs a parameter" in str(info.value)
+    assert "'contrast@3'" in str(info.value)
+
+
+def test_group_without_parameter(reg):
+    with pytest.raises(ShiftSpecError, match="'corruptions@3'"):
+        parse_shift("corruptions", reg)
+
+
+def test_unknown_shift_suggests_and_lists(reg):
+    with pytest.raises(UnknownNameError) as info:
+        parse_shift("contrst@3", reg)
+    msg = str(info.value)
+    assert "unknown shift 'contrst'" in msg
+    assert "did you mean 'contrast'?" in msg
+    assert "Available shifts:" in msg
+    for name in ("contrast", "uniform_noise", "corruptions", "nominal"):
+        assert name in msg
+
+
+def test_unknown_shift_without_parameter(reg):
+    with pytest.raises(UnknownNameError, match="did you mean 'contrast'"):
+        parse_shift("contrst", reg)
+
+
+@pytest.mark.parametrize("text", ["contrast@", "uniform_noise@0.1,,0.2", "uniform_noise@0.1,"])
+def test_empty_parameter(reg, text):
+    with pytest.raises(ShiftSpecError, match="empty parameter"):
+        parse_shift(text, reg)
+
+
+def test_duplicate_entries_rejected(reg):
+    with pytest.raises(ShiftSpecError, match=r"'contrast@3' is listed twice"):
+        parse_shifts(["contrast@3", "noise@3", "contrast@3"], reg)
+
+
+def test_overlapping_but_distinct_entries_allowed(reg):
+    entries = parse_shifts(["noise@3", "gaussian_noise@3", "nominal"], reg)
+    assert [e.label for e in entries] == ["noise@3", "gaussian_noise@3", "nominal"]
+
+
+def test_duplicate_written_differently_rejected(reg):
+    with pytest.raises(ShiftSpecError, match="listed twice"):
+        parse_shifts(["contrast@3", "contrast@3.0"], reg)
+
+
+# --------------------------------------------------------------------------- image seeds
+
+
+CONTRAST = Shift("contrast", 3)
+
+
+def test_image_seeds_deterministic_and_63_bit():
+    a = image_seeds(0, "digits", CONTRAST, 50)
+    assert a == image_seeds(0, "digits", CONTRAST, 50)
+    assert len(a) == 50
+    assert all(0 <= s < 2**63 for s in a)
+
+
+def test_image_seeds_differ_per_image():
+    seeds = image_seeds(0, "digits", CONTRAST, 200)
+    assert len(set(seeds)) == 200
+
+
+def test_image_seeds_do_not_depend_on_count():
+    assert image_seeds(0, "digits", CONTRAST, 10)[:4] == image_seeds(0, "digits", CONTRAST, 4)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (1, "digits", CONTRAST),  # base seed
+        (0, "cifar10", CONTRAST),  # dataset key
+        (0, "digits", Shift("contrast", 4)),  # shift parameter
+        (0, "digits", Shift("fog", 3)),  # shift name
+        (0, "digits", NOMINAL_SHIFT),
+    ],
+)
+def test_image_seeds_differ_per_seed_dataset_and_shift(args):
+    base = image_seeds(0, "digits", CONTRAST, 20)
+    other = image_seeds(*args, 20)
+    assert not set(base) & set(other)

@@ -1,0 +1,231 @@
+"""robustprune.store: round trips, stable keys, detection of damaged entries, atomic writes."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustprune import store as store_mod
+from robustprune.store import STORE_ENV, Store, StoreWarning, default_store_root, make_key
+
+KEY = make_key({"kind": "test", "n": 1})
+
+
+def sample_value() -> dict[str, torch.Tensor]:
+    return {
+        "conv.weight": torch.arange(24, dtype=torch.float32).reshape(2, 3, 2, 2),
+        "mask": torch.tensor([True, False, True]),
+        "count": torch.tensor(7, dtype=torch.int64),
+    }
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def st(tmp_path) -> Store:
+    return Store(tmp_path / "store")
+
+
+# --------------------------------------------------------------------------- round trip and keys
+
+
+def test_round_trip_dict_of_tensors(st):
+    value = sample_value()
+    path = st.save("nets", KEY, value, spec={"seed": 0})
+    assert path == st.path("nets", KEY)
+    assert path.is_file() and st.contains("nets", KEY)
+    loaded = st.load("nets", KEY)
+    assert set(loaded) == set(value)
+    for name, tensor in value.items():
+        assert loaded[name].dtype == tensor.dtype
+        assert torch.equal(loaded[name], tensor)
+
+
+def test_round_trip_plain_values(st):
+    st.save("results", KEY, {"accuracy": [0.9, 0.85], "label": "contrast@3"})
+    assert st.load("results", KEY) == {"accuracy": [0.9, 0.85], "label": "contrast@3"}
+
+
+def test_layout_is_kind_prefix_key(st):
+    assert st.path("nets", KEY) == st.root / "nets" / KEY[:2] / f"{KEY}.pt"
+
+
+def test_missing_entry_loads_none_without_warning(st):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert st.load("nets", KEY) is None
+    assert not st.contains("nets", KEY)
+
+
+def test_save_overwrites(st):
+    st.save("results", KEY, {"v": 1})
+    st.save("results", KEY, {"v": 2})
+    assert st.load("results", KEY) == {"v": 2}
+
+
+def test_make_key_stable_under_dict_ordering():
+    a = {"method": "wt", "ratio": 0.5, "nested": {"x": 1, "y": [1, 2]}}
+    b = {"nested": {"y": [1, 2], "x": 1}, "ratio": 0.5, "method": "wt"}
+    assert make_key(a) == make_key(b)
+    assert re.fullmatch(r"[0-9a-f]{64}", make_key(a))
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"method": "wt", "ratio": 0.6},
+        {"method": "ft", "ratio": 0.5},
+        {"method": "wt", "ratio": 0.5, "seed": 1},
+        {"method": "wt", "ratio": 0.5000001},
+        {"method": "wt"},
+    ],
+)
+def test_make_key_differs_for_different_specs(other):
+    assert make_key(other) != make_key({"method": "wt", "ratio": 0.5})
+
+
+# --------------------------------------------------------------------------- damaged entries
+
+
+def _expect_damage(st: Store, path: Path, reason: str) -> None:
+    with pytest.warns(StoreWarning) as record:
+        assert st.load("nets", KEY) is None
+    messages = [str(w.message) for w in record if issubclass(w.category, StoreWarning)]
+    assert len(messages) == 1
+    assert str(path) in messages[0]
+    assert reason in messages[0]
+    assert not path.exists()
+    assert not st.contains("nets", KEY)
+
+
+def test_truncated_file_is_detected_and_removed(st):
+    path = st.save("nets", KEY, sample_value())
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-20])
+    _expect_damage(st, path, "checksum mismatch")
+
+
+def test_file_truncated_inside_header_is_detected(st):
+    path = st.save("nets", KEY, sample_value())
+    path.write_bytes(path.read_bytes()[:12])  # magic (8 bytes) + part of the digest
+    _expect_damage(st, path, "truncated")
+
+
+def test_flipped_payload_bytes_are_detected(st):
+    path = st.save("nets", KEY, sample_value())
+    raw = bytearray(path.read_bytes())
+    raw[-30] ^= 0xFF
+    raw[60] ^= 0x01
+    path.write_bytes(bytes(raw))
+    _expect_damage(st, path, "checksum mismatch")
+
+
+def test_flipped_digest_byte_is_detected(st):
+    path = st.save("nets", KEY, sample_value())
+    raw = bytearray(path.read_bytes())
+    raw[10] ^= 0x01  # inside the stored SHA-256
+    path.write_bytes(bytes(raw))
+    _expect_damage(st, path, "checksum mismatch")
+
+
+def test_non_store_file_is_detected(st):
+    path = st.path("nets", KEY)
+    path.parent.mkdir(parents=True)
+    torch.save({"value": 1}, path)  # a valid torch file, but not written by the store
+    _expect_damage(st, path, "not a robustprune store file")
+
+
+def test_empty_file_is_detected(st):
+    path = st.path("nets", KEY)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    _expect_damage(st, path, "not a robustprune store file")
+
+
+def test_damaged_entry_can_be_rewritten(st):
+    path = st.save("nets", KEY, {"v": torch.tensor(1)})
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.warns(StoreWarning):
+        assert st.load("nets", KEY) is None
+    st.save("nets", KEY, {"v": torch.tensor(2)})
+    assert int(st.load("nets", KEY)["v"]) == 2
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def test_no_temporary_files_left_after_save(st):
+    st.save("nets", KEY, sample_value())
+    other = make_key({"other": True})
+    st.save("nets", other, sample_value())
+    names = sorted(p.name for p in files_under(st.root))
+    assert names == sorted([f"{KEY}.pt", f"{other}.pt"])
+
+
+def test_failing_serialisation_leaves_nothing(st, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        st.save("nets", KEY, sample_value())
+    assert not st.contains("nets", KEY)
+    assert not st.root.exists() or files_under(st.root) == []
+
+
+@pytest.mark.parametrize("step", ["fsync", "replace"])
+def test_failure_mid_write_leaves_no_file_and_no_temp_file(st, monkeypatch, step):
+    def boom(*args, **kwargs):
+        raise OSError(f"{step} failed")
+
+    monkeypatch.setattr(store_mod.os, step, boom)
+    with pytest.raises(OSError, match=f"{step} failed"):
+        st.save("nets", KEY, sample_value())
+    monkeypatch.undo()
+    assert files_under(st.root) == []
+    assert st.load("nets", KEY) is None
+
+
+def test_failed_overwrite_keeps_the_old_entry(st, monkeypatch):
+    st.save("results", KEY, {"v": 1})
+
+    def boom(*args, **kwargs):
+        raise OSError("replace failed")
+
+    monkeypatch.setattr(store_mod.os, "replace", boom)
+    with pytest.raises(OSError):
+        st.save("results", KEY, {"v": 2})
+    monkeypatch.undo()
+    assert [p.name for p in files_under(st.root)] == [f"{KEY}.pt"]
+    assert st.load("results", KEY) == {"v": 1}
+
+
+# --------------------------------------------------------------------------- store root
+
+
+def test_default_store_root_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv(STORE_ENV, str(tmp_path / "elsewhere"))
+    assert default_store_root() == (tmp_path / "elsewhere").resolve()
+    assert Store().root == (tmp_path / "elsewhere").resolve()
+
+
+def test_default_store_root_without_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_store_root() == (tmp_path / ".robustprune").resolve()
+    monkeypatch.setenv(STORE_ENV, "")  # empty means unset
+    assert default_store_root() == (tmp_path / ".robustprune").resolve()
+
+
+def test_relative_env_root_is_made_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(STORE_ENV, "rel/store")
+    root = default_store_root()
+    assert root.is_absolute()
+    assert root == (tmp_path / "rel" / "store").resolve()
