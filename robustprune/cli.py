@@ -74,7 +74,7 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
     if not suites:
         # the packaged quickstart lives in site-packages: keep pytest's cache out of there
         suites = [str(quickstart_path())]
-        passthrough = ["-p", "no:cacheprovider", *passthrough]
+        passthrough = ["-p", "no:cacheprovider", f"--rootdir={quickstart_path().parent}", *passthrough]
     extra = []
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         extra = ["-p", "robustprune.pytest_plugin"]

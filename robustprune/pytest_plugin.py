@@ -11,6 +11,7 @@ installed, so it imports no torch; the engine is imported on first use.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -45,7 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_RUN] = RunState(config)
+    state = RunState(config)
+    config.stash[_RUN] = state
+    # registered as a plugin object: hooks that get no config (logreport) reach the state through self
+    config.pluginmanager.register(state, "robustprune-run-state")
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> list[str] | None:
@@ -90,8 +94,25 @@ class RunState:
         self.config = config
         self.engines: dict[str, Any] = {}
         self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
-        self.item_cases: dict[str, tuple[str, str]] = {}
+        self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
         self.started = time.monotonic()
+
+    # -------------------------------------------------------------- hooks
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record each check's outcome for its case (in xdist's controller too: user_properties travel)."""
+        props = dict(report.user_properties)
+        if "robustprune_case" not in props or (report.when != "call" and report.outcome == "passed"):
+            return
+        key = (props["robustprune_suite"], props["robustprune_case"])
+        self.outcomes.setdefault(key, []).append(report.outcome)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: collect the report parts each worker sent."""
+        parts = getattr(node, "workeroutput", {}).get("robustprune_reports")
+        if parts:
+            self.worker_reports += json.loads(parts)
 
     # -------------------------------------------------------------- options
 
@@ -229,7 +250,6 @@ def group_case(request: pytest.FixtureRequest) -> GroupCase:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    state: RunState = config.stash[_RUN]
     for item in items:
         callspec = getattr(item, "callspec", None)
         if callspec is None:
@@ -237,28 +257,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         for name in _CASE_FIXTURES:
             param = callspec.params.get(name)
             if isinstance(param, CaseParam):
-                state.item_cases[item.nodeid] = (param.suite_file, param.case_id)
+                # carried on every report, so the verdict can be made where reports arrive (xdist's controller)
+                item.user_properties += [("robustprune_suite", param.suite_file), ("robustprune_case", param.case_id)]
                 break
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
-    report = yield
-    state: RunState = item.config.stash[_RUN]
-    where = state.item_cases.get(item.nodeid)
-    if where is not None and (report.when == "call" or report.outcome != "passed"):
-        state.outcomes.setdefault(where, []).append(report.outcome)
-    return report
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state: RunState = session.config.stash[_RUN]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and state.engines:  # an xdist worker: send our part to the controller
+        from .report import build_report
+
+        workeroutput["robustprune_reports"] = json.dumps(
+            [build_report(engine, file) for file, engine in state.engines.items()]
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state: RunState = config.stash[_RUN]
-    if not state.engines:
-        return
-    from .report import build_report, render_text, write_report
+    from .report import apply_verdicts, build_report, merge_reports, render_text, write_report
 
-    reports = [build_report(engine, file, state.outcomes) for file, engine in state.engines.items()]
-    reports = [r for r in reports if r["tables"]]
+    parts = [build_report(engine, file) for file, engine in state.engines.items()] + state.worker_reports
+    reports = [apply_verdicts(r, state.outcomes) for r in merge_reports(parts)]
     if not reports:
         return
     terminalreporter.write_sep("=", "robustprune report")

@@ -33,8 +33,12 @@ def _verdict(outcomes: list[str] | None, error: str | None) -> str:
     return "pass"
 
 
-def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], list[str]]) -> dict[str, Any]:
-    """Everything the tables, the JSON and the Markdown show, as plain data."""
+def build_report(engine: Any, suite_file: str) -> dict[str, Any]:
+    """Everything the tables, the JSON and the Markdown show, as plain data (verdicts come later).
+
+    Plain JSON-able data, so that pytest-xdist workers can send their part to
+    the controller, which merges them with :func:`merge_reports`.
+    """
     from .engine import CaseError
 
     suite = engine.suite
@@ -42,9 +46,8 @@ def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], l
     cases_out = []
     for key, result in engine.computed().items():
         table = tables.setdefault((key.model, key.dataset), {"model": key.model, "dataset": key.dataset, "rows": []})
-        verdict = _verdict(outcomes.get((suite_file, key.id)), str(result) if isinstance(result, CaseError) else None)
         if isinstance(result, CaseError):
-            table["rows"].append({"method": key.method, "error": str(result).splitlines()[0], "verdict": verdict})
+            table["rows"].append({"method": key.method, "case": key.id, "error": str(result).splitlines()[0]})
             continue
         view = Case(lambda r=result: r, suite, engine.shift_entries, key.method, key.model, key.dataset)
         groups = {}
@@ -59,6 +62,7 @@ def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], l
         gate_index = list(suite.ratios).index(view.gate_ratio)
         table["rows"].append({
             "method": key.method,
+            "case": key.id,
             "structured": result.method["structured"],
             "parent_accuracy": result.parent_accuracy(NOMINAL),
             "nominal_prune_potential": float(view.prune_potential(NOMINAL)),
@@ -68,7 +72,6 @@ def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], l
             "gate_accuracy_loss": float(view.accuracy_loss(NOMINAL)),
             "max_delta_excess_error": dee[worst_dee] if worst_dee else None,
             "max_delta_excess_error_shift": worst_dee,
-            "verdict": verdict,
         })
         cases_out.append({
             "id": key.id, "method": result.method, "model": key.model, "dataset": key.dataset,
@@ -81,10 +84,40 @@ def build_report(engine: Any, suite_file: str, outcomes: dict[tuple[str, str], l
         "suite": suite_file,
         "delta": suite.delta,
         "ratios": list(suite.ratios),
+        "methods": list(suite.methods),
         "shifts": [e.label for e in engine.shift_entries],
         "tables": list(tables.values()),
         "cases": cases_out,
     }
+
+
+def merge_reports(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Combine partial reports of the same suites (one per xdist worker) into one per suite."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        target = merged.setdefault(part["suite"], {**part, "tables": [], "cases": []})
+        known = {c["id"] for c in target["cases"]}
+        target["cases"] += [c for c in part["cases"] if c["id"] not in known]
+        for table in part["tables"]:
+            same = next((t for t in target["tables"]
+                         if (t["model"], t["dataset"]) == (table["model"], table["dataset"])), None)
+            if same is None:
+                target["tables"].append({**table, "rows": list(table["rows"])})
+            else:
+                have = {r["case"] for r in same["rows"]}
+                same["rows"] += [r for r in table["rows"] if r["case"] not in have]
+    for report in merged.values():
+        for table in report["tables"]:
+            table["rows"].sort(key=lambda r: report["methods"].index(r["method"]))
+    return [r for r in merged.values() if r["tables"]]
+
+
+def apply_verdicts(report: dict[str, Any], outcomes: dict[tuple[str, str], list[str]]) -> dict[str, Any]:
+    """Set each row's verdict from the outcomes of its checks, keyed by (suite file, case id)."""
+    for table in report["tables"]:
+        for row in table["rows"]:
+            row["verdict"] = _verdict(outcomes.get((report["suite"], row["case"])), row.get("error"))
+    return report
 
 
 def _pct(value: float | None) -> str:

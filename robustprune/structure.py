@@ -28,6 +28,9 @@ channel dimension, dim 1, of each tensor) along the edges of the graph:
 * A space that reaches the network output is never pruned (a classifier's
   outputs are the classes), nor the input space (no layer produces it).
 
+:func:`explain_channels` lists every space with the reason it is not prunable,
+for when a structured method prunes less of a network than expected.
+
 A removed channel's producers get zero rows, so after batch norm and the
 activation it carries at most a constant (the norm's bias); every consumer
 ignores it because its columns are zero as well. Zeroing the weights is
@@ -55,7 +58,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from .pruning import RATIO_TOLERANCE, Masks, PruneError, full_masks, prunable_weights, ratio_of, within_tolerance
+from .pruning import RATIO_TOLERANCE, Masks, PruneError, prunable_weights, within_tolerance
 
 __all__ = [
     "ChannelGroup",
@@ -113,10 +116,10 @@ class ChannelGroup:
 
     def filter_l1(self, network: nn.Module) -> torch.Tensor:
         """The l1 norm of each channel's filters, summed over the producers (float64, length ``channels``)."""
-        total = torch.zeros(self.channels, dtype=torch.float64)
+        total = np.zeros(self.channels)
         for rows in self.producer_weights(network):
-            total += rows.abs().sum(dim=1).double().cpu()
-        return total
+            total += np.abs(_array(rows.float())).sum(axis=1, dtype=np.float64)
+        return torch.from_numpy(total)
 
     def removed_channels(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Channels the masks already remove: every producer row is masked out, or every consumer column.
@@ -124,23 +127,30 @@ class ChannelGroup:
         Either way the channel carries nothing any layer uses, so a cascade
         must treat it as gone.
         """
-        rows_dead = torch.ones(self.channels, dtype=torch.bool)
+        rows_dead = np.ones(self.channels, dtype=bool)
         for p in self.producers:
-            mask = masks[_weight_name(p)].detach().cpu().reshape(self.channels, -1)
-            rows_dead &= ~mask.any(dim=1)
+            rows_dead &= ~_array(masks[_weight_name(p)]).reshape(self.channels, -1).any(axis=1)
         if not self.consumers:
-            return rows_dead
-        cols_dead = torch.ones(self.channels, dtype=torch.bool)
+            return torch.from_numpy(rows_dead)
+        cols_dead = np.ones(self.channels, dtype=bool)
         for c in self.consumers:
-            mask = masks[_weight_name(c.module)].detach().cpu()
-            # (out, C*fpc, ...) -> (C, everything that reads channel c)
-            per_channel = mask.reshape(mask.shape[0], self.channels, c.features_per_channel, -1).transpose(0, 1)
-            cols_dead &= ~per_channel.reshape(self.channels, -1).any(dim=1)
-        return rows_dead | cols_dead
+            mask = _array(masks[_weight_name(c.module)])
+            # (out, C*fpc, ...) -> (out, C, everything else): does anything still read channel i?
+            per_channel = mask.reshape(mask.shape[0], self.channels, -1)
+            cols_dead &= ~per_channel.any(axis=(0, 2))
+        return torch.from_numpy(rows_dead | cols_dead)
 
-    def layers(self) -> list[str]:
-        """Every module whose weight this group's channels touch (producers, then consumers)."""
-        return list(dict.fromkeys([*self.producers, *(c.module for c in self.consumers)]))
+
+def _array(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A CPU numpy view of a tensor (no copy for CPU tensors).
+
+    The mask bookkeeping runs on many tiny arrays; numpy does each in
+    microseconds, while torch's per-op thread-pool overhead can cost
+    milliseconds on a busy machine.
+    """
+    if isinstance(tensor, torch.Tensor):
+        return tensor.detach().cpu().numpy()
+    return np.asarray(tensor)
 
 
 def _weight_name(module: str) -> str:
@@ -424,7 +434,7 @@ class _Analysis:
 
     def _join(self, node: torch.fx.Node) -> bool:
         """``a + b``: both operands must have the output's shape (no broadcasting), and their spaces merge."""
-        operands = [a for a in node.args[:2]]
+        operands = list(node.args[:2])
         tensors = [a for a in operands if isinstance(a, torch.fx.Node) and a in self.at]
         others = [a for a in operands if not (isinstance(a, torch.fx.Node) and a in self.at)]
         extra = [n for n in node.all_input_nodes if n in self.at and n not in tensors]
@@ -540,31 +550,30 @@ def channel_masks(
 ) -> Masks:
     """Weight masks removing the channels with ``keep[i] == False`` of each ``groups[i]``.
 
-    Returns a mask for every prunable weight (all True where no group reaches):
-    the producers' rows of removed channels and the consumers' matching input
-    columns (a block of ``features_per_channel`` columns each) are False.
+    Returns a CPU bool mask for every prunable weight (all True where no
+    group reaches): the producers' rows of removed channels and the consumers'
+    matching input columns (a block of ``features_per_channel`` columns each)
+    are False. ``keep[i]`` is a bool tensor (or array) of ``groups[i].channels``
+    entries, True = keep.
     """
     if len(keep) != len(groups):
         raise ValueError(f"{len(groups)} channel groups but {len(keep)} keep vectors")
-    masks = full_masks(network)
+    masks = {name: np.ones(tuple(w.shape), dtype=bool) for name, w in prunable_weights(network).items()}
     for group, kept in zip(groups, keep):
-        kept = torch.as_tensor(kept).to(torch.bool).flatten().cpu()
-        if kept.numel() != group.channels:
+        kept = _array(kept).astype(bool).ravel()
+        if kept.size != group.channels:
             raise ValueError(
-                f"keep vector for the group of {group.name} has {kept.numel()} entries, "
+                f"keep vector for the group of {group.name} has {kept.size} entries, "
                 f"but the group has {group.channels} channels"
             )
         dropped = ~kept
         if not dropped.any():
             continue
         for producer in group.producers:
-            mask = masks[_weight_name(producer)]
-            mask[dropped.to(mask.device)] = False
+            masks[_weight_name(producer)][dropped] = False
         for consumer in group.consumers:
-            mask = masks[_weight_name(consumer.module)]
-            columns = dropped.repeat_interleave(consumer.features_per_channel)
-            mask[:, columns.to(mask.device)] = False
-    return masks
+            masks[_weight_name(consumer.module)][:, np.repeat(dropped, consumer.features_per_channel)] = False
+    return {name: torch.from_numpy(mask) for name, mask in masks.items()}
 
 
 # --------------------------------------------------------------------------- allocation
@@ -578,11 +587,12 @@ class _Accounting:
     ``W[o, i, ...]`` survives if its producer channel ``o`` is kept, the
     channel ``i`` it reads is kept and the previous masks keep it. With ``K``
     the previous mask summed over the kernel (and over the
-    ``features_per_channel`` columns of one channel), a layer keeps
-    ``r^T K c`` weights for keep vectors ``r`` and ``c``. Tabulating that for
-    every pair of counts once turns each evaluation into a few table look-ups:
-    exact (overlaps of removed rows and columns included) and cheap enough to
-    try hundreds of thousands of allocations.
+    ``features_per_channel`` columns of one channel), and rows and columns
+    sorted best channel first, a layer keeping its best ``a`` output and ``b``
+    input channels keeps the 2-d prefix sum ``K[:a, :b]``. Tabulating those
+    sums once turns every evaluation into a few integer look-ups: exact
+    (overlaps of removed rows and columns included) and cheap enough to try
+    hundreds of thousands of allocations.
     """
 
     def __init__(
@@ -592,26 +602,23 @@ class _Accounting:
         scores: Sequence[torch.Tensor],
         previous: Mapping[str, torch.Tensor],
     ):
-        self.keep_matrices: list[np.ndarray] = []  # per group: row k = keep vector with k channels kept
+        self.best_first: list[np.ndarray] = []  # per group: channels, the most worth keeping first
         self.low: list[int] = []  # fewest kept channels allowed (never empty a group)
         self.high: list[int] = []  # most kept channels allowed (removed channels stay removed)
         for group, score in zip(groups, scores):
-            score = torch.as_tensor(score).detach().double().flatten().cpu()
-            if score.numel() != group.channels:
+            score = _array(torch.as_tensor(score).double() if isinstance(score, torch.Tensor) else score)
+            score = score.astype(np.float64).ravel()
+            if score.size != group.channels:
                 raise ValueError(
-                    f"scores for the group of {group.name} have {score.numel()} entries, "
+                    f"scores for the group of {group.name} have {score.size} entries, "
                     f"but the group has {group.channels} channels"
                 )
-            if torch.isnan(score).any():
+            if np.isnan(score).any():
                 raise PruneError(f"channel scores for the group of {group.name} contain NaN")
-            dead = group.removed_channels(previous)
-            score = torch.where(dead, torch.full_like(score, -math.inf), score)
+            dead = _array(group.removed_channels(previous))
+            score = np.where(dead, -np.inf, score)
             # stable sort: equal scores are removed in channel order, so results are deterministic
-            order = torch.sort(score, stable=True).indices.numpy()
-            rank = np.empty(group.channels, dtype=np.int64)
-            rank[order] = np.arange(group.channels)
-            counts = np.arange(group.channels + 1)[:, None]
-            self.keep_matrices.append((rank[None, :] >= group.channels - counts).astype(np.float64))
+            self.best_first.append(np.argsort(score, kind="stable")[::-1].copy())
             self.low.append(1)
             self.high.append(max(1, group.channels - int(dead.sum())))
 
@@ -625,19 +632,24 @@ class _Accounting:
         self.tables: list[np.ndarray] = []  # per layer: kept weights by (producer count, consumer count)
         self.ends: list[tuple[int, int]] = []  # per layer: (producer group, consumer group), -1 for none
         for name in weights:
-            prev = previous[name].detach().cpu().to(torch.bool)
+            prev = _array(previous[name]).astype(bool, copy=False)
             p = producer_of.get(name, -1)
             c, fpc = consumer_of.get(name, (-1, 1))
             if p < 0 and c < 0:
                 self.constant += int(prev.sum())
                 continue
-            k = prev.reshape(prev.shape[0], prev.shape[1], -1).sum(dim=2)
+            # K[o, i]: kept weights between output channel o and input channel i
+            in_channels = groups[c].channels if c >= 0 else prev.shape[1]
+            k = prev.reshape(prev.shape[0], in_channels, -1).sum(axis=2, dtype=np.int64)
+            if p >= 0:  # row a: the best a output channels kept
+                k = np.vstack([np.zeros((1, k.shape[1]), np.int64), k[self.best_first[p]].cumsum(axis=0)])
+            else:  # one row: every output channel kept
+                k = k.sum(axis=0, keepdims=True)
             if c >= 0:
-                k = k.reshape(k.shape[0], groups[c].channels, fpc).sum(dim=2)
-            k = k.double().numpy()
-            rows = self.keep_matrices[p] if p >= 0 else np.ones((1, k.shape[0]))
-            cols = self.keep_matrices[c] if c >= 0 else np.ones((1, k.shape[1]))
-            self.tables.append(np.rint(rows @ k @ cols.T).astype(np.int64))
+                k = np.hstack([np.zeros((k.shape[0], 1), np.int64), k[:, self.best_first[c]].cumsum(axis=1)])
+            else:
+                k = k.sum(axis=1, keepdims=True)
+            self.tables.append(k)
             self.ends.append((p, c))
 
     def kept(self, counts: np.ndarray) -> np.ndarray:
@@ -652,8 +664,10 @@ class _Accounting:
     def ratio(self, counts: Sequence[int]) -> float:
         return 1.0 - int(self.kept(np.asarray(counts))[0]) / self.total
 
-    def keep_vector(self, g: int, count: int) -> torch.Tensor:
-        return torch.from_numpy(self.keep_matrices[g][count] > 0)
+    def keep_vector(self, g: int, count: int) -> np.ndarray:
+        keep = np.zeros(len(self.best_first[g]), dtype=bool)
+        keep[self.best_first[g][:count]] = True
+        return keep
 
 
 def _uniform_steps(channels: Sequence[int]) -> list[int]:
@@ -721,9 +735,7 @@ def _adjust(accounting: _Accounting, base: np.ndarray, target_kept: float, toler
     while tried < _SEARCH_BUDGET:
         size += 1
         fitting: tuple[float, np.ndarray] | None = None
-        exhausted = True
         for block in _moves(len(base), size):
-            exhausted = False
             counts = base + block
             counts = counts[((counts >= low) & (counts <= high)).all(axis=1)]
             tried += len(block)
@@ -737,12 +749,14 @@ def _adjust(accounting: _Accounting, base: np.ndarray, target_kept: float, toler
                 fitting = (float(errors[i]), counts[i])
         if fitting is not None:
             return fitting[1]
-        if exhausted or size > int((high - low).sum()):
+        if size > int((high - low).sum()):  # every allocation within the bounds has been tried
             return best
     # greedy walk: descend with moves of one or two channels while the error drops
     while best_error > tolerance:
         neighbours = np.vstack([best + block for m in (1, 2) for block in _moves(len(base), m)])
         neighbours = neighbours[((neighbours >= low) & (neighbours <= high)).all(axis=1)]
+        if not len(neighbours):
+            break
         errors = np.abs(accounting.kept(neighbours) - target_kept)
         i = int(np.argmin(errors))
         if errors[i] >= best_error:
@@ -776,11 +790,15 @@ def allocate_uniform(
         raise ValueError(f"{len(groups)} channel groups but {len(scores)} score vectors")
     if not 0.0 <= ratio < 1.0:
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-    previous = {n: m.detach().cpu().to(torch.bool) for n, m in (previous_masks or full_masks(network)).items()}
+    weights = prunable_weights(network)
+    if previous_masks is None:
+        previous = {n: np.ones(tuple(w.shape), dtype=bool) for n, w in weights.items()}
+    else:
+        previous = {n: _array(previous_masks[n]).astype(bool) for n in weights}
     if not groups:
-        done = ratio_of(previous)
+        done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
         if done == ratio or within_tolerance(done, ratio):
-            return previous
+            return {name: torch.from_numpy(mask) for name, mask in previous.items()}
         raise PruneError(
             f"cannot prune {ratio:.4f} of {type(network).__name__} with a structured method: the network "
             "has no prunable channel groups (see robustprune.structure.explain_channels)"
@@ -827,7 +845,8 @@ def allocate_uniform(
             f"{achieved:.4f}; try a nearby ratio"
         )
     keep = [accounting.keep_vector(g, int(k)) for g, k in enumerate(counts)]
-    masks = {name: mask.cpu() & previous[name] for name, mask in channel_masks(network, groups, keep).items()}
+    masks = {name: _array(mask) & previous[name] for name, mask in channel_masks(network, groups, keep).items()}
     # the accounting is exact; this guards the bookkeeping itself
-    assert abs(ratio_of(masks) - achieved) < 1e-9, (ratio_of(masks), achieved)
-    return masks
+    kept = sum(int(mask.sum()) for mask in masks.values())
+    assert kept == accounting.kept(counts)[0], (kept, accounting.kept(counts)[0])
+    return {name: torch.from_numpy(mask) for name, mask in masks.items()}

@@ -1,0 +1,26 @@
+"""Random structured pruning: random channels, the same fraction in every layer. The baseline for FT and PFP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustprune import PruneContext, PruneMethod, hookimpl
+from robustprune.pruning import Masks
+from robustprune.structure import allocate_uniform
+
+
+class RandomStructuredPruning(PruneMethod):
+    name = "random_structured"
+    structured = True
+    description = "random structured pruning (seeded): random channels, the same fraction per layer, a baseline"
+
+    def prune(self, network: nn.Module, ratio: float, context: PruneContext) -> Masks:
+        groups = context.channel_groups
+        scores = [torch.rand(group.channels, generator=context.generator, dtype=torch.float64) for group in groups]
+        return allocate_uniform(network, groups, scores, ratio, previous_masks=context.masks)
+
+
+@hookimpl
+def robustprune_register_methods(register):
+    register(RandomStructuredPruning())
