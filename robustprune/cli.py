@@ -22,6 +22,9 @@ _RUN_OPTIONS = {
     "--report": "--rp-report",
     "--plugin": "--rp-plugin",
     "--data": "--rp-data",
+    "--threads": "--rp-threads",
+    "--executor": "--rp-executor",
+    "--ray-address": "--rp-ray-address",
 }
 
 RUN_HELP = """\
@@ -37,6 +40,10 @@ options:
   --report DIR     also write the report as JSON and Markdown into DIR
   --plugin MODULE  load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS)
   --data DIR       root folder of datasets on disk (default: $ROBUSTPRUNE_DATA)
+  --threads N      torch threads per process (default 1: results are then the same
+                   serially, with -n N and on Ray; part of every store key)
+  --executor NAME  local (default: in this process) or ray
+  --ray-address A  Ray cluster for --executor ray (default: a local instance)
 
 Any other option goes to pytest: -k EXPR, -x, -q, --junitxml=FILE, -n 2, ...
 Exit status: 0 when every check passes, 1 when a gate fails (pytest's codes).

@@ -51,8 +51,13 @@ class CaseKey:
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How a run executes. ``threads`` is torch's intra-op thread count: results depend on it
+    (parallel reductions add in a different order), so it is fixed, enters the store keys, and
+    defaults to 1: the same suite then gives the same numbers serially, under xdist and on Ray."""
+
     store: Store
     device: str = "cpu"
+    threads: int = 1
     workers: int = field(default_factory=default_workers)
     data_root: Path | None = None
     download: bool = False
@@ -110,6 +115,7 @@ class Engine:
             name: reg.item.recipe.replace(**suite.recipe).replace(**suite.recipes.get(name, {}))
             for name, reg in self.models.items()
         }
+        torch.set_num_threads(options.threads)
         self.shift_entries: list[ShiftEntry] = parse_shifts(suite.shifts, registry)
         self.shifts: list[Shift] = all_members(self.shift_entries)
         self._data: dict[str, PreparedData] = {}
@@ -193,6 +199,19 @@ class Engine:
                 self._remember(data, shift, data.normalize(images.numpy()))
         if not missing:
             return
+        with self.options.store.claim("shifted", data.key):
+            self._generate_pixel_sets(data, missing)
+
+    def _generate_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
+        missing = []
+        for shift in shifts:  # again: another process may have made them while we waited for the claim
+            images = self.options.store.load("shifted", self._shifted_key(data, shift))
+            if images is None:
+                missing.append(shift)
+            else:
+                self._remember(data, shift, data.normalize(images.numpy()))
+        if not missing:
+            return
         self._progress(data.name, f"generating {len(missing)} shifted test sets with {self.options.workers} workers")
         jobs = [(s, image_seeds(self.suite.seed, data.key, s, len(data.test_labels))) for s in missing]
         outputs = generate_pixel_shifts(
@@ -203,6 +222,7 @@ class Engine:
                 "shifted", self._shifted_key(data, shift), torch.from_numpy(images),
                 {"data": data.key, "shift": shift.identity()},
             )
+            self.options.store.log_work("shifted", self._shifted_key(data, shift), f"{data.name} {shift.label}")
             self._remember(data, shift, data.normalize(images))
 
     def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor) -> None:
@@ -244,20 +264,20 @@ class Engine:
         data = self.data(dataset)
         recipe = self.recipes[model]
         spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
-                "recipe": recipe.to_dict(), "seed": self.suite.seed}
+                "recipe": recipe.to_dict(), "seed": self.suite.seed, "numerics": self._numerics()}
         key = make_key(spec)
-        stored = self.options.store.load("network", key)
-        if stored is not None:
-            return NetworkRecord(key, 0.0, 0.0, state=stored["state"])
         label = f"{model}-{dataset}"
-        self._progress(label, f"training the parent ({recipe.epochs} epochs)")
-        torch.manual_seed(self.suite.seed)
-        network = self.build(model, data)
-        train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=self.suite.seed,
-              pad_value=data.pad_value, device=self.options.device,
-              progress=lambda m: self._progress(label, f"parent {m}"))
-        state = _cpu_state(network)
-        self.options.store.save("network", key, {"state": state}, spec)
+
+        def compute() -> dict[str, Any]:
+            self._progress(label, f"training the parent ({recipe.epochs} epochs)")
+            torch.manual_seed(self.suite.seed)
+            network = self.build(model, data)
+            train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=self.suite.seed,
+                  pad_value=data.pad_value, device=self.options.device,
+                  progress=lambda m: self._progress(label, f"parent {m}"))
+            return {"state": _cpu_state(network)}
+
+        state = self.options.store.load_or_compute("network", key, compute, spec, f"parent {label}")["state"]
         return NetworkRecord(key, 0.0, 0.0, state=state)
 
     # ------------------------------------------------------------------ cases
@@ -277,6 +297,10 @@ class Engine:
         if isinstance(cached, CaseError):
             raise cached
         return cached
+
+    def _numerics(self) -> dict[str, Any]:
+        """What changes floating-point results of training besides the inputs: device type and threads."""
+        return {"device": torch.device(self.options.device).type, "threads": self.options.threads}
 
     def _compute(self, case: CaseKey) -> CaseResult:
         started = time.monotonic()
@@ -310,25 +334,24 @@ class Engine:
             step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
             spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
                     "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
-                    "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed}
+                    "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
+                    "numerics": self._numerics()}
             key = make_key(spec)
-            stored = self.options.store.load("network", key)
-            if stored is not None:
-                record = NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
-            else:
-                where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
+            where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
+
+            def compute(previous=previous, ratio=ratio, where=where, step_seed=step_seed) -> dict[str, Any]:
                 self._progress(case.id, f"{where}: pruning")
                 network = self.build(case.model, data)
                 network.load_state_dict(self._state(previous, case, data))
                 previous_masks = previous.masks or full_masks(network)
                 masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
-                label = f"{case.id}"
                 train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
                       pad_value=data.pad_value, masks=masks, device=self.options.device,
-                      progress=lambda m, w=where: self._progress(label, f"{w}: retrain {m}"))
-                state = _cpu_state(network)
-                self.options.store.save("network", key, {"state": state, "masks": masks, "achieved": achieved}, spec)
-                record = NetworkRecord(key, ratio, achieved, state, masks)
+                      progress=lambda m: self._progress(case.id, f"{where}: retrain {m}"))
+                return {"state": _cpu_state(network), "masks": masks, "achieved": achieved}
+
+            stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} {where}")
+            record = NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
             # only the newest network's weights are needed for the next step
             if previous is not parent:
                 previous.state = None
@@ -348,7 +371,11 @@ class Engine:
         generator = torch.Generator().manual_seed(seed)
         batch = None
         if method.data_informed:
-            size = min(int(method.data_batch_size) or 128, len(data.train_inputs))
+            example = data.train_inputs[:2].clone()
+            # PruneMethod.data_size lets the size follow from the network (SiPP's and PFP's bound);
+            # methods that do not subclass PruneMethod give a fixed data_batch_size
+            wanted = method.data_size(network, example) if hasattr(method, "data_size") else method.data_batch_size
+            size = min(int(wanted) or 128, len(data.train_inputs))
             index = torch.randperm(len(data.train_inputs), generator=generator)[:size]
             batch = data.train_inputs[index]
         context = PruneContext(
@@ -393,16 +420,25 @@ class Engine:
             self._progress(case.id, f"evaluating {len(missing)} network x shift pairs")
             self._ensure_pixel_sets(data, sorted({s.label: s for _, s in missing if s.kind == "pixel"}.values(),
                                                  key=self.shifts.index))
-            networks: dict[int, nn.Module] = {}
+            by_network: dict[int, list[Shift]] = {}
             for i, shift in missing:
-                if i not in networks:
-                    network = self.build(case.model, data)
-                    network.load_state_dict(self._state(records[i], case, data))
-                    networks[i] = network
-                preds = predict(networks[i], self.shifted_inputs(data, shift), self.options.device)
-                self.options.store.save("eval", eval_keys[(i, shift.label)], preds,
-                                        {"network": records[i].key, "shift": shift.identity()})
-                predictions[(i, shift.label)] = preds
+                by_network.setdefault(i, []).append(shift)
+            for i, shifts in by_network.items():
+                # one claim per network: cases sharing the parent evaluate it once
+                with self.options.store.claim("eval", records[i].key):
+                    network: nn.Module | None = None
+                    for shift in shifts:
+                        key = eval_keys[(i, shift.label)]
+                        preds = self.options.store.load("eval", key)  # done by another process meanwhile?
+                        if preds is None or len(preds) != len(labels):
+                            if network is None:
+                                network = self.build(case.model, data)
+                                network.load_state_dict(self._state(records[i], case, data))
+                            preds = predict(network, self.shifted_inputs(data, shift), self.options.device)
+                            self.options.store.save("eval", key, preds,
+                                                    {"network": records[i].key, "shift": shift.identity()})
+                            self.options.store.log_work("eval", key, f"{case.id} network {i} {shift.label}")
+                        predictions[(i, shift.label)] = preds
             self._progress(case.id, f"evaluated in {time.monotonic() - started:.1f} s")
         for record in records[1:]:
             record.state = None  # curves are all that is kept in memory

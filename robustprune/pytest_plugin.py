@@ -27,6 +27,7 @@ from .suite import Suite
 _CASE_FIXTURES = ("case", "shift_case", "group_case")
 DEVICE_ENV = "ROBUSTPRUNE_DEVICE"
 DATA_ENV = "ROBUSTPRUNE_DATA"
+THREADS_ENV = "ROBUSTPRUNE_THREADS"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,12 +38,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch device for training and evaluation: cpu (default, or $ROBUSTPRUNE_DEVICE), cuda, cuda:1")
     group.addoption("--rp-workers", metavar="N", type=int, default=None,
                     help="worker processes for shifted-set generation (default: all cores)")
+    group.addoption("--rp-threads", metavar="N", type=int, default=None,
+                    help="torch threads for training and evaluation (default 1, or $ROBUSTPRUNE_THREADS); results "
+                         "depend on it, so it is part of every store key")
     group.addoption("--rp-report", metavar="DIR", default=None,
                     help="also write the report as JSON and Markdown into DIR")
     group.addoption("--rp-plugin", metavar="MODULE", action="append", default=[],
                     help="load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)")
     group.addoption("--rp-data", metavar="DIR", default=None,
                     help="root folder for datasets read from disk (default: $ROBUSTPRUNE_DATA)")
+    group.addoption("--rp-executor", choices=("local", "ray"), default="local",
+                    help="where parents and cascades run: in this process (default) or on Ray")
+    group.addoption("--rp-ray-address", metavar="ADDRESS", default=None,
+                    help="Ray cluster to use with --rp-executor ray (default: $RAY_ADDRESS, else a local instance)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,6 +101,7 @@ class RunState:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.engines: dict[str, Any] = {}
+        self.jobs: dict[str, Any] = {}  # per suite file: what a remote executor needs to rebuild its engine
         self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
         self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
         self.started = time.monotonic()
@@ -128,6 +137,7 @@ class RunState:
         return RunOptions(
             store=Store(opt("rp_store")),
             device=device,
+            threads=opt("rp_threads") or int(os.environ.get(THREADS_ENV) or 1),
             workers=opt("rp_workers") or default_workers(),
             data_root=Path(data_root).resolve() if data_root else None,
             progress=self.progress,
@@ -154,11 +164,24 @@ class RunState:
             from .plugins import create_host
             from .registry import Registry
 
-            host = create_host(
-                [*self.config.getoption("rp_plugin"), *suite.plugins], search_path=Path(module_file).parent
-            )
-            self.engines[module_file] = Engine(suite, Registry(host), self.run_options())
+            local_modules = (*self.config.getoption("rp_plugin"), *suite.plugins)
+            host = create_host(local_modules, search_path=Path(module_file).parent)
+            engine = Engine(suite, Registry(host), self.run_options())
+            self.engines[module_file] = engine
+            self.jobs[module_file] = self._job(suite, local_modules, module_file, engine.options)
         return self.engines[module_file]
+
+    @staticmethod
+    def _job(suite: Suite, local_modules, module_file: str, options):
+        from .executors import EngineJob
+        from .plugins import local_modules_from_env
+
+        return EngineJob(
+            suite=suite, local_modules=(*local_modules_from_env(), *local_modules),
+            search_path=str(Path(module_file).parent), store_root=str(options.store.root), device=options.device,
+            threads=options.threads,
+            data_root=str(options.data_root) if options.data_root else None, download=options.download,
+        )
 
     def case_view(self, param: CaseParam) -> Case:
         engine = self.engines[param.suite_file]
@@ -259,7 +282,33 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             if isinstance(param, CaseParam):
                 # carried on every report, so the verdict can be made where reports arrive (xdist's controller)
                 item.user_properties += [("robustprune_suite", param.suite_file), ("robustprune_case", param.case_id)]
+                # with `-n N --dist loadgroup`, all checks of a case go to one worker
+                item.add_marker(pytest.mark.xdist_group(param.case_id))
                 break
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With a remote executor, send the collected cases' work out before the checks run."""
+    config = session.config
+    if config.getoption("rp_executor") == "local" or getattr(config, "workerinput", None) is not None:
+        return
+    state: RunState = config.stash[_RUN]
+    from .engine import CaseKey
+    from .executors import make_executor
+
+    executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_ray_address"))
+    wanted: dict[str, dict[str, Any]] = {}
+    for item in session.items:
+        props = dict(item.user_properties)
+        if "robustprune_case" in props:
+            callspec = item.callspec  # type: ignore[attr-defined]
+            param = next(p for p in callspec.params.values() if isinstance(p, CaseParam))
+            wanted.setdefault(param.suite_file, {})[param.case_id] = CaseKey(param.method, param.model, param.dataset)
+    for suite_file, cases in wanted.items():
+        try:
+            executor.prefetch(state.jobs[suite_file], list(cases.values()), state.progress)
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from exc
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

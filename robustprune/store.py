@@ -12,11 +12,14 @@ import io
 import json
 import os
 import tempfile
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
+from filelock import FileLock
 
 STORE_ENV = "ROBUSTPRUNE_STORE"
 DEFAULT_STORE = ".robustprune"
@@ -81,6 +84,42 @@ class Store:
         if hashlib.sha256(payload).digest() != digest:
             return "checksum mismatch: truncated or modified"
         return None
+
+    @contextmanager
+    def claim(self, kind: str, key: str) -> Iterator[None]:
+        """Hold the right to compute one entry: other processes (xdist workers, Ray tasks) wait.
+
+        Use as: load; if missing, ``with store.claim(...)``: load again, and
+        compute only if still missing. No piece of work is then done twice.
+        """
+        lock_path = self.root / "locks" / kind / f"{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_path)):
+            yield
+
+    def load_or_compute(self, kind: str, key: str, compute: Callable[[], Any], spec: Any, what: str) -> Any:
+        """The stored value, or ``compute()``'s, saved; computed by at most one process at a time."""
+        value = self.load(kind, key)
+        if value is not None:
+            return value
+        with self.claim(kind, key):
+            value = self.load(kind, key)  # another process may have computed it while we waited
+            if value is None:
+                value = compute()
+                self.save(kind, key, value, spec)
+                self.log_work(kind, key, what)
+        return value
+
+    def log_work(self, kind: str, key: str, what: str) -> None:
+        """Append one line per computed artifact to ``work.log``: an audit trail of what was computed where."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {kind} {key} {what}\n"
+        # one write() on an O_APPEND file: lines from concurrent processes do not interleave
+        fd = os.open(self.root / "work.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
     def save(self, kind: str, key: str, value: Any, spec: Any = None) -> Path:
         """Write atomically: readers see the old entry, no entry, or the whole new one."""
