@@ -78,7 +78,8 @@ class Case:
 
     @property
     def ratios(self) -> tuple[float, ...]:
-        return tuple(self.suite.ratios)
+        """The evaluated ratios: the suite's grid, or the probed subset with ``search="bisect"``."""
+        return tuple(self.result.ratios)
 
     @property
     def achieved_ratios(self) -> tuple[float, ...]:

@@ -22,10 +22,13 @@ from .data import PreparedData, content_hash, default_workers, generate_pixel_sh
 from .evaluation import accuracy, predict
 from .pruning import PruneError, full_masks, validate_masks
 from .registry import Registered, Registry
-from .shifts import NOMINAL, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
+from .shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
 from .store import Store, make_key
 from .suite import Suite
 from .training import train
+
+_COSTS_VERSION = 1  # bump when what costs.py counts or how it times changes
+_LATENCY_BATCH = 64
 
 ProgressFn = Callable[[str], None]
 
@@ -87,6 +90,8 @@ class CaseResult:
     step_keys: tuple[str, ...]
     accuracy: dict[str, list[float]]  # shift label -> [parent, step 1, ...]
     seconds: float = 0.0
+    # [parent, step 1, ...]: params, macs, and for structured methods latency (s) and speedup vs the parent
+    costs: list[dict[str, Any]] = field(default_factory=list)
 
     def parent_accuracy(self, shift: str = NOMINAL) -> float:
         return self.accuracy[shift][0]
@@ -309,55 +314,94 @@ class Engine:
         steps = self._cascade(case, data, parent)
         records = [parent, *steps]
         curves = self._evaluate(case, data, records)
+        costs = self._costs(case, data, records)
         method = self.methods[case.method]
         return CaseResult(
             case=case,
             method={**method.identity(), "structured": bool(method.item.structured),
                     "data_informed": bool(method.item.data_informed)},
-            ratios=tuple(self.suite.ratios),
+            ratios=tuple(r.ratio for r in steps),
             achieved=tuple(r.achieved for r in steps),
             parent_key=parent.key,
             step_keys=tuple(r.key for r in steps),
             accuracy=curves,
+            costs=costs,
             seconds=time.monotonic() - started,
         )
 
     def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
         """Prune to each ratio in turn, starting from the previous retrained network."""
+        if self.suite.search == "bisect":
+            return self._bisect(case, data, parent)
+        previous = parent
+        steps: list[NetworkRecord] = []
+        for index, ratio in enumerate(self.suite.ratios):
+            record = self._step(case, data, previous, ratio, f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})")
+            if previous is not parent:
+                previous.state = None  # only the newest network's weights are needed for the next step
+            steps.append(record)
+            previous = record
+        return steps
+
+    def _bisect(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
+        """Find the nominal prune potential by bisection over the grid, retraining only the probed ratios.
+
+        Each probe prunes from the largest probed ratio below it (the cascade's
+        rule, with gaps). On a monotone curve the answer equals the full grid's:
+        the largest qualifying ratio and the smallest failing one are both
+        probed. The gate ratio is always probed, so the gate can be read.
+        """
+        ratios = self.suite.ratios
+        threshold = self._accuracy(case, data, parent, NOMINAL_SHIFT) - self.suite.delta
+        probed: dict[int, NetworkRecord] = {}
+
+        def probe(index: int) -> bool:
+            below = [i for i in probed if i < index]
+            previous = probed[max(below)] if below else parent
+            where = f"ratio {ratios[index]:.3g} (bisection probe {len(probed) + 1})"
+            probed[index] = self._step(case, data, previous, ratios[index], where)
+            return self._accuracy(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
+
+        qualifying, failing = -1, len(ratios)  # invariant: ratios[qualifying] passes, ratios[failing] fails
+        while failing - qualifying > 1:
+            middle = (qualifying + failing) // 2
+            if probe(middle):
+                qualifying = middle
+            else:
+                failing = middle
+        gate = ratios.index(self.suite.gate_ratio_for(case.method))
+        if gate not in probed:
+            probe(gate)
+        self._progress(case.id, f"bisection retrained {len(probed)} of {len(ratios)} grid ratios")
+        return [probed[i] for i in sorted(probed)]
+
+    def _step(self, case: CaseKey, data: PreparedData, previous: NetworkRecord, ratio: float,
+              where: str) -> NetworkRecord:
+        """One prune + retrain step from ``previous`` (loaded from the store when already done)."""
         method_reg = self.methods[case.method]
         method = method_reg.item
         recipe = self.recipes[case.model]
         epochs = recipe.epochs if self.suite.retrain_epochs is None else self.suite.retrain_epochs
-        previous = parent
-        steps: list[NetworkRecord] = []
-        for index, ratio in enumerate(self.suite.ratios):
-            step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
-            spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
-                    "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
-                    "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
-                    "numerics": self._numerics()}
-            key = make_key(spec)
-            where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
+        step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
+        spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
+                "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
+                "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
+                "numerics": self._numerics()}
+        key = make_key(spec)
 
-            def compute(previous=previous, ratio=ratio, where=where, step_seed=step_seed) -> dict[str, Any]:
-                self._progress(case.id, f"{where}: pruning")
-                network = self.build(case.model, data)
-                network.load_state_dict(self._state(previous, case, data))
-                previous_masks = previous.masks or full_masks(network)
-                masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
-                train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
-                      pad_value=data.pad_value, masks=masks, device=self.options.device,
-                      progress=lambda m: self._progress(case.id, f"{where}: retrain {m}"))
-                return {"state": _cpu_state(network), "masks": masks, "achieved": achieved}
+        def compute() -> dict[str, Any]:
+            self._progress(case.id, f"{where}: pruning")
+            network = self.build(case.model, data)
+            network.load_state_dict(self._state(previous, case, data))
+            previous_masks = previous.masks or full_masks(network)
+            masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
+            train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
+                  pad_value=data.pad_value, masks=masks, device=self.options.device,
+                  progress=lambda m: self._progress(case.id, f"{where}: retrain {m}"))
+            return {"state": _cpu_state(network), "masks": masks, "achieved": achieved}
 
-            stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} {where}")
-            record = NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
-            # only the newest network's weights are needed for the next step
-            if previous is not parent:
-                previous.state = None
-            steps.append(record)
-            previous = record
-        return steps
+        stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} {where}")
+        return NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
 
     def _state(self, record: NetworkRecord, case: CaseKey, data: PreparedData) -> dict[str, torch.Tensor]:
         if record.state is None:
@@ -398,14 +442,100 @@ class Engine:
         except PruneError as exc:
             raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
 
+    def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift) -> str:
+        return make_key({"kind": "eval", "network": record.key, "data": data.key,
+                         "shift": shift.identity(), "seed": self.suite.seed})
+
+    def _accuracy(self, case: CaseKey, data: PreparedData, record: NetworkRecord, shift: Shift) -> float:
+        """One network's accuracy on one shift, through the same cache as full evaluations."""
+
+        def compute() -> torch.Tensor:
+            network = self.build(case.model, data)
+            network.load_state_dict(self._state(record, case, data))
+            return predict(network, self.shifted_inputs(data, shift), self.options.device)
+
+        key = self._eval_key(record, data, shift)
+        preds = self.options.store.load_or_compute("eval", key, compute, {"network": record.key,
+                                                   "shift": shift.identity()}, f"{case.id} {shift.label}")
+        return accuracy(preds, data.test_labels)
+
+    def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> list[dict[str, Any]]:
+        """Parameters and MACs of every network; for a structured method also the measured latency of the
+        compacted networks and of the parent (a batch of 64 on this machine), hence the speed-up.
+
+        The method's ``structured`` flag decides, never its name. Counts are keyed by network;
+        latencies also by the machine (costs.machine_fingerprint), so warm runs reuse them and
+        print the same table.
+        """
+        from .costs import machine_fingerprint
+
+        structured = bool(self.methods[case.method].item.structured)
+        machine = machine_fingerprint()
+        specs = []
+        for i, record in enumerate(records):
+            compacted = structured and i > 0
+            count_spec = {"kind": "costs", "network": record.key, "compacted": compacted, "version": _COSTS_VERSION}
+            time_spec = {**count_spec, "kind": "latency", "machine": machine, "batch": _LATENCY_BATCH} if structured else None
+            specs.append((record, compacted, count_spec, time_spec))
+        pending = sum(1 for _, _, c, t in specs
+                      if not self.options.store.contains("costs", make_key(c))
+                      or (t is not None and not self.options.store.contains("costs", make_key(t))))
+        if pending:
+            what = "compaction, latency" if structured else "parameters, MACs"
+            self._progress(case.id, f"costing {pending} networks ({what})")
+        out: list[dict[str, Any]] = []
+        for i, (record, compacted, count_spec, time_spec) in enumerate(specs):
+            counts = self.options.store.load_or_compute(
+                "costs", make_key(count_spec), lambda: self._count(case, data, record, compacted), count_spec,
+                f"{case.id} costs of network {i}")
+            entry: dict[str, Any] = {"params": int(counts["params"]), "macs": int(counts["macs"])}
+            if counts.get("note"):
+                entry["note"] = counts["note"]
+            if time_spec is not None:
+                timed = self.options.store.load_or_compute(
+                    "costs", make_key(time_spec), lambda: self._time(case, data, record, compacted), time_spec,
+                    f"{case.id} latency of network {i}")
+                entry["latency"] = float(timed["seconds"])
+            out.append(entry)
+        for record in records[1:]:
+            record.state = None
+        if structured:
+            for entry in out:
+                entry["speedup"] = out[0]["latency"] / entry["latency"] if entry["latency"] > 0 else None
+        return out
+
+    def _costed_network(self, case: CaseKey, data: PreparedData, record: NetworkRecord,
+                        compacted: bool) -> tuple[dict[str, Any], nn.Module]:
+        from .compaction import CompactionError
+        from .costs import network_costs
+
+        network = self.build(case.model, data)
+        network.load_state_dict(self._state(record, case, data))
+        example = data.train_inputs[:2].clone()
+        try:
+            costs, runnable = network_costs(network, record.masks, example, structured=compacted)
+            return {**costs.to_dict(), "note": ""}, runnable
+        except CompactionError as exc:  # costs of the masked network instead; accuracy gating is unaffected
+            self._progress(case.id, f"compaction failed, costing the masked network: {exc}")
+            costs, runnable = network_costs(network, record.masks, example, structured=False)
+            return {**costs.to_dict(), "note": f"not compacted: {exc}"}, runnable
+
+    def _count(self, case: CaseKey, data: PreparedData, record: NetworkRecord, compacted: bool) -> dict[str, Any]:
+        counts, _ = self._costed_network(case, data, record, compacted)
+        return counts
+
+    def _time(self, case: CaseKey, data: PreparedData, record: NetworkRecord, compacted: bool) -> dict[str, Any]:
+        from .costs import measure_latency
+
+        _, network = self._costed_network(case, data, record, compacted)
+        inputs = data.train_inputs[:_LATENCY_BATCH].clone()
+        return {"seconds": measure_latency(network.to("cpu"), inputs)}
+
     def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> dict[str, list[float]]:
         """Accuracy of every network on every shift, each evaluation cached."""
         labels = data.test_labels
-        eval_keys = {
-            (i, shift.label): make_key({"kind": "eval", "network": record.key, "data": data.key,
-                                        "shift": shift.identity(), "seed": self.suite.seed})
-            for i, record in enumerate(records) for shift in self.shifts
-        }
+        eval_keys = {(i, shift.label): self._eval_key(record, data, shift)
+                     for i, record in enumerate(records) for shift in self.shifts}
         predictions: dict[tuple[int, str], torch.Tensor] = {}
         missing: list[tuple[int, Shift]] = []
         for i, _ in enumerate(records):

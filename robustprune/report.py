@@ -59,7 +59,7 @@ def build_report(engine: Any, suite_file: str) -> dict[str, Any]:
         shifted = [s.label for s in engine.shifts if s.label != NOMINAL]
         dee = {s: float(view.delta_excess_error(s)) for s in shifted}
         worst_dee = max(dee, key=dee.get) if dee else None
-        gate_index = list(suite.ratios).index(view.gate_ratio)
+        gate_index = list(result.ratios).index(view.gate_ratio)
         table["rows"].append({
             "method": key.method,
             "case": key.id,
@@ -72,12 +72,14 @@ def build_report(engine: Any, suite_file: str) -> dict[str, Any]:
             "gate_accuracy_loss": float(view.accuracy_loss(NOMINAL)),
             "max_delta_excess_error": dee[worst_dee] if worst_dee else None,
             "max_delta_excess_error_shift": worst_dee,
+            "gate_costs": _gate_costs(result.costs, gate_index),
         })
         cases_out.append({
             "id": key.id, "method": result.method, "model": key.model, "dataset": key.dataset,
             "ratios": list(result.ratios), "achieved_ratios": list(result.achieved),
             "parent_key": result.parent_key, "step_keys": list(result.step_keys),
             "accuracy": result.accuracy, "seconds": round(result.seconds, 2),
+            "costs": result.costs,
         })
     return {
         "version": REPORT_VERSION,
@@ -120,14 +122,34 @@ def apply_verdicts(report: dict[str, Any], outcomes: dict[tuple[str, str], list[
     return report
 
 
+def _gate_costs(costs: list[dict[str, Any]], gate_index: int) -> dict[str, Any] | None:
+    """Costs at the gate ratio against the parent's: parameters, MAC reduction, measured speed-up."""
+    if len(costs) <= gate_index + 1:
+        return None
+    parent, gate = costs[0], costs[gate_index + 1]
+    return {
+        "params": gate["params"],
+        "parent_params": parent["params"],
+        "macs": gate["macs"],
+        "parent_macs": parent["macs"],
+        "mac_reduction": parent["macs"] / gate["macs"] if gate["macs"] else None,
+        "speedup": gate.get("speedup"),
+    }
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}"
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "parent acc %", "P nominal %"]
     headers += [f"P {label} %\nmean / min (worst)" for label in report["shifts"]]
-    headers += ["gate ratio\n(achieved)", "Δe max %\n(shift)", "verdict"]
+    headers += ["gate ratio\n(achieved)", "Δe max %\n(shift)", "params k\ngate / parent", "MACs\nreduction",
+                "speed-up\n(compacted)", "verdict"]
     rows = []
     for row in table["rows"]:
         if "error" in row:
@@ -140,7 +162,14 @@ def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str]
             cells.append(f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
         dee = row["max_delta_excess_error"]
         shift = f" ({row['max_delta_excess_error_shift']})" if dee is not None else ""
-        cells += [f"{row['gate_ratio']:g} ({row['gate_achieved_ratio']:.3f})", f"{_pct(dee)}{shift}", row["verdict"]]
+        cells += [f"{row['gate_ratio']:g} ({row['gate_achieved_ratio']:.3f})", f"{_pct(dee)}{shift}"]
+        costs = row.get("gate_costs")
+        if costs is None:
+            cells += ["-", "-", "-"]
+        else:
+            cells += [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}",
+                      _times(costs["mac_reduction"]), _times(costs["speedup"])]
+        cells.append(row["verdict"])
         rows.append(cells)
     return headers, rows
 
@@ -148,7 +177,8 @@ def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str]
 def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
     """The terminal (or, with ``fmt="github"``, Markdown) rendering of one suite's report."""
     parts = [f"suite {report['suite']}  (P = prune potential at delta {report['delta'] * 100:g} %, "
-             f"Δe = delta excess error at the gate ratio)"]
+             f"Δe = delta excess error at the gate ratio; params, MACs and speed-up at the gate ratio, "
+             f"speed-up = measured CPU latency of the parent / of the compacted network, structured methods only)"]
     for table in report["tables"]:
         headers, rows = table_rows(report, table)
         if fmt != "simple":  # Markdown and most other formats cannot break a header cell

@@ -47,6 +47,10 @@ class Suite:
         dataset_params: per-dataset parameters passed to the dataset plugin.
         plugins: local plugin modules to load (importable names, looked up
             next to the suite file first).
+        search: ``"grid"`` retrains at every ratio (a cascade, as the paper);
+            ``"bisect"`` retrains only the ratios a bisection for the nominal
+            prune potential probes (plus the gate ratio): fewer retrains, the
+            same answer on a monotone curve, curves only at probed ratios.
     """
 
     models: Sequence[str]
@@ -62,6 +66,7 @@ class Suite:
     seed: int = 0
     dataset_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     plugins: Sequence[str] = ()
+    search: str = "grid"
 
     def __post_init__(self) -> None:
         for attr in ("models", "datasets", "methods", "shifts", "plugins"):
@@ -85,6 +90,8 @@ class Suite:
             raise ValueError(f"delta {self.delta} must be in [0, 1): it is an accuracy loss, 0.005 = 0.5 %")
         if self.retrain_epochs is not None and self.retrain_epochs < 0:
             raise ValueError(f"retrain_epochs must be >= 0, got {self.retrain_epochs}")
+        if self.search not in ("grid", "bisect"):
+            raise ValueError(f"search must be 'grid' or 'bisect', got {self.search!r}")
         for method in self.methods:
             self.gate_ratio_for(method)  # validates
 
