@@ -20,6 +20,7 @@ from torch import nn
 from .api import DatasetRequest, PruneContext, Recipe
 from .data import PreparedData, content_hash, default_workers, generate_pixel_shifts, prepare
 from .evaluation import accuracy, predict
+from .metrics import bisect_last_qualifying
 from .pruning import PruneError, full_masks, validate_masks
 from .registry import Registered, Registry
 from .shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
@@ -362,13 +363,7 @@ class Engine:
             probed[index] = self._step(case, data, previous, ratios[index], where)
             return self._accuracy(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
 
-        qualifying, failing = -1, len(ratios)  # invariant: ratios[qualifying] passes, ratios[failing] fails
-        while failing - qualifying > 1:
-            middle = (qualifying + failing) // 2
-            if probe(middle):
-                qualifying = middle
-            else:
-                failing = middle
+        bisect_last_qualifying(len(ratios), probe)
         gate = ratios.index(self.suite.gate_ratio_for(case.method))
         if gate not in probed:
             probe(gate)

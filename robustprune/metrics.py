@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 # Accuracies are ratios of integer counts; comparing them to acc - delta in
 # floating point must not flip a boundary case that is exactly equal.
@@ -73,3 +73,20 @@ def summarize_group(values: Mapping[str, float]) -> GroupSummary:
 def accuracy_loss(parent_accuracy: float, pruned_accuracy: float) -> float:
     """How much accuracy pruning cost on one distribution (positive = worse)."""
     return parent_accuracy - pruned_accuracy
+
+
+def bisect_last_qualifying(count: int, qualifies: Callable[[int], bool]) -> int:
+    """Index of the last grid point that qualifies, by bisection; -1 if none does.
+
+    ``qualifies(i)`` is called once per probed index, in bisection order (at
+    most ceil(log2(count + 1)) calls). On a monotone grid (qualifying points
+    first) the answer equals a scan of the whole grid.
+    """
+    qualifying, failing = -1, count  # invariant: index `qualifying` passes, index `failing` fails
+    while failing - qualifying > 1:
+        middle = (qualifying + failing) // 2
+        if qualifies(middle):
+            qualifying = middle
+        else:
+            failing = middle
+    return qualifying

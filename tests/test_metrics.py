@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustprune.metrics import (
+    bisect_last_qualifying,
     GroupSummary,
     accuracy_loss,
     delta_excess_error,
@@ -178,3 +179,37 @@ def test_summarize_group_values_are_a_copy():
 def test_summarize_empty_group_raises():
     with pytest.raises(ValueError, match="empty shift group"):
         summarize_group({})
+
+
+# ---------------------------------------------------------------- bisection search
+
+
+def _probing(curve):
+    calls = []
+
+    def qualifies(i):
+        calls.append(i)
+        return curve[i]
+
+    return qualifies, calls
+
+
+@pytest.mark.parametrize("boundary", range(-1, 16))
+def test_bisection_matches_the_full_grid_on_monotone_curves(boundary):
+    # 16 grid points; points 0..boundary qualify, the rest fail
+    curve = [i <= boundary for i in range(16)]
+    qualifies, calls = _probing(curve)
+    assert bisect_last_qualifying(16, qualifies) == boundary
+    assert len(calls) <= 8  # at most half of the grid's 16 retrains (in fact at most 5)
+    assert len(set(calls)) == len(calls)  # no point probed twice
+
+
+def test_bisection_on_a_non_monotone_curve_finds_a_qualifying_point_before_a_failing_one():
+    curve = [True, False, True, True, False, False, True, False]
+    qualifies, calls = _probing(curve)
+    found = bisect_last_qualifying(len(curve), qualifies)
+    assert curve[found] and (found + 1 == len(curve) or not curve[found + 1])
+
+
+def test_bisection_on_an_empty_grid():
+    assert bisect_last_qualifying(0, lambda i: True) == -1
