@@ -14,32 +14,45 @@ from .api import (
     PixelShift,
     PruneContext,
     PruneMethod,
+    PublishedShift,
     Recipe,
+    ShiftedSet,
     ShiftGroup,
     ShiftParam,
     TensorShift,
     hookimpl,
 )
+from .beyond import PAPER_EPS, PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, Features, ShiftMix, Similarity
+from .datasource import skip_unless_data
 from .suite import Suite, geometric_ratios
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SEVERITY",
+    "PAPER_EPS",
+    "PAPER_HELD_OUT",
+    "PAPER_TRAIN_SHIFTS",
     "DatasetRequest",
     "DatasetSpec",
     "DataSplits",
+    "Features",
     "ImageSet",
     "ModelSpec",
     "PixelShift",
     "PruneContext",
     "PruneMethod",
+    "PublishedShift",
     "Recipe",
+    "ShiftedSet",
     "ShiftGroup",
+    "ShiftMix",
     "ShiftParam",
+    "Similarity",
     "Suite",
     "TensorShift",
     "geometric_ratios",
     "hookimpl",
+    "skip_unless_data",
     "__version__",
 ]

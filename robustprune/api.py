@@ -38,6 +38,11 @@ class Recipe:
 
     ``milestones`` and ``warmup`` are fractions of ``epochs`` so that the same
     schedule can be replayed over a shorter retrain ("learning-rate rewinding").
+    ``retrain_epochs`` is the length of each retrain after a prune step when the
+    suite sets none (``None``: replay all ``epochs``, as the paper does for most
+    networks). Augmentations: ``crop`` pads 4 pixels and crops back (CIFAR),
+    ``crop_flip`` adds a horizontal flip, ``resized_crop_flip`` is ImageNet's
+    random-resized crop (area 8-100 %, aspect 3/4-4/3) plus flip.
     """
 
     epochs: int = 10
@@ -50,8 +55,9 @@ class Recipe:
     gamma: float = 0.1
     warmup: float = 0.0
     augment: str = "crop_flip"  # one of AUGMENTATIONS
+    retrain_epochs: int | None = None
 
-    AUGMENTATIONS = ("none", "crop", "crop_flip")
+    AUGMENTATIONS = ("none", "crop", "crop_flip", "resized_crop_flip")
 
     def __post_init__(self) -> None:
         problems = []
@@ -67,6 +73,8 @@ class Recipe:
             problems.append(f"warmup is a fraction of the epochs in [0, 1), got {self.warmup}")
         if self.augment not in self.AUGMENTATIONS:
             problems.append(f"augment must be one of {', '.join(self.AUGMENTATIONS)}, got {self.augment!r}")
+        if self.retrain_epochs is not None and self.retrain_epochs < 0:
+            problems.append(f"retrain_epochs must be >= 0 or None, got {self.retrain_epochs}")
         if problems:
             raise ValueError("invalid recipe: " + "; ".join(problems))
 
@@ -129,7 +137,18 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """What a dataset plugin returns: train and test images plus normalisation."""
+    """What a dataset plugin returns: train and test images plus normalisation.
+
+    ``published_shift(shift_name, param)``, if given, lets the dataset supply a
+    shifted test set read from disk (e.g. the published CIFAR-10-C arrays for
+    ``contrast@3``, or CIFAR-10.1 for ``cifar10_1@6``). The host asks it before
+    generating any pixel shift: it returns a :class:`ShiftedSet` to use instead,
+    ``None`` to let the shift be generated as usual, or raises (with the path
+    and the fix) when published data that should be there is missing or broken.
+    It must be deterministic; its images must have the test images' height,
+    width and channels. Like ``load``, it must stay cheap to call again: the
+    host re-reads the set rather than keeping every one in memory.
+    """
 
     train: ImageSet
     test: ImageSet
@@ -137,11 +156,25 @@ class DataSplits:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...] = ()
+    published_shift: Callable[[str, Any], ShiftedSet | None] | None = field(default=None, compare=False)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         _, h, w, c = self.test.images.shape
         return (c, h, w)
+
+
+@dataclass(frozen=True)
+class ShiftedSet:
+    """A shifted test set read from disk: its own images *and labels* (CIFAR-10.1 has both).
+
+    ``source`` says where it came from (a file path); the report shows it.
+    Accuracy on it is measured against its own labels, so excess error stays
+    err(shifted set) - err(nominal test set) even when the two sets differ.
+    """
+
+    test: ImageSet
+    source: str
 
 
 @dataclass(frozen=True)
@@ -166,6 +199,10 @@ class DatasetSpec:
     load: Callable[[DatasetRequest], DataSplits]
     description: str = ""
     version: str | None = None
+    check: Callable[[DatasetRequest], str | None] | None = None
+    """Optional and cheap (no decoding): ``None`` if ``load`` will find its data, else a
+    message naming the path looked at and how to point robustprune at the data.
+    Suites use it through :func:`robustprune.skip_unless_data` to skip cleanly."""
 
 
 # --------------------------------------------------------------------------- shifts
@@ -233,6 +270,21 @@ class TensorShift:
 
 
 @dataclass(frozen=True)
+class PublishedShift:
+    """A shift that exists only as a published test set, such as CIFAR-10.1 (``cifar10_1@6``).
+
+    No transformation of the nominal test set can make it: a dataset supplies
+    it through :attr:`DataSplits.published_shift`, and evaluating it on a
+    dataset that does not is an error naming the dataset.
+    """
+
+    name: str
+    param: ShiftParam
+    description: str = ""
+    version: str | None = None
+
+
+@dataclass(frozen=True)
 class ShiftGroup:
     """A named set of shifts sharing one parameter: ``noise@3`` means each member at 3."""
 
@@ -277,6 +329,10 @@ class PruneContext:
 class PruneMethod:
     """Base class for prune methods (subclassing is optional; the attributes are the contract).
 
+    ``structured`` and ``data_informed`` declare what the method is; the host
+    and the report act on them (data for ``data_informed``, compaction and a
+    latency measurement for ``structured``), never on a method's name.
+
     ``prune(network, ratio, context)`` returns a boolean mask (True = keep) for
     every prunable weight, keyed like ``context.masks`` (parameter names of the
     weights of Conv2d and Linear layers). The host checks that the masks remove
@@ -295,6 +351,17 @@ class PruneMethod:
     def params(self) -> dict[str, Any]:
         """Settings that change the result; they enter the store key."""
         return {}
+
+    def data_size(self, network: "nn.Module", example_input: "torch.Tensor") -> int:
+        """How many training inputs a data-informed method wants for ``network`` (at most ``data_batch_size``).
+
+        The host calls this before each prune step of a data-informed method
+        and passes that many seeded training inputs in ``context.data``
+        (fewer if the training set is smaller). Override it when the size
+        follows from the network, as SiPP's and PFP's sample-size bound does;
+        whatever it depends on must be in :meth:`params`.
+        """
+        return int(self.data_batch_size)
 
     def prune(self, network: "nn.Module", ratio: float, context: PruneContext) -> dict[str, "torch.Tensor"]:
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""The ``robustprune`` command: ``run`` suites through pytest, list ``plugins``.
+"""The ``robustprune`` command: ``run`` suites through pytest, list ``plugins``, re-render a ``report``.
 
 ``robustprune run [SUITE ...] [options] [pytest options]`` is ``pytest SUITE ...``
 with robustprune's options spelled short; with no suite it runs the built-in
@@ -26,6 +26,8 @@ _RUN_OPTIONS = {
     "--executor": "--rp-executor",
     "--ray-address": "--rp-ray-address",
 }
+# robustprune flag -> pytest flag; no value
+_RUN_FLAGS = {"--download": "--rp-download"}
 
 RUN_HELP = """\
 usage: robustprune run [SUITE ...] [options] [pytest options]
@@ -37,9 +39,11 @@ options:
   --store DIR      artifact store (default: $ROBUSTPRUNE_STORE or ./.robustprune)
   --device DEVICE  cpu (default) or cuda
   --workers N      worker processes for shifted-set generation (default: all cores)
-  --report DIR     also write the report as JSON and Markdown into DIR
+  --report DIR     also write the report as JSON and Markdown into DIR, with figures
+                   when matplotlib is installed (pip install 'robustprune[plots]')
   --plugin MODULE  load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS)
   --data DIR       root folder of datasets on disk (default: $ROBUSTPRUNE_DATA)
+  --download       let dataset plugins download missing data into the data root
   --threads N      torch threads per process (default 1: results are then the same
                    serially, with -n N and on Ray; part of every store key)
   --executor NAME  local (default: in this process) or ray
@@ -70,6 +74,8 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
                 value = argv[i + 1]
                 i += 1
             passthrough.append(f"{_RUN_OPTIONS[name]}={value}")
+        elif arg in _RUN_FLAGS:
+            passthrough.append(_RUN_FLAGS[arg])
         elif leading and not arg.startswith("-"):
             if not Path(arg.split("::")[0]).exists():
                 raise SystemExit(f"robustprune run: suite file {arg!r} not found (working directory {os.getcwd()})")
@@ -120,7 +126,52 @@ def cmd_plugins(argv: list[str]) -> int:
     return 1 if registry.failures else 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins}
+def cmd_report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="robustprune report",
+        description="Re-render the tables and figures of a JSON report (robustprune-report.json) without "
+                    "recomputing anything.")
+    parser.add_argument("results", type=Path, metavar="RESULTS.json", help="a report written by --report DIR")
+    parser.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                        help="folder for the figures (default: figures/ next to RESULTS.json)")
+    parser.add_argument("--no-figures", action="store_true", help="print the tables only")
+    parser.add_argument("--format", default="simple", metavar="FMT",
+                        help="table format: simple (default), github (Markdown), or any other tabulate format")
+    args = parser.parse_args(argv)
+    import json
+
+    from .report import render_text
+
+    try:
+        data = json.loads(args.results.read_text())
+        reports = data["suites"]
+    except FileNotFoundError:
+        print(f"robustprune report: {args.results} not found", file=sys.stderr)
+        return 2
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        print(f"robustprune report: {args.results} is not a robustprune JSON report ({type(exc).__name__}: {exc})",
+              file=sys.stderr)
+        return 2
+    for report in reports:
+        for table in report["tables"]:
+            for row in table["rows"]:
+                row.setdefault("verdict", "not checked")
+        print(render_text(report, args.format))
+    if args.no_figures:
+        return 0
+    from .report_extras import write_figures_or_hint
+
+    folder = args.figures or args.results.parent / "figures"
+    written, hint = write_figures_or_hint(reports, folder)
+    if hint:
+        print(f"robustprune report: no figures: {hint}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"figure written to {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "report": cmd_report}
 
 MAIN_HELP = f"""\
 usage: robustprune COMMAND [...]
@@ -130,6 +181,7 @@ robustprune {__version__}: gate pruned networks on robustness beyond test accura
 commands:
   run [SUITE ...] [options]   run suites (default: the built-in quickstart); see `robustprune run --help`
   plugins                     list plugins with their versions and what they register
+  report RESULTS.json         re-render a JSON report's tables and figures (computes nothing)
 """
 
 

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
-from .api import DatasetSpec, ModelSpec, PixelShift, ShiftGroup, TensorShift, check_name, describe_sequence
+from .api import DatasetSpec, ModelSpec, PixelShift, PublishedShift, ShiftGroup, TensorShift, check_name, describe_sequence
 from .plugins import PluginFailure, PluginHost, PluginInfo, _short_error
 
 T = TypeVar("T")
@@ -57,8 +57,8 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
     "dataset": ("robustprune_register_datasets", lambda o: isinstance(o, DatasetSpec), "a DatasetSpec"),
     "shift": (
         "robustprune_register_shifts",
-        lambda o: isinstance(o, (PixelShift, TensorShift, ShiftGroup)),
-        "a PixelShift, TensorShift or ShiftGroup",
+        lambda o: isinstance(o, (PixelShift, TensorShift, PublishedShift, ShiftGroup)),
+        "a PixelShift, TensorShift, PublishedShift or ShiftGroup",
     ),
 }
 

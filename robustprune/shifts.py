@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from .api import PixelShift, TensorShift
+from .api import PixelShift, PublishedShift, TensorShift
 from .registry import Registered, Registry
 
 NOMINAL = "nominal"
@@ -39,9 +39,11 @@ class Shift:
 
     @property
     def kind(self) -> str:
-        """``"pixel"``, ``"tensor"`` or ``"nominal"``."""
+        """``"pixel"``, ``"tensor"``, ``"published"`` (a test set only a dataset can supply) or ``"nominal"``."""
         if self.registered is None:
             return NOMINAL
+        if isinstance(self.registered.item, PublishedShift):
+            return "published"
         return "pixel" if isinstance(self.registered.item, PixelShift) else "tensor"
 
     def identity(self) -> dict[str, Any]:

@@ -8,8 +8,11 @@ test functions that take the fixtures ``case``, ``shift_case`` or
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
+from .beyond import Features, ShiftMix, Similarity, as_shift_mix
 
 
 def geometric_ratios(n: int = 16, keep_max: float = 0.8, keep_min: float = 0.03) -> tuple[float, ...]:
@@ -44,13 +47,26 @@ class Suite:
         retrain_epochs: epochs of each retrain (the recipe's schedule compressed
             to them); ``None`` replays the full recipe as the paper does.
         seed: seeds data splits, initialisation, pruning and shifts.
-        dataset_params: per-dataset parameters passed to the dataset plugin.
+        dataset_params: per-dataset parameters passed to the dataset plugin;
+            ``root`` (a folder, relative to the suite file) overrides the data
+            root for that dataset.
+        parent_checkpoints: ``{model: path}``: start from the trained parent in
+            that file (relative to the suite file) instead of training one.
         plugins: local plugin modules to load (importable names, looked up
             next to the suite file first).
         search: ``"grid"`` retrains at every ratio (a cascade, as the paper);
             ``"bisect"`` retrains only the ratios a bisection for the nominal
             prune potential probes (plus the gate ratio): fewer retrains, the
             same answer on a monotone curve, curves only at probed ratios.
+        similarity: a :class:`Similarity`: functional similarity of the pruned
+            networks to their parent under uniform noise (agreement, softmax
+            distance), optionally against a separately trained parent.
+        features: a :class:`Features`: informative features (backward
+            selection) of the parent and the gate-ratio network, compared.
+        train_shifts: robust training: a :class:`ShiftMix` or shift names;
+            parents are trained and networks retrained on that mix.
+        held_out: shifts never trained on, evaluated as the test distribution
+            (needs ``train_shifts``). See docs/beyond-accuracy.md.
     """
 
     models: Sequence[str]
@@ -67,6 +83,11 @@ class Suite:
     dataset_params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     plugins: Sequence[str] = ()
     search: str = "grid"
+    parent_checkpoints: Mapping[str, str | os.PathLike[str]] = field(default_factory=dict)
+    similarity: Similarity | None = None
+    features: Features | None = None
+    train_shifts: ShiftMix | Sequence[str] | None = None
+    held_out: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         for attr in ("models", "datasets", "methods", "shifts", "plugins"):
@@ -92,8 +113,26 @@ class Suite:
             raise ValueError(f"retrain_epochs must be >= 0, got {self.retrain_epochs}")
         if self.search not in ("grid", "bisect"):
             raise ValueError(f"search must be 'grid' or 'bisect', got {self.search!r}")
+        self._check_beyond()
         for method in self.methods:
             self.gate_ratio_for(method)  # validates
+
+    def _check_beyond(self) -> None:
+        """Normalise and check the beyond-accuracy settings (names are checked against the registry later)."""
+        for name, cls in (("similarity", Similarity), ("features", Features)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, cls):
+                raise ValueError(f"Suite.{name} must be a robustprune.{cls.__name__}(...) or None, got {value!r}")
+        object.__setattr__(self, "train_shifts", as_shift_mix(self.train_shifts))
+        held_out = (self.held_out,) if isinstance(self.held_out, str) else tuple(self.held_out)
+        object.__setattr__(self, "held_out", held_out)
+        if held_out and self.train_shifts is None:
+            raise ValueError("Suite.held_out names shifts held out of a training mix: set train_shifts too")
+        if self.train_shifts is not None:
+            both = sorted(set(self.train_shifts.shifts) & set(held_out))
+            if both:
+                raise ValueError(f"{', '.join(both)} in both train_shifts and held_out: a held-out shift must never "
+                                 f"be trained on")
 
     def gate_ratio_for(self, method: str) -> float:
         """The ratio at which ``method``'s deploy gate and delta excess error are read."""

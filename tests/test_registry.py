@@ -248,7 +248,7 @@ def test_wrong_object_type_fails_clearly(write_module):
     assert set(errors) == {"robustprune_register_methods", "robustprune_register_shifts"}
     assert "TypeError" in errors["robustprune_register_methods"]
     assert f"plugin {mod!r} registered 'wt2'; expected a PruneMethod" in errors["robustprune_register_methods"]
-    assert "expected a PixelShift, TensorShift or ShiftGroup" in errors["robustprune_register_shifts"]
+    assert "expected a PixelShift, TensorShift, PublishedShift or ShiftGroup" in errors["robustprune_register_shifts"]
     assert "wt2" not in reg.names("method")
     assert "notashift" not in reg.names("shift")
 
