@@ -305,7 +305,8 @@ class PruneContext:
 
     ``masks`` holds the current mask of every prunable weight (all True for the
     parent; earlier steps' masks in a cascade). ``data`` is a seeded batch of
-    normalized training inputs for data-informed methods (else ``None``).
+    normalized training inputs for data-informed methods (else ``None``), as
+    many as :meth:`PruneMethod.data_size` asks for.
     """
 
     masks: dict[str, "torch.Tensor"]

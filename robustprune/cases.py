@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import metrics
+from .beyond import TEST_LABEL, TRAIN_LABEL
 from .shifts import NOMINAL, ShiftEntry
 from .suite import Suite
 
@@ -139,6 +140,104 @@ class Case:
             1 - self.parent_accuracy(shift), 1 - self.parent_accuracy(NOMINAL),
         )
         return Measure(value, "delta excess error", f"under {shift} at ratio {ratio:g}", digits=3)
+
+    # ------------------------------------------------------------ beyond accuracy (docs/beyond-accuracy.md)
+
+    def _similarity(self) -> dict:
+        sim = getattr(self.result, "similarity", None)
+        if not sim:
+            raise LookupError("functional similarity was not computed: set Suite(similarity=Similarity(...))")
+        return sim
+
+    def _eps_index(self, sim: dict, eps: float) -> int:
+        for i, e in enumerate(sim["eps"]):
+            if abs(e - eps) < 1e-9:
+                return i
+        raise KeyError(f"eps {eps:g} is not one of the suite's similarity noise levels "
+                       f"{', '.join(f'{e:g}' for e in sim['eps'])}")
+
+    def _similarity_entry(self, eps: float, ratio: float | None, kind: str) -> tuple[float, str, str]:
+        sim = self._similarity()
+        index = self._eps_index(sim, eps)
+        note = f"({sim['images']} images x {sim['draws']} draws)"
+        if ratio is None:
+            ratio = self.gate_ratio
+        entry = next((p for p in sim["pruned"] if abs(p["ratio"] - ratio) < 1e-9), None)
+        if entry is None:
+            computed = ", ".join(f"{p['ratio']:g}" for p in sim["pruned"])
+            raise KeyError(f"similarity was computed at ratio(s) {computed}, not {ratio:g}; "
+                           f"Similarity(ratios='all') computes it at every ratio")
+        return entry[kind][index], f"under uniform noise eps {eps:g} at ratio {ratio:g}", note
+
+    def _baseline_entry(self, eps: float, kind: str) -> tuple[float, str, str]:
+        sim = self._similarity()
+        index = self._eps_index(sim, eps)
+        if not sim.get("baseline"):
+            raise LookupError("the separately trained parent was not computed: set Similarity(baseline=True)")
+        base = sim["baseline"]
+        return base[kind][index], f"under uniform noise eps {eps:g}", \
+            f"(parent of seed {base['seed']}; {sim['images']} images x {sim['draws']} draws)"
+
+    def agreement(self, eps: float, ratio: float | None = None) -> Measure:
+        """Fraction of noisy inputs (x + U[-eps, eps]) on which the pruned network at ``ratio`` (default: the
+        gate ratio) predicts the parent's top-1 class."""
+        value, context, note = self._similarity_entry(eps, ratio, "agreement")
+        return Measure(value, "top-1 agreement with the parent", context, note, digits=3)
+
+    def softmax_distance(self, eps: float, ratio: float | None = None) -> Measure:
+        """Mean l2 distance between the pruned network's and the parent's softmax outputs under noise ``eps``."""
+        value, context, note = self._similarity_entry(eps, ratio, "distance")
+        return Measure(value, "softmax distance to the parent", context, note, digits=3)
+
+    def baseline_agreement(self, eps: float) -> Measure:
+        """The same agreement for a separately trained parent (another seed): two unrelated networks."""
+        value, context, note = self._baseline_entry(eps, "agreement")
+        return Measure(value, "top-1 agreement of a separately trained parent", context, note, digits=3)
+
+    def baseline_softmax_distance(self, eps: float) -> Measure:
+        """The softmax distance of a separately trained parent to the parent under noise ``eps``."""
+        value, context, note = self._baseline_entry(eps, "distance")
+        return Measure(value, "softmax distance of a separately trained parent", context, note, digits=3)
+
+    def _features(self) -> dict:
+        features = getattr(self.result, "features", None)
+        if not features:
+            raise LookupError("informative features were not computed: set Suite(features=Features(...))")
+        return features
+
+    def feature_overlap(self) -> Measure:
+        """Mean intersection over union of the parent's and the gate-ratio network's informative subsets."""
+        f = self._features()
+        return Measure(f["overlap"], "informative-feature overlap (IoU) with the parent", f"at ratio {f['ratio']:g}",
+                       f"({f['images']} images)", digits=3)
+
+    def cross_confidence(self, network: str = "pruned") -> Measure:
+        """The cross test: ``"pruned"``: the gate-ratio network's probability of the parent's class on the
+        parent's informative subset; ``"parent"``: the parent's on the pruned network's subset."""
+        f = self._features()
+        if network not in ("pruned", "parent"):
+            raise ValueError(f"cross_confidence(network=...) takes 'pruned' or 'parent', got {network!r}")
+        if network == "pruned":
+            value, what = f["pruned_on_parent"], "confidence of the pruned network on the parent's informative subset"
+        else:
+            value, what = f["parent_on_pruned"], "confidence of the parent on the pruned network's informative subset"
+        return Measure(value, what, f"at ratio {f['ratio']:g}", f"({f['images']} images)", digits=3)
+
+    def _mix_group(self, prefix: str, field: str) -> "GroupCase":
+        for label, entry in self.entries.items():
+            if label.startswith(f"{prefix}@"):
+                return GroupCase(self, entry)
+        raise LookupError(f"no {field} column: set Suite(train_shifts=...{', held_out=...' if field == 'held_out' else ''})")
+
+    @property
+    def train_distribution(self) -> "GroupCase":
+        """Robust training: the mix's shifts at the report severity (``train_shifts@3``), as a group."""
+        return self._mix_group(TRAIN_LABEL, "train_shifts")
+
+    @property
+    def test_distribution(self) -> "GroupCase":
+        """Robust training: the held-out shifts at the report severity (``held_out@3``), as a group."""
+        return self._mix_group(TEST_LABEL, "held_out")
 
     def group(self, label: str) -> "GroupCase":
         if label not in self.entries:

@@ -8,6 +8,7 @@ of everything that determines it, so a second run trains nothing.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import DatasetRequest, PruneContext, Recipe
+from .api import ImageSet, PruneContext, Recipe, ShiftedSet
 from .data import PreparedData, content_hash, default_workers, generate_pixel_shifts, prepare
+from .datasource import dataset_request
 from .evaluation import accuracy, predict
 from .metrics import bisect_last_qualifying
 from .pruning import PruneError, full_masks, validate_masks
 from .registry import Registered, Registry
 from .shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
+from .features import case_features
+from .shift_mix import mix_spec, resolve_mix, training_inputs
+from .similarity import case_similarity
 from .store import Store, make_key
 from .suite import Suite
 from .training import train
@@ -79,6 +84,15 @@ class NetworkRecord:
     masks: dict[str, torch.Tensor] | None = None
 
 
+@dataclass(frozen=True)
+class _Published:
+    """What the engine keeps of a published shifted set: its labels, where it came from, a content digest."""
+
+    labels: torch.Tensor
+    source: str
+    digest: str  # enters the evaluation keys: a changed file on disk is evaluated again
+
+
 @dataclass
 class CaseResult:
     """Accuracy curves of one case on nominal and every shift."""
@@ -93,6 +107,11 @@ class CaseResult:
     seconds: float = 0.0
     # [parent, step 1, ...]: params, macs, and for structured methods latency (s) and speedup vs the parent
     costs: list[dict[str, Any]] = field(default_factory=list)
+    # shift label -> "generated" or "published: <path>" (CIFAR-10-C arrays, CIFAR-10.1 on disk)
+    shift_sources: dict[str, str] = field(default_factory=dict)
+    # beyond accuracy (empty unless the suite asks): see robustprune.similarity and robustprune.features
+    similarity: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, Any] = field(default_factory=dict)
 
     def parent_accuracy(self, shift: str = NOMINAL) -> float:
         return self.accuracy[shift][0]
@@ -111,24 +130,31 @@ class Engine:
         self.models = {name: registry.model(name) for name in suite.models}
         self.datasets = {name: registry.dataset(name) for name in suite.datasets}
         self.methods = {name: registry.method(name) for name in suite.methods}
-        for model in suite.recipes:
-            if model not in self.models:
-                raise ValueError(
-                    f"recipes names model {model!r}, which the suite does not use; suite models: "
-                    f"{', '.join(suite.models)}"
-                )
+        for field_name in ("recipes", "parent_checkpoints"):
+            for model in getattr(suite, field_name):
+                if model not in self.models:
+                    raise ValueError(
+                        f"{field_name} names model {model!r}, which the suite does not use; suite models: "
+                        f"{', '.join(suite.models)}"
+                    )
         self.recipes: dict[str, Recipe] = {
             name: reg.item.recipe.replace(**suite.recipe).replace(**suite.recipes.get(name, {}))
             for name, reg in self.models.items()
         }
         torch.set_num_threads(options.threads)
         self.shift_entries: list[ShiftEntry] = parse_shifts(suite.shifts, registry)
+        # robust training: the mix's members and the held-out shifts become two more report columns
+        self.mix = resolve_mix(suite, registry)
+        if self.mix is not None:
+            self.shift_entries += self.mix.entries()
+        self._train_pools: dict[str, Any] = {}
         self.shifts: list[Shift] = all_members(self.shift_entries)
         self._data: dict[str, PreparedData] = {}
-        self._parents: dict[tuple[str, str], NetworkRecord | CaseError] = {}
+        self._parents: dict[tuple[str, str, int], NetworkRecord | CaseError] = {}  # (model, dataset, seed)
         self._results: dict[CaseKey, CaseResult | CaseError] = {}
         self._shifted: dict[tuple[str, str], torch.Tensor] = {}
         self._shifted_bytes = 0
+        self._published: dict[tuple[str, str], _Published | None] = {}
 
     # ------------------------------------------------------------------ plan
 
@@ -151,12 +177,8 @@ class Engine:
     def data(self, name: str) -> PreparedData:
         if name not in self._data:
             reg = self.datasets[name]
-            request = DatasetRequest(
-                seed=self.suite.seed,
-                root=self.options.data_root,
-                download=self.options.download,
-                params=dict(self.suite.dataset_params.get(name, {})),
-            )
+            request = dataset_request(self.suite, name, data_root=self.options.data_root,
+                                      download=self.options.download)
             splits = reg.item.load(request)
             key = make_key(
                 {"dataset": reg.identity(), "params": dict(request.params), "seed": request.seed,
@@ -165,11 +187,68 @@ class Engine:
             self._data[name] = prepare(name, key, splits)
         return self._data[name]
 
+    def published(self, data: PreparedData, shift: Shift) -> _Published | None:
+        """The dataset's published test set for ``shift`` (CIFAR-10-C arrays, CIFAR-10.1), if it supplies one."""
+        if shift.kind not in ("pixel", "published"):
+            return None
+        key = (data.name, shift.label)
+        if key not in self._published:
+            self._published[key] = self._read_published(data, shift)
+        return self._published[key]
+
+    def _read_published(self, data: PreparedData, shift: Shift) -> _Published | None:
+        found = self._published_set(data, shift)
+        if found is None:
+            return None
+        digest = content_hash_of(found.test)
+        return _Published(torch.from_numpy(np.asarray(found.test.labels, dtype=np.int64)), found.source, digest)
+
+    def _published_set(self, data: PreparedData, shift: Shift) -> ShiftedSet | None:
+        lookup = data.splits.published_shift
+        found = None
+        if lookup is not None:
+            try:
+                found = lookup(shift.name, shift.param)
+            except Exception as exc:  # noqa: BLE001 - the plugin's message names the file and the fix
+                raise CaseError(f"dataset {data.name!r} could not read the published set for {shift.label}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        if found is None:
+            if shift.kind == "published":
+                raise CaseError(f"shift {shift.label} is a published test set, and dataset {data.name!r} does not "
+                                "supply it (it is not on disk, or not a shift of this dataset)")
+            return None
+        nominal = data.splits.test.images.shape[1:]
+        if not isinstance(found, ShiftedSet) or found.test.images.shape[1:] != nominal:
+            shape = found.test.images.shape[1:] if isinstance(found, ShiftedSet) else type(found).__name__
+            raise CaseError(f"dataset {data.name!r} supplied {shape} for {shift.label}; expected a ShiftedSet of "
+                            f"images shaped like the test set's {nominal}")
+        labels = np.asarray(found.test.labels)
+        if len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
+            raise CaseError(f"the published set for {shift.label} ({found.source}) has labels outside "
+                            f"0..{data.splits.num_classes - 1}")
+        return found
+
+    def shift_labels(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        """The labels accuracy under ``shift`` is measured against: a published set's own, else the test set's."""
+        published = self.published(data, shift)
+        return published.labels if published is not None else data.test_labels
+
+    def shift_source(self, data: PreparedData, shift: Shift) -> str:
+        """``"generated"`` or ``"published: <path>"``: where a shifted test set came from (the report shows it)."""
+        published = self.published(data, shift)
+        return f"published: {published.source}" if published is not None else "generated"
+
     def shifted_inputs(self, data: PreparedData, shift: Shift) -> torch.Tensor:
-        """The normalized test inputs under ``shift`` (generated or loaded as needed)."""
+        """The normalized test inputs under ``shift`` (generated, read from disk or loaded as needed)."""
         cached = self._shifted.get((data.name, shift.label))
         if cached is not None:
             return cached
+        if self.published(data, shift) is not None:
+            found = self._published_set(data, shift)  # re-read: published sets are not all kept in memory
+            assert found is not None
+            inputs = data.normalize(found.test.images)
+            self._remember(data, shift, inputs)
+            return inputs
         if shift.kind == "pixel":
             self._ensure_pixel_sets(data, [shift])  # loads or generates, and caches if it fits
             cached = self._shifted.get((data.name, shift.label))
@@ -196,7 +275,7 @@ class Engine:
         """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
         missing: list[Shift] = []
         for shift in shifts:
-            if (data.name, shift.label) in self._shifted:
+            if (data.name, shift.label) in self._shifted or self.published(data, shift) is not None:
                 continue
             images = self.options.store.load("shifted", self._shifted_key(data, shift))
             if images is None:
@@ -246,44 +325,85 @@ class Engine:
             raise CaseError(f"model {model!r} (plugin {reg.plugin.name}) built {type(network).__name__}, not an nn.Module")
         return network
 
-    def parent(self, model: str, dataset: str) -> NetworkRecord:
-        """The trained parent of a model x dataset, trained once per store."""
-        cached = self._parents.get((model, dataset))
+    def parent(self, model: str, dataset: str, seed: int | None = None) -> NetworkRecord:
+        """The trained parent of a model x dataset, trained once per store.
+
+        ``seed`` (default: the suite's) seeds initialisation and training order only, not the data
+        split: another seed gives the "separately trained parent" of functional similarity.
+        """
+        seed = self.suite.seed if seed is None else int(seed)
+        cached = self._parents.get((model, dataset, seed))
         if isinstance(cached, CaseError):
             raise cached
         if cached is not None:
             return cached
         try:
-            record = self._parent(model, dataset)
+            record = self._parent(model, dataset, seed)
         except CaseError as exc:
-            self._parents[(model, dataset)] = exc
+            self._parents[(model, dataset, seed)] = exc
             raise
         except Exception as exc:  # noqa: BLE001 - reported on every case of this parent
             error = CaseError(f"training the parent {model} on {dataset} failed: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
-            self._parents[(model, dataset)] = error
+            self._parents[(model, dataset, seed)] = error
             raise error from exc
-        self._parents[(model, dataset)] = record
+        self._parents[(model, dataset, seed)] = record
         return record
 
-    def _parent(self, model: str, dataset: str) -> NetworkRecord:
+    def _parent(self, model: str, dataset: str, seed: int) -> NetworkRecord:
         data = self.data(dataset)
+        checkpoint = self.suite.parent_checkpoints.get(model)
+        if checkpoint is not None and seed == self.suite.seed:  # a parent of another seed is always trained
+            return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
         recipe = self.recipes[model]
         spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
-                "recipe": recipe.to_dict(), "seed": self.suite.seed, "numerics": self._numerics()}
+                "recipe": recipe.to_dict(), "seed": seed, "numerics": self._numerics(), **mix_spec(self)}
         key = make_key(spec)
-        label = f"{model}-{dataset}"
+        label = f"{model}-{dataset}" if seed == self.suite.seed else f"{model}-{dataset}-seed{seed}"
 
         def compute() -> dict[str, Any]:
             self._progress(label, f"training the parent ({recipe.epochs} epochs)")
-            torch.manual_seed(self.suite.seed)
+            torch.manual_seed(seed)
             network = self.build(model, data)
-            train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=self.suite.seed,
+            train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=seed,
                   pad_value=data.pad_value, device=self.options.device,
-                  progress=lambda m: self._progress(label, f"parent {m}"))
+                  progress=lambda m: self._progress(label, f"parent {m}"),
+                  epoch_inputs=training_inputs(self, data))
             return {"state": _cpu_state(network)}
 
         state = self.options.store.load_or_compute("network", key, compute, spec, f"parent {label}")["state"]
+        return NetworkRecord(key, 0.0, 0.0, state=state)
+
+    def _parent_from_checkpoint(self, model: str, data: PreparedData, path: Path) -> NetworkRecord:
+        """The parent read from the suite's checkpoint file, checked to fit the network exactly."""
+        from .checkpoints import CheckpointError, file_digest, fit_problems, read_checkpoint
+
+        if not path.is_file():
+            raise CaseError(f"parent checkpoint {path} for {model} not found; fix the path in the suite's "
+                            "parent_checkpoints (relative paths are relative to the suite file)")
+        # the file's content, not its name, identifies the parent: a replaced file is a new parent
+        spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
+                "checkpoint": file_digest(path)}
+        label = f"{model}-{data.name}"
+
+        def compute() -> dict[str, Any]:
+            self._progress(label, f"parent from checkpoint {path}")
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as exc:
+                raise CaseError(str(exc)) from exc
+            network = self.build(model, data)
+            problems = fit_problems(network, state)
+            if problems:
+                raise CaseError(
+                    f"parent checkpoint {path} does not fit {model} built for {data.splits.num_classes} classes: "
+                    f"{problems}. Was it saved from another architecture or number of classes?"
+                )
+            network.load_state_dict(state)
+            return {"state": _cpu_state(network)}
+
+        key = make_key(spec)
+        state = self.options.store.load_or_compute("network", key, compute, spec, f"parent {label} from {path}")["state"]
         return NetworkRecord(key, 0.0, 0.0, state=state)
 
     # ------------------------------------------------------------------ cases
@@ -316,6 +436,8 @@ class Engine:
         records = [parent, *steps]
         curves = self._evaluate(case, data, records)
         costs = self._costs(case, data, records)
+        similarity = case_similarity(self, case, data, parent, steps)
+        features = case_features(self, case, data, parent, steps)
         method = self.methods[case.method]
         return CaseResult(
             case=case,
@@ -328,6 +450,9 @@ class Engine:
             accuracy=curves,
             costs=costs,
             seconds=time.monotonic() - started,
+            shift_sources={s.label: self.shift_source(data, s) for s in self.shifts if not s.is_nominal},
+            similarity=similarity,
+            features=features,
         )
 
     def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
@@ -376,12 +501,15 @@ class Engine:
         method_reg = self.methods[case.method]
         method = method_reg.item
         recipe = self.recipes[case.model]
-        epochs = recipe.epochs if self.suite.retrain_epochs is None else self.suite.retrain_epochs
+        # the suite's retrain length, else the recipe's own (VGG: 150 of 300 epochs), else the full recipe
+        epochs = self.suite.retrain_epochs
+        if epochs is None:
+            epochs = recipe.epochs if recipe.retrain_epochs is None else recipe.retrain_epochs
         step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
         spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
                 "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
                 "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
-                "numerics": self._numerics()}
+                "numerics": self._numerics(), **mix_spec(self)}
         key = make_key(spec)
 
         def compute() -> dict[str, Any]:
@@ -392,7 +520,8 @@ class Engine:
             masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
             train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
                   pad_value=data.pad_value, masks=masks, device=self.options.device,
-                  progress=lambda m: self._progress(case.id, f"{where}: retrain {m}"))
+                  progress=lambda m: self._progress(case.id, f"{where}: retrain {m}"),
+                  epoch_inputs=training_inputs(self, data))
             return {"state": _cpu_state(network), "masks": masks, "achieved": achieved}
 
         stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} {where}")
@@ -438,8 +567,12 @@ class Engine:
             raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
 
     def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift) -> str:
-        return make_key({"kind": "eval", "network": record.key, "data": data.key,
-                         "shift": shift.identity(), "seed": self.suite.seed})
+        spec = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
+                "seed": self.suite.seed}
+        published = self.published(data, shift)
+        if published is not None:  # what was evaluated is the file's content, not a generated set
+            spec["published"] = published.digest
+        return make_key(spec)
 
     def _accuracy(self, case: CaseKey, data: PreparedData, record: NetworkRecord, shift: Shift) -> float:
         """One network's accuracy on one shift, through the same cache as full evaluations."""
@@ -452,7 +585,7 @@ class Engine:
         key = self._eval_key(record, data, shift)
         preds = self.options.store.load_or_compute("eval", key, compute, {"network": record.key,
                                                    "shift": shift.identity()}, f"{case.id} {shift.label}")
-        return accuracy(preds, data.test_labels)
+        return accuracy(preds, self.shift_labels(data, shift))
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> list[dict[str, Any]]:
         """Parameters and MACs of every network; for a structured method also the measured latency of the
@@ -527,8 +660,12 @@ class Engine:
         return {"seconds": measure_latency(network.to("cpu"), inputs)}
 
     def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> dict[str, list[float]]:
-        """Accuracy of every network on every shift, each evaluation cached."""
-        labels = data.test_labels
+        """Accuracy of every network on every shift, each evaluation cached.
+
+        Each shift is scored against its own labels: a published set (CIFAR-10.1)
+        has other images and labels than the nominal test set.
+        """
+        labels = {shift.label: self.shift_labels(data, shift) for shift in self.shifts}
         eval_keys = {(i, shift.label): self._eval_key(record, data, shift)
                      for i, record in enumerate(records) for shift in self.shifts}
         predictions: dict[tuple[int, str], torch.Tensor] = {}
@@ -536,7 +673,7 @@ class Engine:
         for i, _ in enumerate(records):
             for shift in self.shifts:
                 stored = self.options.store.load("eval", eval_keys[(i, shift.label)])
-                if stored is None or len(stored) != len(labels):
+                if stored is None or len(stored) != len(labels[shift.label]):
                     missing.append((i, shift))
                 else:
                     predictions[(i, shift.label)] = stored
@@ -555,7 +692,7 @@ class Engine:
                     for shift in shifts:
                         key = eval_keys[(i, shift.label)]
                         preds = self.options.store.load("eval", key)  # done by another process meanwhile?
-                        if preds is None or len(preds) != len(labels):
+                        if preds is None or len(preds) != len(labels[shift.label]):
                             if network is None:
                                 network = self.build(case.model, data)
                                 network.load_state_dict(self._state(records[i], case, data))
@@ -568,9 +705,17 @@ class Engine:
         for record in records[1:]:
             record.state = None  # curves are all that is kept in memory
         return {
-            shift.label: [accuracy(predictions[(i, shift.label)], labels) for i in range(len(records))]
+            shift.label: [accuracy(predictions[(i, shift.label)], labels[shift.label]) for i in range(len(records))]
             for shift in self.shifts
         }
+
+
+def content_hash_of(images: ImageSet) -> str:
+    """A fingerprint of one image set's images and labels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(images.images).data)
+    h.update(np.ascontiguousarray(images.labels).astype(np.int64).data)
+    return h.hexdigest()
 
 
 def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:

@@ -65,7 +65,10 @@ def global_top_masks(
 
     Entries already removed in ``previous`` are removed first, whatever their
     score, so a cascade never revives a weight. Ties are broken by position,
-    which keeps the result deterministic.
+    which keeps the result deterministic. At least one entry is always kept:
+    a ratio that would remove everything raises :class:`PruneError` naming the
+    largest reachable ratio (a ratio below 1 within tolerance of that one
+    keeps one entry instead).
     """
     names = list(scores)
     flat = torch.cat([scores[n].detach().flatten().double() for n in names])
@@ -73,6 +76,14 @@ def global_top_masks(
         dead = torch.cat([~previous[n].flatten() for n in names])
         flat = torch.where(dead, torch.full_like(flat, -math.inf), flat)
     n_remove = int(round(ratio * flat.numel()))
+    if flat.numel() and n_remove >= flat.numel():
+        largest = (flat.numel() - 1) / flat.numel()
+        if ratio >= 1 or not within_tolerance(largest, ratio):
+            raise PruneError(
+                f"cannot prune {ratio:.4f} of the prunable weights: that removes all {flat.numel()} of them "
+                f"and leaves a network that ignores its input; the largest reachable ratio is {largest:.6f}"
+            )
+        n_remove = flat.numel() - 1
     keep = torch.ones(flat.numel(), dtype=torch.bool)
     if n_remove > 0:
         # stable sort: ties keep index order, so equal scores prune deterministically

@@ -42,11 +42,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="torch threads for training and evaluation (default 1, or $ROBUSTPRUNE_THREADS); results "
                          "depend on it, so it is part of every store key")
     group.addoption("--rp-report", metavar="DIR", default=None,
-                    help="also write the report as JSON and Markdown into DIR")
+                    help="also write the report as JSON and Markdown into DIR, and its figures into DIR/figures "
+                         "when matplotlib is installed")
     group.addoption("--rp-plugin", metavar="MODULE", action="append", default=[],
                     help="load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)")
     group.addoption("--rp-data", metavar="DIR", default=None,
                     help="root folder for datasets read from disk (default: $ROBUSTPRUNE_DATA)")
+    group.addoption("--rp-download", action="store_true", default=False,
+                    help="let dataset plugins download missing data into the data root (CIFAR via torchvision)")
     group.addoption("--rp-executor", choices=("local", "ray"), default="local",
                     help="where parents and cascades run: in this process (default) or on Ray")
     group.addoption("--rp-ray-address", metavar="ADDRESS", default=None,
@@ -58,6 +61,28 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RUN] = state
     # registered as a plugin object: hooks that get no config (logreport) reach the state through self
     config.pluginmanager.register(state, "robustprune-run-state")
+    _ACTIVE_CONFIGS.append(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config in _ACTIVE_CONFIGS:
+        _ACTIVE_CONFIGS.remove(config)
+
+
+# The sessions running in this process (pytest.main can nest): suite-level helpers such as
+# robustprune.skip_unless_data run at import time, where no fixture can hand them the options.
+_ACTIVE_CONFIGS: list[pytest.Config] = []
+
+
+def active_config() -> pytest.Config | None:
+    """The innermost running pytest session's config, if any."""
+    return _ACTIVE_CONFIGS[-1] if _ACTIVE_CONFIGS else None
+
+
+def data_options(config: pytest.Config) -> tuple[Path | None, bool]:
+    """The data root (``--rp-data``, else ``$ROBUSTPRUNE_DATA``) and the download switch of a session."""
+    root = config.getoption("rp_data") or os.environ.get(DATA_ENV)
+    return (Path(root).expanduser().resolve() if root else None), bool(config.getoption("rp_download"))
 
 
 def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> list[str] | None:
@@ -133,13 +158,14 @@ class RunState:
         opt = self.config.getoption
         device = opt("rp_device") or os.environ.get(DEVICE_ENV) or "cpu"
         _check_device(device)
-        data_root = opt("rp_data") or os.environ.get(DATA_ENV)
+        data_root, download = data_options(self.config)
         return RunOptions(
             store=Store(opt("rp_store")),
             device=device,
             threads=opt("rp_threads") or int(os.environ.get(THREADS_ENV) or 1),
             workers=opt("rp_workers") or default_workers(),
-            data_root=Path(data_root).resolve() if data_root else None,
+            data_root=data_root,
+            download=download,
             progress=self.progress,
         )
 
@@ -164,6 +190,10 @@ class RunState:
             from .plugins import create_host
             from .registry import Registry
 
+            from .datasource import with_resolved_paths
+
+            # data roots and checkpoints written relative to the suite file mean just that, wherever it runs
+            suite = with_resolved_paths(suite, Path(module_file).parent)
             local_modules = (*self.config.getoption("rp_plugin"), *suite.plugins)
             host = create_host(local_modules, search_path=Path(module_file).parent)
             engine = Engine(suite, Registry(host), self.run_options())

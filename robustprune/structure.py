@@ -41,6 +41,8 @@ the rows, columns and norm entries out physically.
 same fraction of channels in every group and hit a requested prune ratio; the
 first-party structured methods (``ft``, ``random_structured``) are thin
 wrappers around it, and third-party structured methods can be too.
+:func:`allocate_counts` does the same for per-group budgets that follow from
+one global knob (``pfp``: one error bound), root-finding the knob.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ __all__ = [
     "ChannelGroup",
     "Consumer",
     "StructureError",
+    "allocate_counts",
     "allocate_uniform",
     "channel_groups",
     "channel_masks",
@@ -786,6 +789,90 @@ def allocate_uniform(
     Raises :class:`~robustprune.pruning.PruneError` when the ratio cannot be
     reached, naming the reachable ratios.
     """
+
+    def uniform(accounting: _Accounting, ratio: float) -> np.ndarray:
+        # Bisection over the uniform kept fraction; the ratio does not increase with the level.
+        steps = _uniform_steps([g.channels for g in groups])
+        lo, hi = -1, len(steps) - 1
+        if accounting.ratio(_counts_at(hi, steps, accounting)) >= ratio:
+            lo = hi
+        else:
+            while hi - lo > 1:  # invariant: ratio(lo) >= ratio > ratio(hi)
+                mid = (lo + hi) // 2
+                if accounting.ratio(_counts_at(mid, steps, accounting)) >= ratio:
+                    lo = mid
+                else:
+                    hi = mid
+        return np.stack([_counts_at(lo, steps, accounting), _counts_at(hi, steps, accounting)])
+
+    return _allocate(network, groups, scores, ratio, previous_masks, uniform)
+
+
+def allocate_counts(
+    network: nn.Module,
+    groups: Sequence[ChannelGroup],
+    scores: Sequence[torch.Tensor],
+    ratio: float,
+    counts: Callable[[float], Sequence[int]],
+    previous_masks: Mapping[str, torch.Tensor] | None = None,
+    knob_range: tuple[float, float] = (1e-300, 1e150),
+) -> Masks:
+    """Keep the best ``counts(knob)[i]`` channels of each ``groups[i]``, with ``knob`` root-found to hit ``ratio``.
+
+    For methods whose per-group budgets come from one global parameter (PFP:
+    one error bound ``eps`` gives every layer its sample size). ``counts``
+    maps a knob value in ``knob_range`` to the number of channels to keep per
+    group; it must not increase as the knob grows. Counts are clamped to what
+    a group can keep (at least one channel, at most the channels that earlier
+    steps left). The knob is found by bisection on a log scale (both ends of
+    ``knob_range`` must be > 0); then, as in :func:`allocate_uniform`, the
+    fewest single-channel moves bring the ratio within
+    :data:`~robustprune.pruning.RATIO_TOLERANCE`. ``scores`` decide *which*
+    channels of a group are kept (the highest first); everything else behaves
+    like :func:`allocate_uniform`, errors included.
+    """
+    low, high = knob_range
+    if not 0 < low < high:
+        raise ValueError(f"knob_range must satisfy 0 < low < high, got {knob_range}")
+
+    def search(accounting: _Accounting, ratio: float) -> np.ndarray:
+        def at(knob: float) -> np.ndarray:
+            proposed = np.asarray(counts(knob), dtype=np.float64).ravel()
+            if proposed.size != len(groups):
+                raise ValueError(f"counts({knob:g}) returned {proposed.size} counts for {len(groups)} groups")
+            return np.clip(np.ceil(proposed - 1e-9).astype(np.int64), accounting.low, accounting.high)
+
+        lo, hi = math.log(low), math.log(high)
+        if accounting.ratio(at(low)) >= ratio:  # even the smallest knob prunes enough
+            return at(low)[None]
+        if accounting.ratio(at(high)) < ratio:  # even the largest knob prunes too little
+            return at(high)[None]
+        for _ in range(400):  # invariant: ratio(lo) < ratio <= ratio(hi)
+            mid = (lo + hi) / 2
+            if mid in (lo, hi):
+                break
+            if accounting.ratio(at(math.exp(mid))) >= ratio:
+                hi = mid
+            else:
+                lo = mid
+        return np.stack([at(math.exp(lo)), at(math.exp(hi))])
+
+    return _allocate(network, groups, scores, ratio, previous_masks, search)
+
+
+def _allocate(
+    network: nn.Module,
+    groups: Sequence[ChannelGroup],
+    scores: Sequence[torch.Tensor],
+    ratio: float,
+    previous_masks: Mapping[str, torch.Tensor] | None,
+    propose: Callable[[_Accounting, float], np.ndarray],
+) -> Masks:
+    """What every allocation shares: checks, the proposal's closest candidate, +-1 adjustment, masks.
+
+    ``propose(accounting, ratio)`` returns candidate kept counts, one row per
+    candidate; the one nearest the target is refined.
+    """
     if len(scores) != len(groups):
         raise ValueError(f"{len(groups)} channel groups but {len(scores)} score vectors")
     if not 0.0 <= ratio < 1.0:
@@ -817,20 +904,8 @@ def allocate_uniform(
             f"{least:.4f} (the smallest reachable ratio); a cascade step must not prune less than the one before"
         )
 
-    # Bisection over the uniform kept fraction; the ratio does not increase with the level.
-    steps = _uniform_steps([g.channels for g in groups])
-    lo, hi = -1, len(steps) - 1
-    if accounting.ratio(_counts_at(hi, steps, accounting)) >= ratio:
-        lo = hi
-    else:
-        while hi - lo > 1:  # invariant: ratio(lo) >= ratio > ratio(hi)
-            mid = (lo + hi) // 2
-            if accounting.ratio(_counts_at(mid, steps, accounting)) >= ratio:
-                lo = mid
-            else:
-                hi = mid
     target_kept = (1.0 - ratio) * accounting.total
-    candidates = np.stack([_counts_at(lo, steps, accounting), _counts_at(hi, steps, accounting)])
+    candidates = np.atleast_2d(propose(accounting, ratio))
     counts = candidates[int(np.argmin(np.abs(accounting.kept(candidates) - target_kept)))]
     if not within_tolerance(accounting.ratio(counts), ratio):
         # the same test as the host's (pruning.validate_masks), as a bound on kept weights
@@ -841,7 +916,7 @@ def allocate_uniform(
     if not within_tolerance(achieved, ratio):
         raise PruneError(
             f"cannot bring the structured prune ratio within {RATIO_TOLERANCE:.1%} of {ratio:.4f}: whole "
-            f"channels are too coarse here, and the closest allocation near a uniform one removes "
+            f"channels are too coarse here, and the closest allocation near the method's own removes "
             f"{achieved:.4f}; try a nearby ratio"
         )
     keep = [accounting.keep_vector(g, int(k)) for g, k in enumerate(counts)]

@@ -7,6 +7,7 @@ work may be computed twice (the store's work.log lists every computation).
 from __future__ import annotations
 
 import collections
+import re
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,15 @@ pytestmark = pytest.mark.slow
 
 
 def report_table(stdout: str) -> list[str]:
-    """The report's lines, up to pytest's next section line."""
+    """The report's lines, up to pytest's next section line.
+
+    A structured row's speed-up is a CPU latency measured in each store (cached by network and machine):
+    independent stores measure it independently, so that one cell is masked; everything else must match.
+    """
     lines = stdout[stdout.index("robustprune report"):].splitlines()[1:]
     end = next(i for i, line in enumerate(lines) if line.startswith("="))
-    table = [line for line in lines[:end] if line.strip()]
+    verdict = r"(pass|FAIL \(.*\)|error|skipped|not checked)"
+    table = [re.sub(rf"\d+\.\d\dx(\s+){verdict}$", r"<measured>\1\2", line) for line in lines[:end] if line.strip()]
     assert any(line.startswith("wt ") for line in table) and any(line.startswith("ft ") for line in table)
     return table
 

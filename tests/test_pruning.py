@@ -111,7 +111,10 @@ def test_global_top_masks_rounds_to_nearest_count():
 
 def test_global_top_masks_extremes():
     assert ratio_of(global_top_masks(SCORES, 0.0)) == 0.0
-    assert ratio_of(global_top_masks(SCORES, 1.0)) == 1.0
+    # removing everything leaves a network that ignores its input: refused, naming what is reachable
+    total = sum(s.numel() for s in SCORES.values())
+    with pytest.raises(PruneError, match=f"largest reachable ratio is {(total - 1) / total:.6f}"):
+        global_top_masks(SCORES, 1.0)
 
 
 def test_global_top_masks_previous_removed_first():

@@ -1,22 +1,28 @@
 """The quickstart suite: is a pruned small CNN on digits still deployable under noise and corruptions?
 
-WT (unstructured) and FT (structured) prune the small CNN in a cascade over
-six ratios, retraining after each step; every network is evaluated on the
+The paper's four methods prune the small CNN in a cascade over six ratios:
+WT and SiPP (unstructured; SiPP data-informed) and FT and PFP (structured;
+PFP data-informed), retraining after each step; every network is evaluated on the
 nominal test set, the 19 corruptions at severity 3 and uniform noise at three
-levels. Run it with ``robustprune run`` (or ``pytest suites/quickstart.py``).
+levels. At the gate ratio, each pruned network is also compared with its
+parent beyond accuracy: functional similarity under noise (against a
+separately trained parent as the baseline) and informative features.
+Run it with ``robustprune run`` (or ``pytest suites/quickstart.py``).
 """
 
-from robustprune import Suite
+from robustprune import Features, Similarity, Suite
 
 suite = Suite(
     models=["small_cnn"],
     datasets=["digits"],
-    methods=["wt", "ft"],
+    methods=["wt", "sipp", "ft", "pfp"],
     shifts=["corruptions@3", "uniform_noise@0.1,0.2,0.4"],
     ratios=[0.2, 0.35, 0.5, 0.6, 0.7, 0.8],
     delta=0.005,
     gate_ratio=0.5,
     retrain_epochs=5,
+    similarity=Similarity(eps=(0.1, 0.2, 0.4), images=200, draws=10, baseline=True),
+    features=Features(images=32, patch=4, max_forward=600),  # 4x4 patches: the digits' native 8x8 pixels
 )
 
 
@@ -37,3 +43,13 @@ def test_mean_prune_potential_under_shifts(group_case):
 def test_delta_excess_error_at_gate(shift_case):
     """At the gate ratio, pruning may add at most 10 points of error under any single shift."""
     assert shift_case.delta_excess_error <= 0.10
+
+
+def test_agreement_with_parent_under_noise(case):
+    """Under uniform noise of eps 0.2, the gate-ratio network must predict its parent's class on 95 % of inputs.
+
+    The report's similarity table shows the separately trained parent's agreement
+    as the baseline: a pruned network should agree with its parent at least as
+    much as an unrelated network of the same accuracy does.
+    """
+    assert case.agreement(0.2) >= 0.95

@@ -1,0 +1,130 @@
+"""PFP: provable filter pruning (Liebenwein et al., ICLR 2020), deterministic variant. Structured, data-informed.
+
+1. Sensitivity of every input channel of every layer: its largest share of
+   any pre-activation it feeds, over a batch of training inputs, the output
+   positions and the kernel (see :mod:`robustprune.sensitivity`).
+2. Per-layer budgets from one global error ``eps``: a layer with
+   sensitivities ``s`` (sum ``S``, probabilities ``p = s / S``) needs
+   ``m(eps) = ceil(3 (6 + 2 eps) alpha S / eps^2)`` samples, with
+   ``alpha = 2 C log(8 (patches + 1) kernel / delta)``, and keeps the expected
+   number of distinct channels among them, ``ceil(sum_j 1 - (1 - p_j)^m)``.
+3. ``eps`` is root-found so that the kept channels meet the requested ratio;
+   each layer keeps its most sensitive channels (the deterministic variant).
+
+Our channel groups can have several consumers (a ResNet stage's residual
+channels feed every block): a group keeps the largest budget any of its
+consumers asks for, and ranks its channels by their largest sensitivity over
+the consumers. Every group keeps at least one channel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustprune import PruneContext, PruneMethod, hookimpl
+from robustprune.pruning import Masks
+from robustprune.sensitivity import LayerInfo, input_channel_sensitivities, layer_info, sample_size
+from robustprune.structure import ChannelGroup, allocate_counts
+
+
+class ProvableFilterPruning(PruneMethod):
+    name = "pfp"
+    structured = True
+    data_informed = True
+    description = "PFP: data-informed channel sensitivities, per-layer budgets from one global error (structured)"
+
+    def __init__(self, delta: float = 1e-16, c_constant: float = 3.0, max_data: int = 256):
+        if not 0 < delta < 1:
+            raise ValueError(f"delta is a failure probability in (0, 1), got {delta}")
+        self.delta = delta
+        self.c_constant = c_constant
+        self.data_batch_size = max_data  # the cap; the host asks data_size() for the actual size
+
+    def params(self) -> dict[str, Any]:
+        return {"delta": self.delta, "c_constant": self.c_constant, "max_data": self.data_batch_size}
+
+    def data_size(self, network: nn.Module, example_input: torch.Tensor) -> int:
+        return sample_size(network, example_input, self.delta, self.c_constant, cap=self.data_batch_size)
+
+    def channel_sensitivities(
+        self, network: nn.Module, groups: Sequence[ChannelGroup], data: torch.Tensor
+    ) -> list[list[torch.Tensor]]:
+        """Per group, per consumer (in ``group.consumers`` order): the sensitivity of each of the group's channels.
+
+        A ``Linear`` after a flatten reads several features per channel; the
+        channel's sensitivity is their max.
+        """
+        per_layer = input_channel_sensitivities(network, data)
+        return [
+            [per_layer[_weight(c.module)].view(group.channels, c.features_per_channel).amax(dim=1) for c in group.consumers]
+            for group in groups
+        ]
+
+    def prune(self, network: nn.Module, ratio: float, context: PruneContext) -> Masks:
+        groups = context.channel_groups
+        sensitivities = self.channel_sensitivities(network, groups, context.data)
+        info = layer_info(network, context.example_input)
+        budgets = Budgets(groups, sensitivities, info, self.delta, self.c_constant)
+        scores = [torch.stack(s).amax(dim=0) if s else torch.zeros(g.channels) for g, s in zip(groups, sensitivities)]
+        return allocate_counts(network, groups, scores, ratio, budgets.counts, previous_masks=context.masks)
+
+
+class Budgets:
+    """PFP's kept channels per group as a function of the global error ``eps`` (non-increasing in ``eps``).
+
+    ``sensitivities`` are per group, per consumer (as
+    :meth:`ProvableFilterPruning.channel_sensitivities` returns them) and
+    ``info`` the consumers' :class:`~robustprune.sensitivity.LayerInfo`.
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[ChannelGroup],
+        sensitivities: Sequence[Sequence[torch.Tensor]],
+        info: Mapping[str, LayerInfo],
+        delta: float,
+        c_constant: float,
+    ):
+        self.layers: list[list[tuple[np.ndarray, float]]] = []  # per group: (probabilities, alpha * S) per consumer
+        for group, per_consumer in zip(groups, sensitivities):
+            layers = []
+            for consumer, s in zip(group.consumers, per_consumer):
+                s = s.double().numpy()
+                total = float(s.sum())
+                if total <= 0:
+                    continue  # reads nothing from the group: asks for no channels
+                layer = info[_weight(consumer.module)]
+                kernel = layer.kernel * consumer.features_per_channel
+                alpha = 2.0 * c_constant * math.log(8.0 * (layer.patches + 1) * kernel / delta)
+                layers.append((s / total, alpha * total))
+            self.layers.append(layers)
+
+    def counts(self, eps: float) -> list[float]:
+        """Channels to keep per group: the most any consumer's ``ceil(sum_j 1 - (1 - p_j)^m(eps))`` asks for."""
+        out = []
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            for layers in self.layers:
+                kept = 0.0
+                for probabilities, coefficient in layers:
+                    # log space: eps spans 1e-300..1e150, where eps**2 under- or overflows
+                    log_samples = math.log(3.0 * (6.0 + 2.0 * eps) * coefficient) - 2.0 * math.log(eps)
+                    samples = 1e300 if log_samples > 690 else max(1.0, math.ceil(math.exp(log_samples)))
+                    # expected number of distinct channels in `samples` draws: sum_j 1 - (1 - p_j)^m
+                    unique = float(np.sum(-np.expm1(samples * np.log1p(-probabilities))))
+                    kept = max(kept, math.ceil(unique - 1e-9))
+                out.append(kept)
+        return out
+
+
+def _weight(module: str) -> str:
+    return f"{module}.weight" if module else "weight"
+
+
+@hookimpl
+def robustprune_register_methods(register):
+    register(ProvableFilterPruning())
