@@ -23,6 +23,8 @@ from .api import (
     hookimpl,
 )
 from .beyond import PAPER_EPS, PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, Features, ShiftMix, Similarity
+from .byo import PrunedCheckpoint
+from .gate import DeployGate
 from .datasource import skip_unless_data
 from .suite import Suite, geometric_ratios
 
@@ -36,10 +38,12 @@ __all__ = [
     "DatasetRequest",
     "DatasetSpec",
     "DataSplits",
+    "DeployGate",
     "Features",
     "ImageSet",
     "ModelSpec",
     "PixelShift",
+    "PrunedCheckpoint",
     "PruneContext",
     "PruneMethod",
     "PublishedShift",

@@ -316,13 +316,40 @@ class PruneContext:
     _network: "nn.Module | None" = None
     _groups: "list[ChannelGroup] | None" = None
 
+    @classmethod
+    def for_network(
+        cls,
+        network: "nn.Module",
+        example_input: "torch.Tensor",
+        *,
+        masks: "dict[str, torch.Tensor] | None" = None,
+        seed: int = 0,
+        data: "torch.Tensor | None" = None,
+    ) -> "PruneContext":
+        """The context the host would build: for testing a method outside a suite.
+
+        ``masks`` defaults to keeping every prunable weight (the parent).
+        """
+        import torch
+
+        from .pruning import full_masks
+
+        return cls(
+            masks=full_masks(network) if masks is None else masks,
+            generator=torch.Generator().manual_seed(seed),
+            example_input=example_input,
+            data=data,
+            _network=network,
+        )
+
     @property
     def channel_groups(self) -> "list[ChannelGroup]":
         """The network's prunable channel groups (see :mod:`robustprune.structure`)."""
         if self._groups is None:
             from .structure import channel_groups
 
-            assert self._network is not None
+            if self._network is None:
+                raise ValueError("this PruneContext knows no network: build it with PruneContext.for_network(...)")
             self._groups = channel_groups(self._network, self.example_input)
         return self._groups
 

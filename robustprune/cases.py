@@ -12,6 +12,7 @@ from typing import Callable
 
 from . import metrics
 from .beyond import TEST_LABEL, TRAIN_LABEL
+from .gate import DeployGate, GateResult, evaluate_gate, resolve_entries, shift_numbers
 from .shifts import NOMINAL, ShiftEntry
 from .suite import Suite
 
@@ -58,6 +59,13 @@ def _ratio_index(ratios: tuple[float, ...], ratio: float) -> int:
     raise ValueError(f"ratio {ratio} is not in the suite's grid {', '.join(f'{r:g}' for r in ratios)}")
 
 
+class NotApplicable(LookupError):
+    """A number that does not exist for this case (prune potential of a single pruned checkpoint).
+
+    The pytest plugin turns it into a skipped check with this message.
+    """
+
+
 class Case:
     """One method x model x dataset: curves on nominal and every shift of the suite."""
 
@@ -87,8 +95,41 @@ class Case:
         return self.result.achieved
 
     @property
+    def single_network(self) -> bool:
+        """True for a pruned checkpoint (``Suite.pruned_checkpoints``): one network, no curve."""
+        return self.method in self.suite.pruned_checkpoints
+
+    @property
     def gate_ratio(self) -> float:
+        """The ratio numbers are read at by default; for a pruned checkpoint, its sparsity measured from the weights."""
+        if self.single_network:
+            return self.result.ratios[0]
         return self.suite.gate_ratio_for(self.method)
+
+    def deploy_gate(self, gate: DeployGate | None = None) -> GateResult:
+        """The deploy gate's verdict for this case: the suite's ``Suite(gate=...)``, or ``gate``.
+
+        Truthy when it passes; ``assert case.deploy_gate()`` fails with
+        ``deploy gate failed for wt at ratio 0.5: accuracy loss 3.1 % under glass_blur@3 > delta 0.5 %
+        (worst of corruptions@3)``. With a gate in the suite, robustprune also runs it as the check
+        ``deploy_gate[<case id>]`` by itself.
+        """
+        gate = gate if gate is not None else self.suite.gate
+        if gate is None:
+            raise LookupError("no deploy gate: set Suite(gate=DeployGate(...)) or pass one: "
+                              "case.deploy_gate(DeployGate(...))")
+        ratio = self.gate_ratio
+        index = _ratio_index(self.ratios, ratio)
+        entries = resolve_entries(gate, {label: [m.label for m in e.members] for label, e in self.entries.items()})
+        required = None
+        if self.single_network:
+            # for a network pruned elsewhere the deploy ratio is a minimum sparsity
+            required = self.suite.deploy_ratio_for(self.method)
+        return evaluate_gate(
+            gate, name=self.method, ratio=ratio, achieved=self.result.achieved[index],
+            numbers=shift_numbers(self.result.accuracy, index + 1), entries=entries, delta=self.delta,
+            single_network=self.single_network, required_sparsity=required,
+        )
 
     @property
     def delta(self) -> float:
@@ -114,6 +155,9 @@ class Case:
     def prune_potential(self, shift: str = NOMINAL, delta: float | None = None) -> Measure:
         """P(delta, shift): the largest ratio whose accuracy is within delta of the parent's on that shift."""
         self._check_shift(shift)
+        if self.single_network:
+            raise NotApplicable(f"prune potential: n/a for {self.id} (single network: the pruned checkpoint "
+                                f"{self.method!r} is one point, not a curve)")
         delta = self.delta if delta is None else delta
         value = metrics.prune_potential(
             self.ratios, self.result.accuracies(shift), self.result.parent_accuracy(shift), delta
@@ -331,3 +375,10 @@ class GroupCase:
         worst = max(values, key=values.get)
         return Measure(values[worst], "max delta excess error",
                        f"over {self.label} (worst: {worst}) at ratio {self.case.gate_ratio:g}", digits=3)
+
+    @property
+    def mean_delta_excess_error(self) -> Measure:
+        """The mean delta excess error over the members, at the gate ratio: steadier than the max."""
+        values = [float(self.case.delta_excess_error(m)) for m in self.members]
+        return Measure(sum(values) / len(values), "mean delta excess error",
+                       f"over {self.label} at ratio {self.case.gate_ratio:g}", digits=3)

@@ -25,6 +25,7 @@ _RUN_OPTIONS = {
     "--threads": "--rp-threads",
     "--executor": "--rp-executor",
     "--ray-address": "--rp-ray-address",
+    "--export": "--rp-export",
 }
 # robustprune flag -> pytest flag; no value
 _RUN_FLAGS = {"--download": "--rp-download"}
@@ -32,8 +33,9 @@ _RUN_FLAGS = {"--download": "--rp-download"}
 RUN_HELP = """\
 usage: robustprune run [SUITE ...] [options] [pytest options]
 
-Run evaluation suites (pytest modules) and gate on their checks. With no
-SUITE, runs the built-in quickstart suite (small CNN on digits, WT and FT).
+Run evaluation suites (pytest modules, or folders of them) and gate on their
+checks. With no SUITE, runs the built-in quickstart suite (small CNN on
+digits, WT, SiPP, FT and PFP).
 
 options:
   --store DIR      artifact store (default: $ROBUSTPRUNE_STORE or ./.robustprune)
@@ -48,6 +50,9 @@ options:
                    serially, with -n N and on Ray; part of every store key)
   --executor NAME  local (default: in this process) or ray
   --ray-address A  Ray cluster for --executor ray (default: a local instance)
+  --export DIR     write the network of every case that passed (deploy gate and every
+                   check) to DIR/<case id>/ with a JSON sidecar; DIR must be writable,
+                   checked before anything runs (see docs/ci-recipe.md)
 
 Any other option goes to pytest: -k EXPR, -x, -q, --junitxml=FILE, -n 2, ...
 Exit status: 0 when every check passes, 1 when a gate fails (pytest's codes).
@@ -58,12 +63,32 @@ def quickstart_path() -> Path:
     return Path(__file__).parent / "suites" / "quickstart.py"
 
 
+def _is_suite_arg(arg: str, previous: str | None) -> bool:
+    """A suite is a ``.py`` path (optionally ``::test``) or a directory, wherever it stands.
+
+    Values of pytest options (``-k wt``, ``--junitxml out.xml``) are neither,
+    except a directory after an option that takes one (``--rootdir DIR``).
+    """
+    if arg.startswith("-"):
+        return False
+    path = arg.split("::")[0]
+    if path.endswith(".py"):
+        return True
+    return Path(path).is_dir() and previous not in _PYTEST_VALUE_OPTIONS
+
+
+# pytest options whose value is the next argument (a directory there is not a suite)
+_PYTEST_VALUE_OPTIONS = {
+    "-k", "-m", "-p", "-c", "-o", "-n", "-W", "-r", "--rootdir", "--basetemp", "--confcutdir", "--ignore",
+    "--ignore-glob", "--deselect", "--junitxml", "--junit-xml", "--override-ini", "--dist", "--log-file",
+}
+
+
 def pytest_args_for_run(argv: list[str]) -> list[str]:
-    """Translate ``run`` arguments to pytest's; leading non-option arguments are suites."""
+    """Translate ``run`` arguments to pytest's: our options renamed, suites found, the rest passed on."""
     suites: list[str] = []
     passthrough: list[str] = []
     i = 0
-    leading = True
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
@@ -76,18 +101,20 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
             passthrough.append(f"{_RUN_OPTIONS[name]}={value}")
         elif arg in _RUN_FLAGS:
             passthrough.append(_RUN_FLAGS[arg])
-        elif leading and not arg.startswith("-"):
+        elif _is_suite_arg(arg, argv[i - 1] if i else None):
             if not Path(arg.split("::")[0]).exists():
                 raise SystemExit(f"robustprune run: suite file {arg!r} not found (working directory {os.getcwd()})")
             suites.append(arg)
         else:
-            leading = False
             passthrough.append(arg)
         i += 1
     if not suites:
         # the packaged quickstart lives in site-packages: keep pytest's cache out of there
         suites = [str(quickstart_path())]
         passthrough = ["-p", "no:cacheprovider", f"--rootdir={quickstart_path().parent}", *passthrough]
+    elif any(Path(s).is_dir() for s in suites):
+        # every module in a suite folder is a suite, whatever pytest's python_files says
+        passthrough = ["-o", "python_files=*.py", *passthrough]
     extra = []
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         extra = ["-p", "robustprune.pytest_plugin"]
@@ -110,9 +137,13 @@ def cmd_plugins(argv: list[str]) -> int:
     from tabulate import tabulate
 
     from .plugins import create_host
-    from .registry import Registry
+    from .registry import PluginConflictError, Registry
 
-    registry = Registry(create_host(args.plugin, search_path=Path.cwd()))
+    try:
+        registry = Registry(create_host(args.plugin, search_path=Path.cwd()))
+    except PluginConflictError as exc:
+        print(f"robustprune plugins: {exc}", file=sys.stderr)
+        return 1
     rows = []
     for name, info in sorted(registry.host.info.items()):
         registered = registry.registered_by(name)

@@ -32,15 +32,18 @@ def resolve_path(path: str | os.PathLike[str], base: Path | None) -> Path:
 
 
 def with_resolved_paths(suite: Suite, base: Path) -> Suite:
-    """``suite`` with relative dataset roots and parent checkpoints made absolute against ``base``."""
+    """``suite`` with relative dataset roots, parent and pruned checkpoints made absolute against ``base``."""
     params = {
         name: ({**p, ROOT_PARAM: str(resolve_path(p[ROOT_PARAM], base))} if p.get(ROOT_PARAM) is not None else p)
         for name, p in suite.dataset_params.items()
     }
     checkpoints = {model: str(resolve_path(path, base)) for model, path in suite.parent_checkpoints.items()}
-    if params == dict(suite.dataset_params) and checkpoints == {m: str(p) for m, p in suite.parent_checkpoints.items()}:
+    pruned = {name: dataclasses.replace(entry, path=str(resolve_path(entry.path, base)))
+              for name, entry in suite.pruned_checkpoints.items()}
+    if params == dict(suite.dataset_params) and checkpoints == {m: str(p) for m, p in suite.parent_checkpoints.items()} \
+            and pruned == dict(suite.pruned_checkpoints):
         return suite
-    return dataclasses.replace(suite, dataset_params=params, parent_checkpoints=checkpoints)
+    return dataclasses.replace(suite, dataset_params=params, parent_checkpoints=checkpoints, pruned_checkpoints=pruned)
 
 
 def dataset_request(suite: Suite, name: str, *, data_root: Path | None, download: bool) -> DatasetRequest:

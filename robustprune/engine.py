@@ -22,6 +22,7 @@ from .api import ImageSet, PruneContext, Recipe, ShiftedSet
 from .data import PreparedData, content_hash, default_workers, generate_pixel_shifts, prepare
 from .datasource import dataset_request
 from .evaluation import accuracy, predict
+from .gate import resolve_entries
 from .metrics import bisect_last_qualifying
 from .pruning import PruneError, full_masks, validate_masks
 from .registry import Registered, Registry
@@ -152,18 +153,27 @@ class Engine:
         self._data: dict[str, PreparedData] = {}
         self._parents: dict[tuple[str, str, int], NetworkRecord | CaseError] = {}  # (model, dataset, seed)
         self._results: dict[CaseKey, CaseResult | CaseError] = {}
-        self._shifted: dict[tuple[str, str], torch.Tensor] = {}
+        self._shifted: dict[tuple[str, str], torch.Tensor] = {}  # normalized inputs, by (dataset, shift)
+        self._pixel_images: dict[tuple[str, str], np.ndarray] = {}  # uint8 sets loaded but not yet normalized
         self._shifted_bytes = 0
         self._published: dict[tuple[str, str], _Published | None] = {}
+        if suite.gate is not None:  # a gated entry the suite does not evaluate is a collection error
+            resolve_entries(suite.gate, {e.label: [m.label for m in e.members] for e in self.shift_entries})
 
     # ------------------------------------------------------------------ plan
 
     def cases(self) -> list[CaseKey]:
+        """Every method x model x dataset, then each pruned checkpoint on its model (and dataset)."""
         return [
             CaseKey(method, model, dataset)
             for dataset in self.suite.datasets
             for model in self.suite.models
             for method in self.suite.methods
+        ] + [
+            CaseKey(name, entry.model, dataset)
+            for dataset in self.suite.datasets
+            for name, entry in self.suite.pruned_checkpoints.items()
+            if entry.dataset in (None, dataset)
         ]
 
     def computed(self) -> dict[CaseKey, CaseResult | CaseError]:
@@ -250,9 +260,13 @@ class Engine:
             self._remember(data, shift, inputs)
             return inputs
         if shift.kind == "pixel":
-            self._ensure_pixel_sets(data, [shift])  # loads or generates, and caches if it fits
-            cached = self._shifted.get((data.name, shift.label))
-            return cached if cached is not None else self._pixel_inputs_uncached(data, shift)
+            self._ensure_pixel_sets(data, [shift])  # loads or generates the uint8 images
+            images = self._pixel_images.pop((data.name, shift.label), None)
+            if images is None:
+                return self._pixel_inputs_uncached(data, shift)
+            inputs = data.normalize(images)  # normalized only now: a warm run that evaluates nothing never pays
+            self._remember(data, shift, inputs)
+            return inputs
         if shift.kind == NOMINAL:
             inputs = data.normalize(data.splits.test.images)
         else:
@@ -273,30 +287,28 @@ class Engine:
 
     def _ensure_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
         """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
-        missing: list[Shift] = []
-        for shift in shifts:
-            if (data.name, shift.label) in self._shifted or self.published(data, shift) is not None:
-                continue
-            images = self.options.store.load("shifted", self._shifted_key(data, shift))
-            if images is None:
-                missing.append(shift)
-            else:
-                self._remember(data, shift, data.normalize(images.numpy()))
-        if not missing:
+        wanted = [s for s in shifts if (data.name, s.label) not in self._shifted
+                  and (data.name, s.label) not in self._pixel_images and self.published(data, s) is None]
+        if not self._load_pixel_sets(data, wanted):
             return
         with self.options.store.claim("shifted", data.key):
-            self._generate_pixel_sets(data, missing)
+            # again: another process may have made them while we waited for the claim
+            missing = self._load_pixel_sets(data, wanted)
+            if missing:
+                self._generate_pixel_sets(data, missing)
 
-    def _generate_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
+    def _load_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> list[Shift]:
+        """Remember the stored sets among ``shifts``; return the ones not in the store."""
         missing = []
-        for shift in shifts:  # again: another process may have made them while we waited for the claim
+        for shift in shifts:
             images = self.options.store.load("shifted", self._shifted_key(data, shift))
             if images is None:
                 missing.append(shift)
             else:
-                self._remember(data, shift, data.normalize(images.numpy()))
-        if not missing:
-            return
+                self._pixel_images[(data.name, shift.label)] = images.numpy()
+        return missing
+
+    def _generate_pixel_sets(self, data: PreparedData, missing: list[Shift]) -> None:
         self._progress(data.name, f"generating {len(missing)} shifted test sets with {self.options.workers} workers")
         jobs = [(s, image_seeds(self.suite.seed, data.key, s, len(data.test_labels))) for s in missing]
         outputs = generate_pixel_shifts(
@@ -308,7 +320,7 @@ class Engine:
                 {"data": data.key, "shift": shift.identity()},
             )
             self.options.store.log_work("shifted", self._shifted_key(data, shift), f"{data.name} {shift.label}")
-            self._remember(data, shift, data.normalize(images))
+            self._pixel_images[(data.name, shift.label)] = images
 
     def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor) -> None:
         size = inputs.numel() * inputs.element_size()
@@ -429,6 +441,8 @@ class Engine:
         return {"device": torch.device(self.options.device).type, "threads": self.options.threads}
 
     def _compute(self, case: CaseKey) -> CaseResult:
+        if case.method in self.suite.pruned_checkpoints:
+            return self._compute_pruned(case)
         started = time.monotonic()
         data = self.data(case.dataset)
         parent = self.parent(case.model, case.dataset)
@@ -454,6 +468,68 @@ class Engine:
             similarity=similarity,
             features=features,
         )
+
+    # ------------------------------------------------------------------ pruned checkpoints (robustprune.byo)
+
+    def _compute_pruned(self, case: CaseKey) -> CaseResult:
+        """A network pruned elsewhere: one network against its parent, through the same evaluation cache."""
+        started = time.monotonic()
+        data = self.data(case.dataset)
+        parent = self.parent(case.model, case.dataset)
+        record, info = self._pruned_record(case, data, parent)
+        records = [parent, record]
+        curves = self._evaluate(case, data, records)
+        costs = self._costs(case, data, records)
+        return CaseResult(
+            case=case,
+            method={"name": case.method, "plugin": "pruned checkpoint", "version": info["sha256"][:12],
+                    "structured": False, "data_informed": False, "pruned_checkpoint": info},
+            ratios=(record.ratio,),
+            achieved=(record.achieved,),
+            parent_key=parent.key,
+            step_keys=(record.key,),
+            accuracy=curves,
+            costs=costs,
+            seconds=time.monotonic() - started,
+            shift_sources={s.label: self.shift_source(data, s) for s in self.shifts if not s.is_nominal},
+        )
+
+    def _pruned_record(self, case: CaseKey, data: PreparedData,
+                       parent: NetworkRecord) -> tuple[NetworkRecord, dict[str, Any]]:
+        """The pruned checkpoint read, checked against the model and its parent, and stored like a cascade step.
+
+        Keyed by the file's content and the parent's key: a replaced file (or parent) is evaluated again.
+        """
+        from .byo import read_pruned
+        from .checkpoints import CheckpointError, file_digest
+
+        entry = self.suite.pruned_checkpoints[case.method]
+        path = Path(entry.path).expanduser().resolve()
+        what = f"pruned checkpoint {case.method!r}"
+        if not path.is_file():
+            raise CaseError(f"{what}: {path} not found; fix the path in the suite's pruned_checkpoints "
+                            "(relative paths are relative to the suite file)")
+        digest = file_digest(path)
+        spec = {"kind": "pruned-checkpoint", "model": self.models[case.model].identity(), "data": data.key,
+                "checkpoint": digest, "parent": parent.key}
+        key = make_key(spec)
+
+        def compute() -> dict[str, Any]:
+            self._progress(case.id, f"pruned network from checkpoint {path}")
+            network = self.build(case.model, data)
+            try:
+                pruned = read_pruned(path, network, self._state(parent, case, data), what)
+            except CheckpointError as exc:
+                raise CaseError(str(exc)) from exc
+            network.load_state_dict(pruned.state)
+            return {"state": _cpu_state(network), "masks": pruned.masks, "achieved": pruned.sparsity,
+                    "layout": pruned.layout}
+
+        stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} from {path}")
+        achieved = float(stored["achieved"])
+        info = {"path": str(path), "sha256": digest, "layout": stored.get("layout", "state dict"),
+                "sparsity": achieved}
+        return NetworkRecord(key, achieved, achieved, stored["state"], stored["masks"]), info
 
     def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
         """Prune to each ratio in turn, starting from the previous retrained network."""
@@ -553,6 +629,7 @@ class Engine:
             data=batch,
             _network=network,
         )
+        before = {k: v.clone() for k, v in network.state_dict().items()}
         try:
             masks = method.prune(network, ratio, context)
         except PruneError as exc:
@@ -561,6 +638,12 @@ class Engine:
             raise CaseError(
                 f"{case.id}: method {case.method!r} raised at ratio {ratio:.3g}: {type(exc).__name__}: {exc}"
             ) from exc
+        changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+        if changed:  # the host applies masks itself; a method that edits weights would corrupt the cascade
+            raise CaseError(
+                f"{case.id}: method {case.method!r} modified the network in prune() (e.g. {changed[0]}); "
+                "return masks and leave the weights alone"
+            )
         try:
             return validate_masks(masks, previous_masks, ratio, case.method)
         except PruneError as exc:
@@ -597,7 +680,8 @@ class Engine:
         """
         from .costs import machine_fingerprint
 
-        structured = bool(self.methods[case.method].item.structured)
+        # a pruned checkpoint is costed as masked: nothing says its zeros form whole channels
+        structured = case.method in self.methods and bool(self.methods[case.method].item.structured)
         machine = machine_fingerprint()
         specs = []
         for i, record in enumerate(records):

@@ -60,9 +60,10 @@ def _pct(values):
 
 
 def _cases(report: Mapping[str, Any], table: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The table's successful cases, in the suite's method order."""
+    """The table's successful cases with curves, in the suite's method order (a pruned checkpoint has none)."""
     by_id = {c["id"]: c for c in report["cases"]}
-    return [by_id[r["case"]] for r in table["rows"] if "error" not in r and r["case"] in by_id]
+    return [by_id[r["case"]] for r in table["rows"]
+            if "error" not in r and r["case"] in by_id and not r.get("single_network")]
 
 
 def _kinds(report: Mapping[str, Any]) -> dict[str, str]:

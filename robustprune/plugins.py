@@ -15,6 +15,7 @@ rest load. Names resolve through :class:`robustprune.registry.Registry`.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.metadata
 import os
@@ -116,8 +117,20 @@ def _short_error(exc: BaseException) -> str:
 
 
 def _module_info(name: str, module: ModuleType) -> PluginInfo:
-    version = str(getattr(module, "__version__", "local"))
-    return PluginInfo(name, "local", version, "local module")
+    """A local module's version is its ``__version__``, else a hash of its source.
+
+    The version enters the store keys of everything the plugin's items make, so
+    editing an unversioned local plugin recomputes its results instead of
+    silently reusing stale ones.
+    """
+    version = getattr(module, "__version__", None)
+    if version is None:
+        source = getattr(module, "__file__", None)
+        try:
+            version = "src-" + hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12] if source else "unknown"
+        except OSError:
+            version = "unknown"
+    return PluginInfo(name, "local", str(version), "local module")
 
 
 def local_modules_from_env() -> list[str]:

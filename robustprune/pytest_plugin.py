@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from .cases import Case, GroupCase, Measure, ShiftCase
+from .cases import Case, GroupCase, Measure, NotApplicable, ShiftCase
 from .suite import Suite
 
 _CASE_FIXTURES = ("case", "shift_case", "group_case")
@@ -54,9 +54,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where parents and cascades run: in this process (default) or on Ray")
     group.addoption("--rp-ray-address", metavar="ADDRESS", default=None,
                     help="Ray cluster to use with --rp-executor ray (default: $RAY_ADDRESS, else a local instance)")
+    group.addoption("--rp-export", metavar="DIR", default=None,
+                    help="write the network of every case that passed (its deploy gate and every check) into "
+                         "DIR/<case id>/ with a JSON sidecar; DIR is checked for writability before anything runs")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from .pytest_gate import check_export_option
+
+    check_export_option(config)  # an unwritable export folder fails before any work
+    _check_device(config.getoption("rp_device") or os.environ.get(DEVICE_ENV) or "cpu")  # likewise a missing GPU
     state = RunState(config)
     config.stash[_RUN] = state
     # registered as a plugin object: hooks that get no config (logreport) reach the state through self
@@ -129,6 +136,7 @@ class RunState:
         self.jobs: dict[str, Any] = {}  # per suite file: what a remote executor needs to rebuild its engine
         self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
         self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
+        self.export_lines: list[str] = []  # what --rp-export wrote (printed in the terminal summary)
         self.started = time.monotonic()
 
     # -------------------------------------------------------------- hooks
@@ -218,10 +226,13 @@ class RunState:
         from .engine import CaseError, CaseKey
 
         key = CaseKey(param.method, param.model, param.dataset)
+        failure = None
         try:
             engine.result(key)
         except CaseError as exc:
-            pytest.fail(_describe_case_error(exc), pytrace=False)
+            failure = _describe_case_error(exc)
+        if failure is not None:  # raised outside the except block: no "during handling" chain in the output
+            pytest.fail(failure, pytrace=False)
         return Case(lambda: engine.result(key), engine.suite, engine.shift_entries,
                     param.method, param.model, param.dataset)
 
@@ -241,7 +252,11 @@ def _check_device(device: str) -> None:
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise pytest.UsageError(f"device {device!r} was asked for, but torch sees no CUDA device; use --rp-device cpu")
+        raise pytest.UsageError(
+            f"device {device!r} was asked for, but torch sees no CUDA device (torch {torch.__version__}); "
+            "run on the CPU with `robustprune run --device cpu` / `pytest --rp-device cpu`, or install a CUDA "
+            "build of torch"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -302,6 +317,25 @@ def group_case(request: pytest.FixtureRequest) -> GroupCase:
     return request.config.stash[_RUN].case_view(param).group(param.shift)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """A suite with a deploy gate gets one generated check per case: ``deploy_gate[<case id>]``."""
+    if name != "suite" or not isinstance(obj, Suite) or obj.gate is None or not isinstance(collector, pytest.Module):
+        return None
+    from .pytest_gate import gate_items
+
+    return gate_items(collector, obj)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """A number that does not exist for a case (prune potential of a single pruned network) skips the check."""
+    try:
+        return (yield)
+    except NotApplicable as exc:
+        raise pytest.skip.Exception(str(exc), _use_item_location=True) from None
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
@@ -331,8 +365,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         props = dict(item.user_properties)
         if "robustprune_case" in props:
-            callspec = item.callspec  # type: ignore[attr-defined]
-            param = next(p for p in callspec.params.values() if isinstance(p, CaseParam))
+            param = getattr(item, "param", None)  # a generated deploy_gate check carries its own
+            if not isinstance(param, CaseParam):
+                callspec = item.callspec  # type: ignore[attr-defined]
+                param = next(p for p in callspec.params.values() if isinstance(p, CaseParam))
             wanted.setdefault(param.suite_file, {})[param.case_id] = CaseKey(param.method, param.model, param.dataset)
     for suite_file, cases in wanted.items():
         try:
@@ -350,6 +386,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         workeroutput["robustprune_reports"] = json.dumps(
             [build_report(engine, file) for file, engine in state.engines.items()]
         )
+    if workeroutput is None and session.config.getoption("rp_export"):
+        from .pytest_gate import run_exports
+
+        state.export_lines = run_exports(session, state)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
@@ -367,3 +407,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if folder:
         for path in write_report(reports, Path(folder)):
             terminalreporter.write_line(f"report written to {path}")
+    if state.export_lines:
+        terminalreporter.write_sep("=", "robustprune export")
+        for line in state.export_lines:
+            terminalreporter.write_line(line)

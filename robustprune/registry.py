@@ -8,6 +8,7 @@ both; a plugin whose hook raises is recorded as failed and the rest load.
 from __future__ import annotations
 
 import difflib
+import pickle
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
@@ -46,8 +47,19 @@ class Registered(Generic[T]):
         return {"name": self.name, "plugin": self.plugin.distribution, "version": self.version}
 
 
+# What the host reads from a method; PruneMethod provides defaults for all but name and prune().
+_METHOD_PROTOCOL = ("name", "structured", "data_informed", "data_batch_size", "prune", "params", "data_size")
+
+
 def _is_method(obj: Any) -> bool:
-    return all(hasattr(obj, a) for a in ("name", "structured", "data_informed")) and callable(getattr(obj, "prune", None))
+    return all(hasattr(obj, a) for a in _METHOD_PROTOCOL) and callable(obj.prune) and callable(obj.params)
+
+
+def _method_problem(obj: Any) -> str:
+    missing = [a for a in _METHOD_PROTOCOL if not hasattr(obj, a)]
+    if missing:
+        return f"it lacks {', '.join(missing)}; subclass robustprune.PruneMethod, which provides the defaults"
+    return "its prune or params is not callable"
 
 
 # kind -> (hook name, accepted check, what was expected)
@@ -61,6 +73,17 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
         "a PixelShift, TensorShift, PublishedShift or ShiftGroup",
     ),
 }
+
+
+def _check_picklable(shift: PixelShift, info: PluginInfo) -> None:
+    """Pixel shifts run in worker processes: an unpicklable ``apply`` would fail only with workers > 1."""
+    try:
+        pickle.dumps(shift.apply)
+    except Exception as exc:  # noqa: BLE001 - pickling raises many types
+        raise TypeError(
+            f"plugin {info.name!r}: shift {shift.name!r} has an apply that cannot be pickled ({exc}); use a "
+            "module-level function or functools.partial of one, not a lambda or a nested function"
+        ) from None
 
 
 class Registry:
@@ -84,7 +107,10 @@ class Registry:
     def _registrar(self, kind: str, info: PluginInfo, accepts: Callable[[Any], bool], expected: str):
         def register(item: Any) -> None:
             if not accepts(item):
-                raise TypeError(f"plugin {info.name!r} registered {item!r}; expected {expected}")
+                why = f" ({_method_problem(item)})" if kind == "method" and hasattr(item, "prune") else ""
+                raise TypeError(f"plugin {info.name!r} registered {item!r}; expected {expected}{why}")
+            if isinstance(item, PixelShift):
+                _check_picklable(item, info)
             item_kind = "group" if isinstance(item, ShiftGroup) else kind
             check_name(item_kind, item.name)
             table = self._items[item_kind]

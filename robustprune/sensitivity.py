@@ -142,9 +142,9 @@ def weight_sensitivities(
     def hook(module: nn.Module, inputs: tuple) -> None:
         name = names[module]
         flat = result[name].view(module.weight.shape[0], -1)
-        for rows, columns, a, weight in _unfolded(module, inputs[0]):
+        for rows, _, a, weight in _unfolded(module, inputs[0]):
             g = _shares(weight, a, reduce=patch_reduction)  # (N, I, J)
-            flat[rows, columns] = torch.maximum(flat[rows, columns], g.amax(dim=0))
+            flat[rows] = torch.maximum(flat[rows], g.amax(dim=0))
 
     _track(network, data, hook, batch)
     return result
@@ -164,10 +164,9 @@ def input_channel_sensitivities(network: nn.Module, data: torch.Tensor, batch: i
     def hook(module: nn.Module, inputs: tuple) -> None:
         name = names[module]
         kernel = math.prod(module.weight.shape[2:]) if isinstance(module, nn.Conv2d) else 1
-        for rows, columns, a, weight in _unfolded(module, inputs[0]):
+        for _, channels, a, weight in _unfolded(module, inputs[0]):
             g = _shares(weight, a, reduce="max")  # (N, I, J): J = channels x kernel positions, channel-major
             per_channel = g.amax(dim=(0, 1)).view(-1, kernel).amax(dim=1)
-            channels = slice(columns.start // kernel, columns.stop // kernel)
             result[name][channels] = torch.maximum(result[name][channels], per_channel)
 
     _track(network, data, hook, batch)
@@ -191,9 +190,10 @@ def _unfolded(
 ) -> Iterator[tuple[slice, slice, torch.Tensor, torch.Tensor]]:
     """The layer's input as ``(N, J, P)`` patches with the matching ``(I, J)`` weight, one item per conv group.
 
-    Yields ``(rows, columns, a, weight)``: which block of the ``(out, -1)``
-    weight view the item covers, the non-negative (sign-split) patches and the
-    weight block. Data points are the rows of every leading dimension.
+    Yields ``(rows, channels, a, weight)``: the output channels (rows of the
+    weight) and the input channels the item covers, the non-negative
+    (sign-split) patches and the weight block. Data points are the rows of
+    every leading dimension.
     """
     x = x.detach().float()
     weight = module.weight.detach().float()
@@ -218,7 +218,7 @@ def _unfolded(
         part = x[:, g * c_in : (g + 1) * c_in]
         a = F.unfold(part, module.kernel_size, dilation=module.dilation, padding=padding, stride=module.stride)
         block = weight[g * c_out : (g + 1) * c_out].reshape(c_out, per_group)
-        yield slice(g * c_out, (g + 1) * c_out), slice(g * per_group, (g + 1) * per_group), a, block
+        yield slice(g * c_out, (g + 1) * c_out), slice(g * c_in, (g + 1) * c_in), a, block
 
 
 def _explicit_padding(module: nn.Conv2d) -> tuple[int, ...]:

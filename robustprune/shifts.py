@@ -79,9 +79,12 @@ def parse_shift(text: str, registry: Registry) -> ShiftEntry:
         return ShiftEntry(NOMINAL, (NOMINAL_SHIFT,))
     if "@" not in text:
         if text in registry.names("shift") or text in registry.names("group"):
+            first = registry.get("group", text).item.members[0] if text in registry.names("group") else text
+            param = registry.get("shift", first).item.param
+            example = int(param.minimum) + 2 if param.kind is int else 0.1
             raise ShiftSpecError(
-                f"shift {text!r} needs a parameter: write it as name@param, e.g. '{text}@3' for a "
-                f"severity or '{text}@0.1' for a noise level"
+                f"shift {text!r} needs a parameter: write it as name@{param.name}, e.g. '{text}@{example}' "
+                f"({param.name} must be {param._describe()})"
             )
         registry.get("shift", text)  # unknown: raises with the available names and a suggestion
     name, _, params_text = text.partition("@")
@@ -93,6 +96,13 @@ def parse_shift(text: str, registry: Registry) -> ShiftEntry:
     params_texts = [p.strip() for p in params_text.split(",")]
     if not params_texts or any(not p for p in params_texts):
         raise ShiftSpecError(f"shift {text!r} has an empty parameter; write e.g. '{name}@3'")
+    first = registry.get("shift", member_names[0]).item.param
+    try:
+        parsed = [first.parse(p) for p in params_texts]
+    except ValueError as exc:
+        raise ShiftSpecError(f"bad shift {text!r}: {exc}") from None
+    if len(set(parsed)) != len(parsed):
+        raise ShiftSpecError(f"shift {text!r} lists a parameter twice; each value may appear once")
     members: list[Shift] = []
     for param_text in params_texts:
         for member in member_names:

@@ -12,7 +12,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .api import check_name
 from .beyond import Features, ShiftMix, Similarity, as_shift_mix
+from .byo import PrunedCheckpoint, as_pruned_checkpoint
+from .gate import DeployGate
 
 
 def geometric_ratios(n: int = 16, keep_max: float = 0.8, keep_min: float = 0.03) -> tuple[float, ...]:
@@ -67,6 +70,14 @@ class Suite:
             parents are trained and networks retrained on that mix.
         held_out: shifts never trained on, evaluated as the test distribution
             (needs ``train_shifts``). See docs/beyond-accuracy.md.
+        gate: a :class:`DeployGate`: the deploy ratio and the limits a network
+            must meet there to ship. Run as one check per case
+            (``deploy_gate[<case id>]``), shown in the verdict column, and what
+            ``--rp-export`` exports by. See docs/ci-recipe.md.
+        pruned_checkpoints: ``{name: PrunedCheckpoint(model, path)}`` (or a
+            ``{"model": ..., "path": ...}`` mapping): networks pruned elsewhere,
+            each evaluated as one more case against its parent, which must be
+            the suite's ``parent_checkpoints[model]``. ``methods`` may then be empty.
     """
 
     models: Sequence[str]
@@ -88,6 +99,8 @@ class Suite:
     features: Features | None = None
     train_shifts: ShiftMix | Sequence[str] | None = None
     held_out: Sequence[str] = ()
+    gate: DeployGate | None = None
+    pruned_checkpoints: Mapping[str, PrunedCheckpoint | Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for attr in ("models", "datasets", "methods", "shifts", "plugins"):
@@ -95,9 +108,12 @@ class Suite:
             if isinstance(value, str):
                 value = (value,)
             object.__setattr__(self, attr, tuple(value))
+        object.__setattr__(self, "pruned_checkpoints", {
+            str(name): as_pruned_checkpoint(str(name), value) for name, value in dict(self.pruned_checkpoints).items()})
         for attr in ("models", "datasets", "methods"):
-            if not getattr(self, attr):
-                raise ValueError(f"Suite needs at least one entry in {attr}")
+            if not getattr(self, attr) and not (attr == "methods" and self.pruned_checkpoints):
+                raise ValueError(f"Suite needs at least one entry in {attr}"
+                                 + (" (or a network in pruned_checkpoints)" if attr == "methods" else ""))
         ratios = tuple(sorted(float(r) for r in self.ratios))
         bad = [r for r in ratios if not 0 < r < 1 or math.isnan(r)]
         if bad:
@@ -114,6 +130,7 @@ class Suite:
         if self.search not in ("grid", "bisect"):
             raise ValueError(f"search must be 'grid' or 'bisect', got {self.search!r}")
         self._check_beyond()
+        self._check_deploy()
         for method in self.methods:
             self.gate_ratio_for(method)  # validates
 
@@ -134,6 +151,47 @@ class Suite:
                 raise ValueError(f"{', '.join(both)} in both train_shifts and held_out: a held-out shift must never "
                                  f"be trained on")
 
+    def _check_deploy(self) -> None:
+        """Check the deploy gate and the pruned checkpoints; the gate's ratio becomes the suite's gate ratio."""
+        if self.gate is not None and not isinstance(self.gate, DeployGate):
+            raise ValueError(f"Suite.gate must be a robustprune.DeployGate(...) or None, got {self.gate!r}")
+        for name, entry in self.pruned_checkpoints.items():
+            check_name("pruned checkpoint", name)
+            where = f"pruned_checkpoints[{name!r}]"
+            if name in self.methods:
+                raise ValueError(f"{where}: {name!r} is also a method of the suite; give the checkpoint another name")
+            if entry.model not in self.models:
+                raise ValueError(f"{where} names model {entry.model!r}, which the suite does not use; suite models: "
+                                 f"{', '.join(self.models)}")
+            if entry.dataset is not None and entry.dataset not in self.datasets:
+                raise ValueError(f"{where} names dataset {entry.dataset!r}, which the suite does not use; suite "
+                                 f"datasets: {', '.join(self.datasets)}")
+            if entry.model not in self.parent_checkpoints:
+                raise ValueError(f"{where}: a pruned checkpoint is compared with the parent it was pruned from; set "
+                                 f"parent_checkpoints={{{entry.model!r}: 'path/to/parent.pt'}}")
+        if self.gate is None or self.gate.ratio is None:
+            return
+        ratio = self.gate.ratio
+        if isinstance(ratio, Mapping):
+            unknown = sorted(set(ratio) - set(self.methods) - set(self.pruned_checkpoints))
+            if unknown:
+                names = ", ".join([*self.methods, *self.pruned_checkpoints])
+                raise ValueError(f"DeployGate ratio names {', '.join(map(repr, unknown))}, neither a method nor a "
+                                 f"pruned checkpoint of the suite: {names}")
+        if self.gate_ratio is None:
+            object.__setattr__(self, "gate_ratio", ratio)
+        elif _normal_ratio(self.gate_ratio) != _normal_ratio(ratio):
+            raise ValueError(f"Suite.gate_ratio {self.gate_ratio!r} and DeployGate(ratio={ratio!r}) disagree; "
+                             "set the deploy ratio in one place")
+
+    def deploy_ratio_for(self, name: str) -> float | None:
+        """The deploy ratio of a method (its gate ratio) or the minimum sparsity of a pruned checkpoint
+        (``None`` unless the suite's gate ratio or deploy gate names one)."""
+        if name not in self.pruned_checkpoints:
+            return self.gate_ratio_for(name)
+        ratio = self.gate_ratio.get(name) if isinstance(self.gate_ratio, Mapping) else self.gate_ratio
+        return None if ratio is None else float(ratio)
+
     def gate_ratio_for(self, method: str) -> float:
         """The ratio at which ``method``'s deploy gate and delta excess error are read."""
         gate = self.gate_ratio
@@ -150,3 +208,7 @@ class Suite:
                 f"{', '.join(f'{r:g}' for r in self.ratios)}; add it to ratios"
             )
         return matches[0]
+
+
+def _normal_ratio(ratio: float | Mapping[str, float]) -> Any:
+    return {k: float(v) for k, v in ratio.items()} if isinstance(ratio, Mapping) else float(ratio)

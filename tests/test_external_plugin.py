@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,11 +21,13 @@ PLUGIN_DIST = Path(__file__).parent / "plugin_dist"
 def installed(tmp_path_factory) -> Path:
     """pip-install the example plugin into its own folder (not into this environment)."""
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    # build from a copy: pip writes build/ and egg-info next to the sources, which must stay clean
+    source = tmp_path_factory.mktemp("src") / "plugin_dist"
+    shutil.copytree(PLUGIN_DIST, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(PLUGIN_DIST)],
-        check=True, cwd=build, capture_output=True, text=True,
+         "--target", str(target), str(source)],
+        check=True, cwd=source, capture_output=True, text=True,
     )
     assert list(target.glob("robustprune_example_plugin-1.2.3.dist-info"))
     return target

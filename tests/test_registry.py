@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import sys
 import textwrap
 
@@ -303,3 +304,71 @@ def test_local_module_named_like_an_entry_point_is_loaded(write_module):
     write_module(METHOD_MODULE.format(name="shadowed_method", version="0"), name="digits")
     reg = registry_with("digits")
     assert "shadowed_method" in reg.names("method") or failures_of(reg, "digits")
+
+
+def test_unversioned_local_module_is_versioned_by_its_source(write_module):
+    """Editing a local plugin must change its version, or the store would reuse stale results."""
+    body = """
+        from robustprune import PruneMethod, hookimpl
+
+        class Method(PruneMethod):
+            name = "edited_method"
+            def prune(self, network, ratio, context):
+                return {}
+
+        @hookimpl
+        def robustprune_register_methods(register):
+            register(Method())
+        """
+    mod = write_module(body, "edited")
+    first = registry_with(mod).method("edited_method").version
+    assert first.startswith("src-")
+    import importlib
+
+    path = Path(sys.modules[mod].__file__)
+    path.write_text(textwrap.dedent(body) + "\n# edited\n")
+    del sys.modules[mod]
+    importlib.invalidate_caches()
+    assert registry_with(mod).method("edited_method").version != first
+
+
+def test_method_without_the_host_defaults_is_refused_with_the_fix(write_module):
+    mod = write_module(
+        """
+        from robustprune import hookimpl
+
+        class Bare:
+            name = "bare"
+            structured = False
+            data_informed = False
+            def prune(self, network, ratio, context):
+                return {}
+
+        @hookimpl
+        def robustprune_register_methods(register):
+            register(Bare())
+        """,
+        "bare",
+    )
+    reg = registry_with(mod)
+    (failure,) = failures_of(reg, mod)
+    assert "lacks data_batch_size, params, data_size" in failure.error
+    assert "subclass robustprune.PruneMethod" in failure.error
+    assert "bare" not in reg.names("method")
+
+
+def test_unpicklable_pixel_shift_is_refused_at_registration(write_module):
+    mod = write_module(
+        """
+        from robustprune import PixelShift, hookimpl
+
+        @hookimpl
+        def robustprune_register_shifts(register):
+            register(PixelShift("lambda_shift", lambda image, param, seed: image))
+        """,
+        "lambdashift",
+    )
+    reg = registry_with(mod)
+    (failure,) = failures_of(reg, mod)
+    assert "shift 'lambda_shift' has an apply that cannot be pickled" in failure.error
+    assert "module-level function" in failure.error

@@ -180,6 +180,43 @@ def test_sipp_scores_do_not_depend_on_the_chunking(conv_case):
     assert all(torch.allclose(whole[n], one_by_one[n], atol=1e-7) for n in whole)
 
 
+def test_grouped_convolutions_are_measured_per_group():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 4, 2, groups=2, bias=False))
+    data = torch.rand(3, 4, 3, 3, generator=torch.Generator().manual_seed(5))  # non-negative: no sign split
+    w = net[0].weight.detach().double().numpy()  # (4 out, 2 in per group, 2, 2)
+    expected_w = np.zeros_like(w)
+    expected_c = np.zeros(4)
+    for g in range(2):
+        rows, channels = slice(2 * g, 2 * g + 2), slice(2 * g, 2 * g + 2)
+        flat = w[rows].reshape(2, -1)
+        per_point = []
+        for image in data.double().numpy():
+            fields = patches(image[channels], 2, 1, 0)
+            per_point.append(np.mean([shares(flat, f) for f in fields], axis=0))
+            for f in fields:
+                expected_c[channels] = np.maximum(expected_c[channels], shares(flat, f).reshape(2, 2, 4).max(axis=(0, 2)))
+        expected_w[rows] = np.max(per_point, axis=0).reshape(2, 2, 2, 2)
+    np.testing.assert_allclose(weight_sensitivities(net, data)["0.weight"].numpy(), expected_w, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(input_channel_sensitivities(net, data)["0.weight"].numpy(), expected_c, rtol=1e-5)
+
+
+def test_padding_is_read_as_the_conv_applies_it():
+    """padding="same" equals explicit padding; a reflect-padded conv equals an unpadded one on the padded input."""
+    torch.manual_seed(0)
+    explicit = nn.Conv2d(2, 3, 3, padding=1)
+    same = nn.Conv2d(2, 3, 3, padding="same")
+    reflect = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")
+    unpadded = nn.Conv2d(2, 3, 3, padding=0)
+    for conv in (same, reflect, unpadded):
+        conv.load_state_dict(explicit.state_dict())
+    data = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(6))
+    for score in (weight_sensitivities, input_channel_sensitivities):
+        assert torch.allclose(score(same, data)["weight"], score(explicit, data)["weight"])
+        padded = torch.nn.functional.pad(data, (1, 1, 1, 1), mode="reflect")
+        assert torch.allclose(score(reflect, data)["weight"], score(unpadded, padded)["weight"])
+
+
 # --------------------------------------------------------------------------- PFP
 
 

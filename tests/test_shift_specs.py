@@ -210,3 +210,15 @@ def test_image_seeds_differ_per_seed_dataset_and_shift(args):
     base = image_seeds(0, "digits", CONTRAST, 20)
     other = image_seeds(*args, 20)
     assert not set(base) & set(other)
+
+
+def test_missing_noise_level_suggests_a_noise_level(reg):
+    with pytest.raises(ShiftSpecError) as info:
+        parse_shift("uniform_noise", reg)
+    assert "'uniform_noise@0.1'" in str(info.value) and "eps must be a number >= 0" in str(info.value)
+    assert "@3" not in str(info.value)
+
+
+def test_a_parameter_listed_twice_is_refused(reg):
+    with pytest.raises(ShiftSpecError, match="lists a parameter twice"):
+        parse_shift("uniform_noise@0.1,0.10", reg)
