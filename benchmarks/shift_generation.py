@@ -19,7 +19,6 @@ from robustprune.data import default_workers
 from robustprune.engine import Engine, RunOptions
 from robustprune.plugins import create_host
 from robustprune.registry import Registry
-from robustprune.shifts import image_seeds
 from robustprune.store import Store
 
 

@@ -25,7 +25,7 @@ from .evaluation import accuracy, predict
 from .gate import resolve_entries
 from .metrics import bisect_last_qualifying
 from .pruning import PruneError, full_masks, validate_masks
-from .registry import Registered, Registry
+from .registry import Registry
 from .shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry, all_members, image_seeds, parse_shifts
 from .features import case_features
 from .shift_mix import mix_spec, resolve_mix, training_inputs

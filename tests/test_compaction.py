@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -27,26 +22,12 @@ from robustprune.costs import (
 from robustprune.pruning import apply_masks, full_masks, prunable_weights
 from robustprune.structure import ChannelGroup, Consumer, channel_groups, channel_masks
 
+from plugin_modules import load_plugin
+
 torch.set_num_threads(1)
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 
 
-def load_plugin(relative: str) -> ModuleType:
-    """A first-party plugin module: the installed package if present, else loaded from its file."""
-    dotted = relative.removesuffix(".py").replace("/", ".")
-    try:
-        return importlib.import_module(f"robustprune_plugins.{dotted}")
-    except ImportError:
-        pass
-    name = f"_robustprune_test_plugins.{dotted}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, PLUGINS / relative)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def with_trained_norms(net: nn.Module, seed: int = 1) -> nn.Module:

@@ -172,7 +172,6 @@ def trained_like(seed: int) -> nn.Module:
 
 def test_torch_prune_checkpoints_fold_into_plain_weights():
     network = trained_like(1)
-    parent_state = {k: v.clone() for k, v in network.state_dict().items()}
     layers = [(m, "weight") for m in network.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.6)
     state = network.state_dict()

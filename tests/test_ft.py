@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -16,26 +11,12 @@ from robustprune import PruneContext
 from robustprune.pruning import PruneError, full_masks, prunable_weights, ratio_of, validate_masks
 from robustprune.structure import ChannelGroup, allocate_uniform, channel_groups, channel_masks
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+from plugin_modules import load_plugin
+
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 RATIOS = [0.1, 0.3, 0.5, 0.7]
 
 
-def load_plugin(relative: str) -> ModuleType:
-    """A first-party plugin module: the installed package if present, else loaded from its file."""
-    dotted = relative.removesuffix(".py").replace("/", ".")
-    try:
-        return importlib.import_module(f"robustprune_plugins.{dotted}")
-    except ImportError:
-        pass
-    name = f"_robustprune_test_plugins.{dotted}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, PLUGINS / relative)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def build(model: str) -> nn.Module:

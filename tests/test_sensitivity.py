@@ -7,13 +7,8 @@ vectorisation (einsum, unfold, blocked maxima) of the real code.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import itertools
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -24,26 +19,12 @@ from robustprune.pruning import PruneError
 from robustprune.sensitivity import input_channel_sensitivities, layer_info, sample_size, weight_sensitivities
 from robustprune.structure import channel_groups
 
+from plugin_modules import load_plugin
+
 torch.set_num_threads(1)
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 EPS = float(np.finfo(np.float32).eps)
 
 
-def load_plugin(relative: str) -> ModuleType:
-    """A first-party plugin module: the installed package if present, else loaded from its file."""
-    dotted = relative.removesuffix(".py").replace("/", ".")
-    try:
-        return importlib.import_module(f"robustprune_plugins.{dotted}")
-    except ImportError:
-        pass
-    name = f"_robustprune_test_plugins.{dotted}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, PLUGINS / relative)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 # --------------------------------------------------------------------------- tiny networks

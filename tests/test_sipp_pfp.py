@@ -8,12 +8,7 @@ would pass in ``context.data``.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -25,8 +20,9 @@ from robustprune.pruning import PruneError, full_masks, global_top_masks, prunab
 from robustprune.sensitivity import layer_info
 from robustprune.structure import ChannelGroup, allocate_counts, channel_groups, channel_masks
 
+from plugin_modules import load_plugin
+
 torch.set_num_threads(1)
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 RATIOS = [0.1, 0.3, 0.5, 0.7, 0.9]
 METHODS = {
@@ -39,21 +35,6 @@ METHODS = {
 }
 
 
-def load_plugin(relative: str) -> ModuleType:
-    """A first-party plugin module: the installed package if present, else loaded from its file."""
-    dotted = relative.removesuffix(".py").replace("/", ".")
-    try:
-        return importlib.import_module(f"robustprune_plugins.{dotted}")
-    except ImportError:
-        pass
-    name = f"_robustprune_test_plugins.{dotted}"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, PLUGINS / relative)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def method(name: str):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from robustprune import PixelShift, PruneMethod, ShiftParam, hookimpl
 from robustprune.pruning import global_top_masks, prunable_weights
