@@ -36,6 +36,14 @@ PARENT_COLOUR = "#444444"
 BASELINE_COLOUR = "#000000"
 
 
+_MARKERS = {"wt": "o", "sipp": "s", "ft": "^", "pfp": "D", "random": "v", "random_structured": "P"}
+
+
+def method_marker(method: str) -> str:
+    """The marker of a method in every figure, so methods stay apart where their lines coincide."""
+    return _MARKERS.get(method, "X")
+
+
 def method_colour(method: str) -> str:
     """The colour of a method in every figure: fixed for first-party methods, else stable from its name."""
     if method in _FIXED:
@@ -132,10 +140,14 @@ def noise_figure(plt, report, table, cases):
         return None
     fig, axes = plt.subplots(1, len(families), figsize=(5.5 * len(families), 4.2), squeeze=False, layout="constrained")
     for ax, name in zip(axes.flat, families):
-        for case in cases:
+        for index, case in enumerate(cases):
             s = series.noise_series(case, report["delta"], kinds)[name]
-            ax.plot(s["eps"], _pct(s["prune_potential"]), marker="o", color=method_colour(case["method"]["name"]),
-                    label=case["method"]["name"])
+            method = case["method"]["name"]
+            # prune potentials sit on the grid's ratios, so methods often coincide: later methods are drawn
+            # smaller, dashed and with their own marker, so every method stays visible on top of the others
+            ax.plot(s["eps"], _pct(s["prune_potential"]), marker=method_marker(method), ms=max(3.0, 10 - 2 * index),
+                    ls=("-", "--", "-.", ":")[index % 4], lw=max(1.0, 3 - 0.6 * index), color=method_colour(method),
+                    label=method)
         ax.set_xlabel(f"{name} level ε (normalized input units)")
         ax.set_ylabel(f"prune potential (%), δ = {100 * report['delta']:g} %")
         ax.set_ylim(-3, 103)
