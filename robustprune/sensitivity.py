@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .api import PruneMethod
 from .pruning import PruneError, prunable_weights
 
 __all__ = [
@@ -313,3 +314,26 @@ def _track(network: nn.Module, data: torch.Tensor | None, hook: Callable[..., No
         for start in range(0, len(data), batch):
             _run(network, data[start : start + batch])
 
+
+
+class SampledSensitivityMethod(PruneMethod):
+    """Base for data-informed methods whose data size follows the papers' sample-size bound (SiPP, PFP).
+
+    ``delta`` is the failure probability and ``c_constant`` the constant of
+    the bound; ``max_data`` caps the batch. All three enter the store key.
+    """
+
+    data_informed = True
+
+    def __init__(self, delta: float = 1e-16, c_constant: float = 3.0, max_data: int = 256):
+        if not 0 < delta < 1:
+            raise ValueError(f"delta is a failure probability in (0, 1), got {delta}")
+        self.delta = delta
+        self.c_constant = c_constant
+        self.data_batch_size = max_data  # the cap; the host asks data_size() for the actual size
+
+    def params(self) -> dict[str, Any]:
+        return {"delta": self.delta, "c_constant": self.c_constant, "max_data": self.data_batch_size}
+
+    def data_size(self, network: nn.Module, example_input: torch.Tensor) -> int:
+        return sample_size(network, example_input, self.delta, self.c_constant, cap=self.data_batch_size)

@@ -20,36 +20,22 @@ the consumers. Every group keeps at least one channel.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from robustprune import PruneContext, PruneMethod, hookimpl
+from robustprune import PruneContext, hookimpl
 from robustprune.pruning import Masks
-from robustprune.sensitivity import LayerInfo, input_channel_sensitivities, layer_info, sample_size
+from robustprune.sensitivity import LayerInfo, SampledSensitivityMethod, input_channel_sensitivities, layer_info
 from robustprune.structure import ChannelGroup, allocate_counts
 
 
-class ProvableFilterPruning(PruneMethod):
+class ProvableFilterPruning(SampledSensitivityMethod):
     name = "pfp"
     structured = True
-    data_informed = True
     description = "PFP: data-informed channel sensitivities, per-layer budgets from one global error (structured)"
-
-    def __init__(self, delta: float = 1e-16, c_constant: float = 3.0, max_data: int = 256):
-        if not 0 < delta < 1:
-            raise ValueError(f"delta is a failure probability in (0, 1), got {delta}")
-        self.delta = delta
-        self.c_constant = c_constant
-        self.data_batch_size = max_data  # the cap; the host asks data_size() for the actual size
-
-    def params(self) -> dict[str, Any]:
-        return {"delta": self.delta, "c_constant": self.c_constant, "max_data": self.data_batch_size}
-
-    def data_size(self, network: nn.Module, example_input: torch.Tensor) -> int:
-        return sample_size(network, example_input, self.delta, self.c_constant, cap=self.data_batch_size)
 
     def channel_sensitivities(
         self, network: nn.Module, groups: Sequence[ChannelGroup], data: torch.Tensor
