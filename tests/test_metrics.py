@@ -213,3 +213,8 @@ def test_bisection_on_a_non_monotone_curve_finds_a_qualifying_point_before_a_fai
 
 def test_bisection_on_an_empty_grid():
     assert bisect_last_qualifying(0, lambda i: True) == -1
+
+
+def test_group_mean_of_equal_grid_values_is_exactly_that_value():
+    # 0.7 + 0.7 + 0.7 = 2.0999999999999996 in binary: a gate ">= 0.7" must still pass
+    assert summarize_group({"a": 0.7, "b": 0.7, "c": 0.7}).mean >= 0.7
