@@ -2,6 +2,9 @@
 
 The names exported here are the public API for suites and plugins. Importing
 this package does not import torch.
+
+PYTEST_DONT_REWRITE: the CLI imports this package before it starts pytest,
+and nothing here needs assertion rewriting.
 """
 
 from .api import (

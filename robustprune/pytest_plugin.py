@@ -60,6 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # checks carry xdist_group marks (for --dist loadgroup); declared here too for runs without xdist
+    config.addinivalue_line("markers", "xdist_group(name): run all checks of one case on one xdist worker")
     from .pytest_gate import check_export_option
 
     check_export_option(config)  # an unwritable export folder fails before any work
