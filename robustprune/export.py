@@ -28,7 +28,6 @@ before any work.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -44,6 +43,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["SIDECAR", "ExportError", "Exported", "case_folder", "check_export_dir", "export_case",
            "remove_earlier_exports"]
+
+def _file_digest(path: Path) -> str:
+    from .checkpoints import file_digest  # imported late: this module loads at pytest start, torch must not
+
+    return file_digest(path)
+
 
 SIDECAR = "network.json"
 STATE_FILE = "network.pt"
@@ -114,14 +119,6 @@ def remove_earlier_exports(root: Path, suites: Iterable[str], keep: Iterable[Pat
     return removed
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_case(engine: "Engine", key: "CaseKey", folder: Path, *, suite_file: str,
                 gate: Mapping[str, Any] | None) -> Exported:
     """Write the deployable network of one (computed, passing) case into ``folder``; see the module docs."""
@@ -153,7 +150,7 @@ def export_case(engine: "Engine", key: "CaseKey", folder: Path, *, suite_file: s
         state_path = staging / STATE_FILE
         _save(torch, {k: v.detach().cpu() for k, v in network.state_dict().items()}, state_path)
         _check_reload(torch, engine, key, data, state_path, inputs, expected)
-        files: dict[str, Any] = {"state_dict": {"path": STATE_FILE, "sha256": sha256_of(state_path),
+        files: dict[str, Any] = {"state_dict": {"path": STATE_FILE, "sha256": _file_digest(state_path),
                                                 "load": "model.load_state_dict(torch.load(path, weights_only=True))"}}
         note = ""
         if result.method.get("structured"):
@@ -230,19 +227,17 @@ def _write_compacted(torch: Any, network: Any, masks: Mapping[str, Any], data: A
         path.unlink(missing_ok=True)
         return None, (f"no compacted network: the reloaded program differs from the evaluated network by "
                       f"{(got - expected).abs().max().item():.3g}")
-    return {"path": COMPACTED_FILE, "sha256": sha256_of(path), "format": "torch.export",
+    return {"path": COMPACTED_FILE, "sha256": _file_digest(path), "format": "torch.export",
             "load": "torch.export.load(path).module()", "params": count_params(small, compacted.masks),
             "kept_channels": {name: len(kept) for name, kept in compacted.kept.items()}}, ""
 
 
 def _parent_info(engine: "Engine", key: "CaseKey", parent_key: str) -> dict[str, Any]:
-    from .checkpoints import file_digest
-
     checkpoint = engine.suite.parent_checkpoints.get(key.model)
     if checkpoint is None:
         return {"trained_by": "robustprune", "store_key": parent_key}
     path = Path(checkpoint)
-    return {"checkpoint": str(path), "sha256": file_digest(path) if path.is_file() else None,
+    return {"checkpoint": str(path), "sha256": _file_digest(path) if path.is_file() else None,
             "store_key": parent_key}
 
 
