@@ -61,10 +61,7 @@ def gate_items(collector: pytest.Module, suite: Suite) -> list[DeployGateItem]:
 
     state: RunState = collector.config.stash[_RUN]
     module_file = str(collector.obj.__file__)
-    try:
-        engine = state.engine_for(module_file, suite)
-    except (LookupError, ValueError, RuntimeError) as exc:
-        raise pytest.Collector.CollectError(f"suite {Path(module_file).name}: {exc}") from exc
+    engine = state.engine_for_collection(module_file, suite)
     return [
         DeployGateItem.from_parent(collector, name=f"{GATE_CHECK}[{key.id}]",
                                    param=CaseParam(module_file, key.method, key.model, key.dataset))

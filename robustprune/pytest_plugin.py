@@ -194,6 +194,13 @@ class RunState:
 
     # -------------------------------------------------------------- engines
 
+    def engine_for_collection(self, module_file: str, suite: Suite):
+        """:meth:`engine_for`, with a bad suite (unknown names, malformed shifts) as a clean collection error."""
+        try:
+            return self.engine_for(module_file, suite)
+        except (LookupError, ValueError, RuntimeError) as exc:
+            raise pytest.Collector.CollectError(f"suite {Path(module_file).name}: {exc}") from exc
+
     def engine_for(self, module_file: str, suite: Suite):
         if module_file not in self.engines:
             from .engine import Engine
@@ -270,10 +277,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # the fixture explains the problem at setup
     state: RunState = metafunc.config.stash[_RUN]
     module_file = str(metafunc.module.__file__)
-    try:
-        engine = state.engine_for(module_file, suite)
-    except (LookupError, ValueError, RuntimeError) as exc:
-        raise pytest.Collector.CollectError(f"suite {Path(module_file).name}: {exc}") from exc
+    engine = state.engine_for_collection(module_file, suite)
     cases = engine.cases()
     for name in wanted:
         params: list[CaseParam] = []
