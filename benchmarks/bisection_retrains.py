@@ -13,14 +13,17 @@ import tempfile
 import time
 
 from robustprune import Suite, geometric_ratios
-from robustprune.cases import Case
-from robustprune.engine import CaseKey, Engine, RunOptions
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
-from robustprune.store import Store
+from robustprune.compute.store import Store
+from robustprune.core.cases import Case
+from robustprune.core.results import CaseKey
+from robustprune.engine.context import RunOptions
+from robustprune.engine.engine import Engine
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 
 
-def run(search: str, store: Store, registry: Registry, epochs: int, delta: float) -> tuple[float, int, float, list[bool]]:
+def run(search: str, store: Store, registry: Registry, epochs: int,
+        delta: float) -> tuple[float, int, float, list[bool]]:
     suite = Suite(models=["small_cnn"], datasets=["digits"], methods=["wt"], ratios=geometric_ratios(16),
                   retrain_epochs=epochs, gate_ratio=0.2, search=search, delta=delta)
     engine = Engine(suite, registry, RunOptions(store=store))

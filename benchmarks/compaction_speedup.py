@@ -1,7 +1,7 @@
 """Does compaction turn removed FLOPs into CPU speed? resnet20, 32x32 inputs, batch 64.
 
 Prunes resnet20 with FT and PFP at ratios 0.3, 0.5 and 0.7, compacts each
-result (robustprune.compaction) and prints, against the parent measured in the
+result (robustprune.compute.compaction) and prints, against the parent measured in the
 same run: the reduction in multiply-accumulates, the measured latency speed-up
 and their quotient (the aim: a speed-up of at least 70 % of the MAC
 reduction). Every network is timed in its inference form (batch norms folded
@@ -28,12 +28,12 @@ import time
 import torch
 
 from robustprune import DatasetRequest, PruneContext
-from robustprune.compaction import compact
-from robustprune.costs import count_macs, count_params, inference_form, machine_fingerprint
-from robustprune.data import prepare
-from robustprune.plugins import create_host
-from robustprune.pruning import full_masks, validate_masks
-from robustprune.registry import Registry
+from robustprune.compute.compaction import compact
+from robustprune.compute.costs import count_macs, count_params, inference_form, machine_fingerprint
+from robustprune.compute.data import prepare
+from robustprune.plugin.host import create_host
+from robustprune.plugin.masks import full_masks, validate_masks
+from robustprune.plugin.registry import Registry
 
 RATIOS = (0.3, 0.5, 0.7)
 METHODS = ("ft", "pfp")

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from robustprune.evaluation import predict
+from robustprune.compute.evaluation import predict
 from robustprune_plugins.models.small_cnn import SmallCNN
 
 

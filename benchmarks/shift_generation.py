@@ -15,11 +15,12 @@ import time
 import numpy as np
 
 from robustprune import Suite
-from robustprune.data import default_workers
-from robustprune.engine import Engine, RunOptions
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
-from robustprune.store import Store
+from robustprune.compute.data import default_workers
+from robustprune.compute.store import Store
+from robustprune.engine.context import RunOptions
+from robustprune.engine.engine import Engine
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 
 
 def main() -> None:
@@ -53,7 +54,8 @@ def main() -> None:
         warm = time.perf_counter() - started
     print(f"19 corruptions x {len(images)} images of 32x32, severity 3")
     print(f"plain loop, 1 process:        {plain:6.2f} s")
-    print(f"harness, {args.workers} worker processes:  {parallel:6.2f} s  speed-up {plain / parallel:.2f}x (aim >= 1.7x on 2 cores)")
+    print(f"harness, {args.workers} worker processes:  {parallel:6.2f} s  "
+          f"speed-up {plain / parallel:.2f}x (aim >= 1.7x on 2 cores)")
     print(f"harness, served from store:   {warm:6.3f} s  speed-up {plain / warm:.0f}x (aim >= 50x)")
 
 

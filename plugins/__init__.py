@@ -1,1 +1,4 @@
-"""First-party robustprune plugins, installed as ``robustprune_plugins`` and registered through entry points like any third-party plugin."""
+"""First-party robustprune plugins, installed as ``robustprune_plugins``.
+
+They register through entry points like any third-party plugin, and use only the public plugin API.
+"""

@@ -1,13 +1,20 @@
 """robustprune: gate pruned networks on robustness beyond test accuracy.
 
 The names exported here are the public API for suites and plugins. Importing
-this package does not import torch.
+this package imports neither torch nor pytest.
 
 PYTEST_DONT_REWRITE: the CLI imports this package before it starts pytest,
 and nothing here needs assertion rewriting.
 """
 
-from .api import (
+from __future__ import annotations
+
+from typing import Any
+
+from .core.beyond import PAPER_EPS, PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, Features, ShiftMix, Similarity
+from .core.gate import DeployGate
+from .core.suite import PrunedCheckpoint, Suite, geometric_ratios
+from .plugin.api import (
     SEVERITY,
     DatasetRequest,
     DatasetSpec,
@@ -23,15 +30,20 @@ from .api import (
     ShiftGroup,
     ShiftParam,
     TensorShift,
-    hookimpl,
 )
-from .beyond import PAPER_EPS, PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, Features, ShiftMix, Similarity
-from .byo import PrunedCheckpoint
-from .gate import DeployGate
-from .datasource import skip_unless_data
-from .suite import Suite, geometric_ratios
+from .plugin.hookspecs import hookimpl
+from .version import __version__
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> Any:
+    # skip_unless_data lives in the pytest harness; loaded on first use, so that `import robustprune`
+    # (suites, plugins, the CLI) does not import pytest
+    if name == "skip_unless_data":
+        from .harness.data_skips import skip_unless_data
+
+        return skip_unless_data
+    raise AttributeError(f"module 'robustprune' has no attribute {name!r}")
+
 
 __all__ = [
     "SEVERITY",

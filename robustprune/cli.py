@@ -12,54 +12,41 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__
+from .harness.options import OPTIONS
+from .harness.options import run_help as options_help
+from .version import __version__
 
-# robustprune option -> pytest option; each takes one value
-_RUN_OPTIONS = {
-    "--store": "--rp-store",
-    "--device": "--rp-device",
-    "--workers": "--rp-workers",
-    "--report": "--rp-report",
-    "--plugin": "--rp-plugin",
-    "--data": "--rp-data",
-    "--threads": "--rp-threads",
-    "--executor": "--rp-executor",
-    "--ray-address": "--rp-ray-address",
-    "--export": "--rp-export",
-}
-# robustprune flag -> pytest flag; no value
-_RUN_FLAGS = {"--download": "--rp-download"}
-
-RUN_HELP = """\
+RUN_USAGE = """\
 usage: robustprune run [SUITE ...] [options] [pytest options]
 
 Run evaluation suites (pytest modules, or folders of them) and gate on their
 checks. With no SUITE, runs the built-in quickstart suite (small CNN on
 digits, WT, SiPP, FT and PFP).
+"""
 
-options:
-  --store DIR      artifact store (default: $ROBUSTPRUNE_STORE or ./.robustprune)
-  --device DEVICE  cpu (default) or cuda
-  --workers N      worker processes for shifted-set generation (default: all cores)
-  --report DIR     also write the report as JSON and Markdown into DIR, with figures
-                   when matplotlib is installed (pip install 'robustprune[plots]')
-  --plugin MODULE  load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS)
-  --data DIR       root folder of datasets on disk (default: $ROBUSTPRUNE_DATA)
-  --download       let dataset plugins download missing data into the data root
-  --threads N      torch threads per process (default 1: results are then the same
-                   serially, with -n N and on Ray; part of every store key)
-  --executor NAME  local (default: in this process) or ray
-  --ray-address A  Ray cluster for --executor ray (default: a local instance)
-  --export DIR     write the network of every case that passed (deploy gate and every
-                   check) to DIR/<case id>/ with a JSON sidecar; DIR must be writable,
-                   checked before anything runs (see docs/ci-recipe.md)
-
+RUN_EPILOG = """\
 Any other option goes to pytest: -k EXPR, -x, -q, --junitxml=FILE, -n 2, ...
+Each option is also a pytest option: --store DIR is pytest's --rp-store DIR.
 Exit status: 0 when every check passes, 1 when a gate fails (pytest's codes).
 """
 
 
+def run_help() -> str:
+    """``robustprune run --help``: the options come from the same table as pytest's ``--rp-*`` options."""
+    return f"{RUN_USAGE}\noptions:\n{options_help()}\n\n{RUN_EPILOG}"
+
+
+# robustprune option -> pytest option
+_VALUE_OPTIONS = {option.cli_flag: option.pytest_flag for option in OPTIONS if option.metavar is not None}
+_FLAG_OPTIONS = {option.cli_flag: option.pytest_flag for option in OPTIONS if option.metavar is None}
+
+
+PYTEST_PLUGIN = "robustprune.harness.plugin"
+"""The pytest plugin's module (the ``pytest11`` entry point), for ``-p`` when plugin autoloading is off."""
+
+
 def quickstart_path() -> Path:
+    """The built-in quickstart suite, installed with the package."""
     return Path(__file__).parent / "suites" / "quickstart.py"
 
 
@@ -92,15 +79,15 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
     while i < len(argv):
         arg = argv[i]
         name, eq, value = arg.partition("=")
-        if name in _RUN_OPTIONS:
+        if name in _VALUE_OPTIONS:
             if not eq:
                 if i + 1 >= len(argv):
                     raise SystemExit(f"robustprune run: {name} needs a value")
                 value = argv[i + 1]
                 i += 1
-            passthrough.append(f"{_RUN_OPTIONS[name]}={value}")
-        elif arg in _RUN_FLAGS:
-            passthrough.append(_RUN_FLAGS[arg])
+            passthrough.append(f"{_VALUE_OPTIONS[name]}={value}")
+        elif arg in _FLAG_OPTIONS:
+            passthrough.append(_FLAG_OPTIONS[arg])
         elif _is_suite_arg(arg, argv[i - 1] if i else None):
             if not Path(arg.split("::")[0]).exists():
                 raise SystemExit(f"robustprune run: suite file {arg!r} not found (working directory {os.getcwd()})")
@@ -117,13 +104,13 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
         passthrough = ["-o", "python_files=*.py", *passthrough]
     extra = []
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-        extra = ["-p", "robustprune.pytest_plugin"]
+        extra = ["-p", PYTEST_PLUGIN]
     return [*extra, *suites, *passthrough]
 
 
 def cmd_run(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print(RUN_HELP)
+        print(run_help())
         return 0
     import pytest
 
@@ -132,15 +119,15 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_plugins(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="robustprune plugins", description="List plugins and what they register.")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load a local plugin module")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="also load a local plugin module")
     args = parser.parse_args(argv)
     from tabulate import tabulate
 
-    from .plugins import create_host
-    from .registry import PluginConflictError, Registry
+    from .plugin.registry import PluginConflictError, load_registry
 
     try:
-        registry = Registry(create_host(args.plugin, search_path=Path.cwd()))
+        registry = load_registry(args.plugin, search_path=Path.cwd())
     except PluginConflictError as exc:
         print(f"robustprune plugins: {exc}", file=sys.stderr)
         return 1
@@ -149,7 +136,8 @@ def cmd_plugins(argv: list[str]) -> int:
         registered = registry.registered_by(name)
         what = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in registered.items()) or "(nothing)"
         rows.append([name, f"{info.distribution} {info.version}", info.source, what])
-    print(tabulate(rows, headers=["plugin", "distribution", "from", "registers"], tablefmt="simple", maxcolwidths=[None, None, None, 70]))
+    print(tabulate(rows, headers=["plugin", "distribution", "from", "registers"], tablefmt="simple",
+                   maxcolwidths=[None, None, None, 70]))
     if registry.failures:
         print("\nplugins that failed to load:")
         for failure in registry.failures:
@@ -171,7 +159,7 @@ def cmd_report(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import json
 
-    from .report import render_text
+    from .report.tables import render_text
 
     try:
         data = json.loads(args.results.read_text())
@@ -190,7 +178,7 @@ def cmd_report(argv: list[str]) -> int:
         print(render_text(report, args.format))
     if args.no_figures:
         return 0
-    from .report_extras import write_figures_or_hint
+    from .report.files import write_figures_or_hint
 
     folder = args.figures or args.results.parent / "figures"
     written, hint = write_figures_or_hint(reports, folder)

@@ -1,66 +1,7 @@
-"""The plugin contract: one register-style hook per kind of thing a plugin adds.
+"""Moved to :mod:`robustprune.plugin.hookspecs` (the hook specifications).
 
-Each hook receives a ``register`` callable. A plugin calls it once per item it
-provides; the host records which plugin registered which name, so that name
-conflicts and lookups can be reported precisely. Implement a hook with
-:data:`robustprune.hookimpl`::
-
-    from robustprune import hookimpl, PruneMethod
-
-    @hookimpl
-    def robustprune_register_methods(register):
-        register(MyMethod())
-
-The hook names all start with ``robustprune_`` so a module can be both a
-robustprune plugin and something else without clashes.
+This old import path re-exports it, so third-party plugins written against it keep working.
 """
 
-from __future__ import annotations
-
-from typing import Callable
-
-import pluggy
-
-PROJECT_NAME = "robustprune"
-
-hookspec = pluggy.HookspecMarker(PROJECT_NAME)
-
-
-@hookspec
-def robustprune_register_methods(register: Callable[..., None]) -> None:
-    """Register prune methods.
-
-    Call ``register(method)`` with an object that follows
-    :class:`robustprune.api.PruneMethod` (a ``name``, ``structured``,
-    ``data_informed`` and a ``prune(network, ratio, context)`` method).
-    """
-
-
-@hookspec
-def robustprune_register_models(register: Callable[..., None]) -> None:
-    """Register network architectures.
-
-    Call ``register(ModelSpec(name=..., build=..., recipe=...))``. ``build``
-    takes ``(num_classes, input_shape)`` and returns a fresh ``nn.Module``.
-    """
-
-
-@hookspec
-def robustprune_register_datasets(register: Callable[..., None]) -> None:
-    """Register datasets.
-
-    Call ``register(DatasetSpec(name=..., load=...))``. ``load`` takes a
-    :class:`robustprune.api.DatasetRequest` and returns
-    :class:`robustprune.api.DataSplits`.
-    """
-
-
-@hookspec
-def robustprune_register_shifts(register: Callable[..., None]) -> None:
-    """Register distribution shifts and shift groups.
-
-    Call ``register(PixelShift(...))`` for a shift applied to uint8 images,
-    ``register(TensorShift(...))`` for one applied to normalized tensors, and
-    ``register(ShiftGroup(name=..., members=[...]))`` for a named group such
-    as ``noise`` (written ``noise@3`` in suites).
-    """
+from .plugin.hookspecs import *  # noqa: F403
+from .plugin.hookspecs import __all__  # noqa: F401

@@ -50,7 +50,8 @@ def write_cifar10(root: Path, per_batch: int = 40, n_test: int = 60, seed: int =
         rng.shuffle(labels)
         images = class_images(labels, rng)
         _dump(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "labels": labels.tolist(),
-                                            "data": _to_rows(images), "filenames": [f"{b}_{i}.png" for i in range(per_batch)]})
+                                            "data": _to_rows(images),
+                                            "filenames": [f"{b}_{i}.png" for i in range(per_batch)]})
         train_images.append(images)
         train_labels.append(labels)
     test_labels = np.arange(n_test) % 10

@@ -48,7 +48,8 @@ def write_suite(folder: Path, name: str = "suite_tiny.py", *, methods=("wt",), s
     return path
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+        timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m ARGS`` in a subprocess with a clean robustprune environment."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ROBUSTPRUNE_", "PYTEST_"))}
     full_env.update(env or {})

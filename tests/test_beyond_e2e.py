@@ -7,7 +7,6 @@ import json
 import re
 
 import pytest
-
 from suite_runner import run
 
 pytestmark = pytest.mark.slow

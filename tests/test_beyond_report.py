@@ -9,11 +9,10 @@ import sys
 import pytest
 
 from robustprune import Features, Similarity, Suite
-from robustprune.cases import Case
-from robustprune.engine import CaseKey, CaseResult
-from robustprune.report import render_text
-from robustprune.report_extras import extra_sections
-from robustprune.series import (
+from robustprune.core.cases import Case
+from robustprune.core.results import CaseKey, CaseResult, FeaturesResult, SimilarityResult
+from robustprune.core.shifts import NOMINAL, Shift, ShiftEntry
+from robustprune.report.series import (
     case_series,
     delta_excess_error_slope,
     delta_excess_errors,
@@ -21,7 +20,7 @@ from robustprune.series import (
     noise_series,
     per_shift_series,
 )
-from robustprune.shifts import NOMINAL, Shift, ShiftEntry
+from robustprune.report.tables import beyond_sections, render_text
 
 # --------------------------------------------------------------------------- series, by hand
 #
@@ -92,9 +91,12 @@ FEATURES = {"ratio": 0.5, "images": 32, "patch": 4, "patches": 64, "threshold": 
 def _case(similarity=SIMILARITY, features=FEATURES) -> Case:
     suite = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=(0.25, 0.5), gate_ratio=0.5)
     result = CaseResult(CaseKey("wt", "tiny", "toy"), {"name": "wt", "structured": False}, (0.25, 0.5), (0.25, 0.5),
-                        "p", ("a", "b"), {k: list(v) for k, v in CASE["accuracy"].items() if k in (NOMINAL, "contrast@3")},
-                        similarity=similarity, features=features)
-    return Case(lambda: result, suite, [ShiftEntry("contrast@3", (Shift("contrast", 3),))], "wt", "tiny", "toy")
+                        "p", ("a", "b"),
+                        {k: list(v) for k, v in CASE["accuracy"].items() if k in (NOMINAL, "contrast@3")},
+                        similarity=SimilarityResult.from_dict(similarity) if similarity else None,
+                        features=FeaturesResult.from_dict(features) if features else None)
+    entries = [ShiftEntry("contrast@3", (Shift("contrast", 3),))]
+    return Case(lambda: result, suite, entries, CaseKey("wt", "tiny", "toy"))
 
 
 def test_agreement_and_distance_read_the_gate_ratio():
@@ -139,7 +141,7 @@ def test_feature_measures():
 
 def test_train_and_test_distribution_need_a_mix():
     with pytest.raises(LookupError, match="train_shifts"):
-        _case().train_distribution
+        _ = _case().train_distribution
 
 
 def test_settings_are_validated():
@@ -180,7 +182,7 @@ def _report() -> dict:
 
 def test_compact_tables_show_similarity_and_features():
     report = _report()
-    similarity, features = extra_sections(report, report["tables"][0])
+    similarity, features = beyond_sections(report, report["tables"][0])
     assert "200 images x 10 draws" in similarity
     assert "87.4 / 0.120" in similarity  # agreement % / distance at eps 0.2
     assert "other parent (seed 1)" in similarity and "80.0 / 0.200" in similarity
@@ -191,7 +193,7 @@ def test_compact_tables_show_similarity_and_features():
 
 def test_figures_are_written_with_stable_method_colours(tmp_path):
     pytest.importorskip("matplotlib")
-    from robustprune.plots import method_colour, write_figures
+    from robustprune.report.figures import method_colour, write_figures
 
     written = write_figures([_report()], tmp_path)
     names = sorted(p.name for p in written)
@@ -226,3 +228,10 @@ def test_report_command_explains_a_bad_file(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["report", str(tmp_path / "bad.json")]) == 2
     assert "not a robustprune JSON report" in capsys.readouterr().err
+
+
+def test_typed_measures_round_trip_through_the_report_json():
+    assert SimilarityResult.from_dict(SIMILARITY).to_dict() == SIMILARITY
+    assert FeaturesResult.from_dict(FEATURES).to_dict() == FEATURES
+    without_baseline = {**SIMILARITY, "baseline": None}
+    assert SimilarityResult.from_dict(without_baseline).baseline is None

@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from suite_runner import run
 
 import robustprune
-from robustprune.data import prepare
-from robustprune.store import Store
-
-from suite_runner import run
+from robustprune.compute.data import prepare
+from robustprune.compute.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -120,8 +119,9 @@ def _load_test_inputs(project: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The project's test set, normalised as its plugin declares, read with the project's own code."""
     sys.path[:0] = [str(project), str(project / "robustness")]
     try:
-        from robustprune import DatasetRequest
         import robustprune_local
+
+        from robustprune import DatasetRequest
 
         splits = robustprune_local.load_mydigits(DatasetRequest(root=project / "data"))
     finally:

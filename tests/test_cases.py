@@ -1,13 +1,13 @@
-"""robustprune.cases: Measure messages and the Case / ShiftCase / GroupCase views over hand-made curves."""
+"""robustprune.core.cases: Measure messages and the Case / ShiftCase / GroupCase views over hand-made curves."""
 
 from __future__ import annotations
 
 import pytest
 
-from robustprune.cases import Case, GroupCase, Measure, ShiftCase
-from robustprune.engine import CaseKey, CaseResult
-from robustprune.shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry
-from robustprune.suite import Suite
+from robustprune.core.cases import Case, GroupCase, Measure, ShiftCase
+from robustprune.core.results import CaseKey, CaseResult
+from robustprune.core.shifts import NOMINAL, NOMINAL_SHIFT, Shift, ShiftEntry
+from robustprune.core.suite import Suite
 
 # --------------------------------------------------------------------------- Measure.explain
 
@@ -89,7 +89,7 @@ def make_result() -> CaseResult:
 def make_case(**suite_kwargs) -> Case:
     s = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=RATIOS, **suite_kwargs)
     result = make_result()
-    return Case(lambda: result, s, ENTRIES, "wt", "tiny", "toy")
+    return Case(lambda: result, s, ENTRIES, CaseKey("wt", "tiny", "toy"))
 
 
 @pytest.fixture
@@ -115,7 +115,7 @@ def test_case_identity_and_settings(toy_case):
 def test_result_is_computed_lazily():
     calls = []
     s = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=RATIOS)
-    c = Case(lambda: calls.append(1) or make_result(), s, ENTRIES, "wt", "tiny", "toy")
+    c = Case(lambda: calls.append(1) or make_result(), s, ENTRIES, CaseKey("wt", "tiny", "toy"))
     assert calls == []
     assert c.prune_potential() == 0.5
     assert calls
@@ -220,6 +220,6 @@ def test_group_worst_tie_goes_to_first_member():
     result = make_result()
     result.accuracy["fog@3"] = list(ACCURACY["contrast@3"])  # fog now ties contrast at 0.8
     s = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=RATIOS)
-    g = Case(lambda: result, s, ENTRIES, "wt", "tiny", "toy").group("mini@3")
+    g = Case(lambda: result, s, ENTRIES, CaseKey("wt", "tiny", "toy")).group("mini@3")
     assert g.worst == "contrast@3"
     assert g.min_prune_potential == 0.8

@@ -11,12 +11,14 @@ import torch
 
 from robustprune import Recipe, Suite
 from robustprune.cli import pytest_args_for_run
-from robustprune.datasource import dataset_request, with_resolved_paths
-from robustprune.engine import CaseError, CaseKey, Engine, RunOptions
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
-from robustprune.store import Store
-from robustprune.training import amp_enabled, augment, resized_crop_flip, train
+from robustprune.compute.store import Store
+from robustprune.compute.training import amp_enabled, augment, resized_crop_flip, train
+from robustprune.core.datasource import dataset_request, with_resolved_paths
+from robustprune.core.results import CaseError, CaseKey
+from robustprune.engine.context import RunOptions
+from robustprune.engine.engine import Engine
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 from robustprune_plugins.models.small_cnn import SmallCNN
 
 

@@ -1,4 +1,6 @@
-"""Compaction (robustprune.compaction) and costs (robustprune.costs): smaller networks that compute the same."""
+"""Compaction (robustprune.compute.compaction) and costs (robustprune.compute.costs).
+
+Smaller networks that compute the same."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import math
 
 import pytest
 import torch
+from plugin_modules import load_plugin
 from torch import nn
 
 from robustprune import PruneContext
-from robustprune.compaction import CompactionError, compact, removable_channels
-from robustprune.costs import (
+from robustprune.compute.compaction import CompactionError, compact, removable_channels
+from robustprune.compute.costs import (
     count_macs,
     count_params,
     inference_form,
@@ -19,10 +22,8 @@ from robustprune.costs import (
     measure_latency,
     network_costs,
 )
-from robustprune.pruning import apply_masks, full_masks, prunable_weights
+from robustprune.plugin.masks import apply_masks, full_masks, prunable_weights
 from robustprune.structure import ChannelGroup, Consumer, channel_groups, channel_masks
-
-from plugin_modules import load_plugin
 
 torch.set_num_threads(1)
 EXAMPLE = torch.zeros(2, 3, 32, 32)
@@ -69,7 +70,7 @@ def structured_masks(net, groups, name: str, ratio: float):
     method = getattr(load_plugin(module), cls)()
     data = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)) if method.data_informed else None
     context = PruneContext(masks=full_masks(net), generator=torch.Generator().manual_seed(0), example_input=EXAMPLE,
-                           data=data, _network=net, _groups=groups)
+                           data=data, network=net, groups=groups)
     return method.prune(net, ratio, context)
 
 

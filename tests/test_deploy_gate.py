@@ -11,15 +11,16 @@ from torch import nn
 from torch.nn.utils import prune
 
 from robustprune import DeployGate, PrunedCheckpoint, Suite
-from robustprune.byo import fold_torch_prune, read_pruned
-from robustprune.checkpoints import CheckpointError
-from robustprune.engine import CaseError, CaseKey, Engine, RunOptions
-from robustprune.export import ExportError, check_export_dir, remove_earlier_exports
-from robustprune.gate import evaluate_gate, resolve_entries, shift_numbers
-from robustprune.plugins import create_host
-from robustprune.pruning import prunable_weights
-from robustprune.registry import Registry
-from robustprune.store import Store
+from robustprune.compute.checkpoints import CheckpointError, fold_torch_prune, read_pruned
+from robustprune.compute.store import Store
+from robustprune.core.gate import evaluate_gate, resolve_entries, shift_numbers
+from robustprune.core.results import CaseError, CaseKey
+from robustprune.engine.context import RunOptions
+from robustprune.engine.engine import Engine
+from robustprune.engine.export import ExportError, check_export_dir, remove_earlier_exports
+from robustprune.plugin.host import create_host
+from robustprune.plugin.masks import prunable_weights
+from robustprune.plugin.registry import Registry
 from robustprune_plugins.models.small_cnn import SmallCNN
 
 torch.set_num_threads(1)
@@ -92,7 +93,8 @@ def test_sparsity_requirement_of_a_pruned_checkpoint():
     # the tolerance methods get (0.5 % relative) applies too
     enough = judge(gate, achieved=0.498, single_network=True, required_sparsity=0.5)
     assert enough.passed
-    assert enough.summary.startswith("accuracy loss 5.0 % under glass_blur@3")  # the verdict column shows the worst shift
+    # the verdict column shows the worst shift
+    assert enough.summary.startswith("accuracy loss 5.0 % under glass_blur@3")
 
 
 def test_numbers_rounding_to_the_limit_get_two_decimals():
@@ -244,9 +246,9 @@ def test_pruned_checkpoint_case_is_one_network_keyed_by_its_content(registry, tm
     assert len(result.accuracy["nominal"]) == 2  # parent, pruned
     assert not any("retrain" in m for m in messages)
 
-    from robustprune.cases import Case, NotApplicable
+    from robustprune.core.cases import Case, NotApplicable
 
-    view = Case(lambda: result, engine.suite, engine.shift_entries, "mine", "small_cnn", "digits")
+    view = Case(lambda: result, engine.suite, engine.shift_entries, CaseKey("mine", "small_cnn", "digits"))
     assert view.single_network and view.gate_ratio == result.achieved[0]
     with pytest.raises(NotApplicable, match="prune potential: n/a .*single network"):
         view.prune_potential()

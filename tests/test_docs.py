@@ -13,7 +13,7 @@ import pytest
 
 import robustprune
 from robustprune import hookspecs
-from robustprune.cases import Case, GroupCase, ShiftCase
+from robustprune.core.cases import Case, GroupCase, ShiftCase
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -66,7 +66,8 @@ def _instance_attributes(cls: type) -> set[str]:
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls.__init__)))
     names = set()
     for node in ast.walk(tree):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (node.targets if isinstance(node, ast.Assign)
+                   else [node.target] if isinstance(node, ast.AnnAssign) else [])
         for target in targets:
             for t in target.elts if isinstance(target, ast.Tuple) else [target]:
                 if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":

@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from suite_runner import run, write_suite
 
 pytestmark = pytest.mark.slow

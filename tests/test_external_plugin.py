@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from suite_runner import run, write_suite
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ def installed(tmp_path_factory) -> Path:
 def test_plugins_command_lists_the_third_party_plugin(installed, tmp_path):
     result = run(["-m", "robustprune.cli", "plugins"], cwd=tmp_path, env={"PYTHONPATH": str(installed)})
     assert result.returncode == 0, result.stdout + result.stderr
-    line = next(l for l in result.stdout.splitlines() if l.startswith("example "))
+    line = next(text for text in result.stdout.splitlines() if text.startswith("example "))
     assert "robustprune-example-plugin 1.2.3" in line
     assert "methods: layer_magnitude" in line and "shifts: invert" in line
     # first-party plugins are listed the same way, through the same entry-point group

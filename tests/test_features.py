@@ -1,4 +1,4 @@
-"""robustprune.features: backward selection finds known informative pixels; overlap and the cross test."""
+"""robustprune.engine.features: backward selection finds known informative pixels; overlap and the cross test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.features import (
+from robustprune.engine.features import (
     backward_selection,
     confidence_on,
     overlap,

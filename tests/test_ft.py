@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
+from plugin_modules import load_plugin
 from torch import nn
 
 from robustprune import PruneContext
-from robustprune.pruning import PruneError, full_masks, prunable_weights, ratio_of, validate_masks
+from robustprune.plugin.masks import PruneError, full_masks, prunable_weights, ratio_of, validate_masks
 from robustprune.structure import ChannelGroup, allocate_uniform, channel_groups, channel_masks
-
-from plugin_modules import load_plugin
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 RATIOS = [0.1, 0.3, 0.5, 0.7]
@@ -45,8 +43,8 @@ def context(net: nn.Module, groups: list[ChannelGroup] | None = None, masks=None
         masks=masks if masks is not None else full_masks(net),
         generator=torch.Generator().manual_seed(seed),
         example_input=EXAMPLE,
-        _network=net,
-        _groups=groups,
+        network=net,
+        groups=groups,
     )
 
 

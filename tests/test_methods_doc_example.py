@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from suite_runner import run, write_suite
 
 from robustprune import PruneContext, Suite
-from robustprune.pruning import full_masks, validate_masks
-from suite_runner import run, write_suite
+from robustprune.plugin.masks import full_masks, validate_masks
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
@@ -65,7 +65,7 @@ def test_the_example_method_is_global_magnitude_pruning(tmp_path):
     net = small_cnn()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     context = PruneContext(masks=full_masks(net), generator=torch.Generator(), example_input=torch.zeros(2, 3, 32, 32),
-                           _network=net)
+                           network=net)
     masks = method.prune(net, 0.6, context)
     _, achieved = validate_masks(masks, full_masks(net), 0.6, "torch_l1")
     assert abs(achieved - 0.6) <= 0.003

@@ -1,13 +1,13 @@
-"""robustprune.metrics: prune potential, excess error and group summaries on hand-worked curves."""
+"""robustprune.core.metrics: prune potential, excess error and group summaries on hand-worked curves."""
 
 from __future__ import annotations
 
 import pytest
 
-from robustprune.metrics import (
-    bisect_last_qualifying,
+from robustprune.core.metrics import (
     GroupSummary,
     accuracy_loss,
+    bisect_last_qualifying,
     delta_excess_error,
     excess_error,
     prune_potential,

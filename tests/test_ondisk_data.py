@@ -8,7 +8,6 @@ import types
 
 import numpy as np
 import pytest
-
 from ondisk_formats import (
     write_cifar10,
     write_cifar10_1,
@@ -16,8 +15,9 @@ from ondisk_formats import (
     write_corruption_arrays,
     write_image_folder,
 )
+
 from robustprune import DatasetRequest, ShiftedSet
-from robustprune.datafiles import DataFileError, stratified_subset, subset_size
+from robustprune.plugin.datafiles import DataFileError, stratified_subset, subset_size
 from robustprune_plugins.datasets import cifar, imagefolder
 
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 from robustprune.structure import channel_groups
 
 

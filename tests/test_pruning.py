@@ -1,4 +1,4 @@
-"""robustprune.pruning: prunable weights, global top-k masks, mask validation and application."""
+"""robustprune.plugin.masks: prunable weights, global top-k masks, mask validation and application."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.pruning import (
+from robustprune.plugin.masks import (
     PruneError,
     apply_masks,
     count_nonzero_prunable,
@@ -150,7 +150,8 @@ def test_global_top_masks_ties_are_broken_by_position():
 
 def test_global_top_masks_does_not_modify_scores():
     scores = {n: s.clone() for n, s in SCORES.items()}
-    global_top_masks(scores, 0.5, previous={"a": torch.zeros(2, 2, dtype=torch.bool), "b": torch.ones(3, dtype=torch.bool)})
+    global_top_masks(scores, 0.5,
+                     previous={"a": torch.zeros(2, 2, dtype=torch.bool), "b": torch.ones(3, dtype=torch.bool)})
     assert all(torch.equal(scores[n], SCORES[n]) for n in SCORES)
 
 
@@ -183,7 +184,8 @@ def test_validate_masks_extra_mask_rejected():
 
 def test_validate_masks_wrong_shape():
     masks = {"a": torch.ones(10, dtype=torch.bool), "b": torch.ones(10, dtype=torch.bool)}
-    with pytest.raises(PruneError, match=r"method 'ft' returned a mask of shape \(10,\) for b, which has shape \(2, 5\)"):
+    expected = r"method 'ft' returned a mask of shape \(10,\) for b, which has shape \(2, 5\)"
+    with pytest.raises(PruneError, match=expected):
         validate_masks(masks, ref_masks(), 0.0, "ft")
 
 

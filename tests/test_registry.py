@@ -1,16 +1,16 @@
-"""robustprune.registry + robustprune.plugins: local plugin modules, lookups, conflicts and failures."""
+"""robustprune.plugin.registry + robustprune.plugin.host: local plugin modules, lookups, conflicts and failures."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from robustprune.plugins import PLUGINS_ENV, PluginFailure, create_host
-from robustprune.registry import PluginConflictError, Registry, UnknownNameError
+from robustprune.plugin.host import PLUGINS_ENV, PluginFailure, create_host
+from robustprune.plugin.registry import PluginConflictError, Registry, UnknownNameError
 
 _counter = itertools.count()
 

@@ -8,7 +8,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
 from ondisk_formats import write_cifar10, write_corruption_arrays
 from suite_runner import run
 
@@ -41,8 +40,8 @@ def test_skip_reason_without_any_data_root(tmp_path):
 
 
 def _registered_methods() -> list[str]:
-    from robustprune.plugins import create_host
-    from robustprune.registry import Registry
+    from robustprune.plugin.host import create_host
+    from robustprune.plugin.registry import Registry
 
     names = Registry(create_host([])).names("method")
     return [m for m in PAPER_METHODS if m in names]

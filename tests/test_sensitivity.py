@@ -1,4 +1,4 @@
-"""SiPP and PFP sensitivities (robustprune.sensitivity) against hand-computed values on tiny two-layer networks.
+"""SiPP and PFP sensitivities (robustprune.plugin.sensitivity) against hand-computed values on tiny two-layer networks.
 
 The reference implementations below follow the definition literally, one
 data point, patch, output and input at a time in float64, with none of the
@@ -13,13 +13,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from plugin_modules import load_plugin
 from torch import nn
 
-from robustprune.pruning import PruneError
-from robustprune.sensitivity import input_channel_sensitivities, layer_info, sample_size, weight_sensitivities
+from robustprune.plugin.masks import PruneError
+from robustprune.plugin.sensitivity import input_channel_sensitivities, layer_info, sample_size, weight_sensitivities
 from robustprune.structure import channel_groups
-
-from plugin_modules import load_plugin
 
 torch.set_num_threads(1)
 EPS = float(np.finfo(np.float32).eps)
@@ -176,7 +175,8 @@ def test_grouped_convolutions_are_measured_per_group():
             fields = patches(image[channels], 2, 1, 0)
             per_point.append(np.mean([shares(flat, f) for f in fields], axis=0))
             for f in fields:
-                expected_c[channels] = np.maximum(expected_c[channels], shares(flat, f).reshape(2, 2, 4).max(axis=(0, 2)))
+                per_channel = shares(flat, f).reshape(2, 2, 4).max(axis=(0, 2))
+                expected_c[channels] = np.maximum(expected_c[channels], per_channel)
         expected_w[rows] = np.max(per_point, axis=0).reshape(2, 2, 2, 2)
     np.testing.assert_allclose(weight_sensitivities(net, data)["0.weight"].numpy(), expected_w, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(input_channel_sensitivities(net, data)["0.weight"].numpy(), expected_c, rtol=1e-5)

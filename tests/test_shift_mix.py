@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from robustprune import PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, ShiftMix, Suite
-from robustprune.api import DataSplits, ImageSet, Recipe
-from robustprune.data import prepare
-from robustprune.engine import Engine, RunOptions
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
-from robustprune.shift_mix import image_seed, mix_spec, resolve_mix, training_inputs
-from robustprune.store import Store
-from robustprune.training import train
+from robustprune.compute.data import prepare
+from robustprune.compute.store import Store
+from robustprune.compute.training import train
+from robustprune.engine.context import RunOptions
+from robustprune.engine.engine import Engine
+from robustprune.engine.robust_training import RobustTraining, image_seed, resolve_mix
+from robustprune.plugin.api import DataSplits, ImageSet, Recipe
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 from robustprune_plugins.shifts.corruptions import corrupt_image
 
 torch.set_num_threads(1)
@@ -31,6 +32,11 @@ def _suite(**kwargs) -> Suite:
 
 def _engine(tmp_path, reg, **kwargs) -> Engine:
     return Engine(_suite(**kwargs), reg, RunOptions(store=Store(tmp_path / "store"), workers=1))
+
+
+def _training(tmp_path, reg, **kwargs) -> RobustTraining:
+    mix = resolve_mix(_suite(**kwargs), reg)
+    return RobustTraining(mix, Store(tmp_path / "store"), seed=0, workers=1, progress=lambda message: None)
 
 
 def _tiny_data(n: int = 48):
@@ -67,15 +73,15 @@ def test_the_paper_mix_is_severity_zero_to_five_uniformly(reg):
 
 
 def test_training_copies_never_hold_a_held_out_corruption(tmp_path, reg):
-    engine = _engine(tmp_path, reg, train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
-                     held_out=("gaussian_noise", "fog"))
+    training = _training(tmp_path, reg, train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
+                         held_out=("gaussian_noise", "fog"))
     data = _tiny_data()
-    pool = training_inputs(engine, data)
+    pool = training.pool(data)
     pool(0)  # copies are generated on first use, all at once
-    names = [m.name for m in engine.mix.members]
+    names = [m.name for m in training.mix.members]
     seen = set()
     for copy in range(3):
-        stored = engine.options.store.load("train_pool", pool.key(copy))
+        stored = training.store.load("train_pool", pool.key(copy))
         member, severity, images = stored["member"].numpy(), stored["severity"].numpy(), stored["images"].numpy()
         seen |= {names[m] for m in member if m >= 0}
         original = data.splits.train.images
@@ -84,20 +90,20 @@ def test_training_copies_never_hold_a_held_out_corruption(tmp_path, reg):
                 assert np.array_equal(images[i], original[i])  # clean: untouched
             else:  # corrupted by exactly the drawn shift, severity and seed
                 expected = corrupt_image(names[member[i]], original[i], int(severity[i]),
-                                         image_seed(engine.suite.seed, data.key, copy, i))
+                                         image_seed(training.seed, data.key, copy, i))
                 assert np.array_equal(images[i], expected)
     assert seen <= {"contrast", "shot_noise", "impulse_noise"}
     assert not seen & {"gaussian_noise", "fog"}
     # epochs cycle through the copies, normalized
     assert torch.equal(pool(0), pool(3)) and not torch.equal(pool(0), pool(1))
-    assert torch.equal(pool(1), data.normalize(engine.options.store.load("train_pool", pool.key(1))["images"].numpy()))
+    assert torch.equal(pool(1), data.normalize(training.store.load("train_pool", pool.key(1))["images"].numpy()))
 
 
 def test_copies_are_reused_from_the_store(tmp_path, reg):
     kwargs = dict(train_shifts=ShiftMix(("contrast",), pool=1))
-    first = training_inputs(_engine(tmp_path, reg, **kwargs), _tiny_data())(0)
+    first = _training(tmp_path, reg, **kwargs).pool(_tiny_data())(0)
     log = (tmp_path / "store" / "work.log").read_text()
-    second = training_inputs(_engine(tmp_path, reg, **kwargs), _tiny_data())(0)
+    second = _training(tmp_path, reg, **kwargs).pool(_tiny_data())(0)
     assert torch.equal(first, second)
     assert (tmp_path / "store" / "work.log").read_text() == log  # nothing generated the second time
 
@@ -139,8 +145,9 @@ def test_mix_adds_train_and_test_columns_and_enters_keys(tmp_path, reg):
     assert [e.label for e in mixed.shift_entries] == ["contrast@3", "train_shifts@3", "held_out@3"]
     assert [m.label for m in mixed.shift_entries[1].members] == ["contrast@3", "fog@3"]
     assert [s.label for s in mixed.shifts] == ["nominal", "contrast@3", "fog@3", "snow@3"]
-    assert mix_spec(plain) == {}  # no mix: the keys of existing parents and steps are unchanged
-    assert mix_spec(mixed) and mix_spec(mixed) != mix_spec(other)
+    assert plain.robust_training is None  # no mix: nothing enters the keys of existing parents and steps
+    assert mixed.robust_training is not None and other.robust_training is not None
+    assert mixed.robust_training.key_part() != other.robust_training.key_part()
 
 
 def test_train_uses_the_epoch_inputs():

@@ -1,12 +1,10 @@
-"""robustprune.shifts: parsing ``name@param`` specs against the real registry, and per-image seeds."""
+"""robustprune.core.shifts: parsing ``name@param`` specs against the real registry, and per-image seeds."""
 
 from __future__ import annotations
 
 import pytest
 
-from robustprune.plugins import create_host
-from robustprune.registry import Registry, UnknownNameError
-from robustprune.shifts import (
+from robustprune.core.shifts import (
     NOMINAL,
     NOMINAL_SHIFT,
     Shift,
@@ -16,6 +14,8 @@ from robustprune.shifts import (
     parse_shift,
     parse_shifts,
 )
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry, UnknownNameError
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from robustprune.data import generate_pixel_shifts
-from robustprune.plugins import create_host
-from robustprune.registry import Registry
-from robustprune.shifts import image_seeds, parse_shift
+from robustprune.compute.data import generate_pixel_shifts
+from robustprune.core.shifts import image_seeds, parse_shift
+from robustprune.plugin.host import create_host
+from robustprune.plugin.registry import Registry
 from robustprune_plugins.shifts.corruptions import corrupt_image
 from robustprune_plugins.shifts.uniform_noise import add_uniform_noise
 

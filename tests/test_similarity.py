@@ -1,4 +1,4 @@
-"""robustprune.similarity: softmax distance and top-1 agreement under noise, on networks with known answers."""
+"""robustprune.engine.similarity: softmax distance and top-1 agreement under noise, on networks with known answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.similarity import select_images, similarity_under_noise
+from robustprune.engine.similarity import select_images, similarity_under_noise
 
 torch.set_num_threads(1)
 

@@ -13,14 +13,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from plugin_modules import load_plugin
 from torch import nn
 
 from robustprune import PruneContext
-from robustprune.pruning import PruneError, full_masks, global_top_masks, prunable_weights, ratio_of, validate_masks
-from robustprune.sensitivity import layer_info
+from robustprune.plugin.masks import (
+    PruneError,
+    full_masks,
+    global_top_masks,
+    prunable_weights,
+    ratio_of,
+    validate_masks,
+)
+from robustprune.plugin.sensitivity import layer_info
 from robustprune.structure import ChannelGroup, allocate_counts, channel_groups, channel_masks
-
-from plugin_modules import load_plugin
 
 torch.set_num_threads(1)
 EXAMPLE = torch.zeros(2, 3, 32, 32)
@@ -70,8 +76,8 @@ def context(net, groups=None, masks=None, data=None, seed: int = 0) -> PruneCont
         generator=torch.Generator().manual_seed(seed),
         example_input=EXAMPLE,
         data=data,
-        _network=net,
-        _groups=groups,
+        network=net,
+        groups=groups,
     )
 
 

@@ -1,4 +1,4 @@
-"""robustprune.store: round trips, stable keys, detection of damaged entries, atomic writes."""
+"""robustprune.compute.store: round trips, stable keys, detection of damaged entries, atomic writes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustprune import store as store_mod
-from robustprune.store import STORE_ENV, Store, StoreWarning, default_store_root, make_key
+from robustprune.compute import store as store_mod
+from robustprune.compute.store import STORE_ENV, Store, StoreWarning, default_store_root, make_key
 
 KEY = make_key({"kind": "test", "n": 1})
 

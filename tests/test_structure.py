@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
+from plugin_modules import load_plugin
 from torch import nn
 
-from robustprune.pruning import PruneError, full_masks, prunable_weights
+from robustprune.plugin.masks import PruneError, full_masks, prunable_weights
 from robustprune.structure import (
     ChannelGroup,
     Consumer,
@@ -17,8 +17,6 @@ from robustprune.structure import (
     channel_masks,
     explain_channels,
 )
-
-from plugin_modules import load_plugin
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 
@@ -223,7 +221,8 @@ def test_masked_resnet_equals_the_network_with_those_channels_zeroed():
             vector_gate = k.float().repeat_interleave(c.features_per_channel)
             handles.append(
                 modules[c.module].register_forward_pre_hook(
-                    lambda m, i, gate=gate, vector_gate=vector_gate: (i[0] * (gate if i[0].dim() == 4 else vector_gate),)
+                    lambda m, i, gate=gate, vector_gate=vector_gate:
+                    (i[0] * (gate if i[0].dim() == 4 else vector_gate),)
                 )
             )
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""robustprune.suite: the ratio grid and Suite validation."""
+"""robustprune.core.suite: the ratio grid and Suite validation."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from robustprune.suite import Suite, geometric_ratios
+from robustprune.core.suite import Suite, geometric_ratios
 
 
 def make(**kwargs) -> Suite:

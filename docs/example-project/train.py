@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.utils import prune
-
 from mydata import load_arrays, mean_std, missing
 from mynet import MyNet
+from torch import nn
+from torch.nn.utils import prune
 
 HERE = Path(__file__).resolve().parent
 

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import functools
 import pickle
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ from robustprune import (
     ShiftParam,
     hookimpl,
 )
-from robustprune.datafiles import DataFileError, stratified_subset, subset_size
+from robustprune.plugin.datafiles import DataFileError, stratified_subset, subset_size
 
 # The normalisation of the paper's code (torchprune) for CIFAR-10; CIFAR-100's own statistics.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -177,7 +178,8 @@ def _point_at_data(dataset: str) -> str:
     return _POINT_AT_DATA.format(dataset=dataset)
 
 
-def read_cifar(layout: CifarLayout, dataset: str, request: DatasetRequest) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
+def read_cifar(layout: CifarLayout, dataset: str,
+               request: DatasetRequest) -> tuple[ImageSet, ImageSet, tuple[str, ...]]:
     """The full train and test sets of ``layout`` (downloading first if asked to and absent)."""
     if request.download and request.root is not None and _missing(layout, request.root)[1]:
         _download(layout, request.root)

@@ -22,14 +22,15 @@ or the data root (``--rp-data``) itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from robustprune import DatasetRequest, DatasetSpec, DataSplits, ImageSet, hookimpl
-from robustprune.datafiles import DataFileError, stratified_subset, subset_size
+from robustprune.plugin.datafiles import DataFileError, stratified_subset, subset_size
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # torchvision's ImageFolder extensions

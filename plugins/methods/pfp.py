@@ -2,7 +2,7 @@
 
 1. Sensitivity of every input channel of every layer: its largest share of
    any pre-activation it feeds, over a batch of training inputs, the output
-   positions and the kernel (see :mod:`robustprune.sensitivity`).
+   positions and the kernel (see :mod:`robustprune.plugin.sensitivity`).
 2. Per-layer budgets from one global error ``eps``: a layer with
    sensitivities ``s`` (sum ``S``, probabilities ``p = s / S``) needs
    ``m(eps) = ceil(3 (6 + 2 eps) alpha S / eps^2)`` samples, with
@@ -20,16 +20,17 @@ the consumers. Every group keeps at least one channel.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from robustprune import PruneContext, hookimpl
-from robustprune.pruning import Masks
-from robustprune.sensitivity import LayerInfo, SampledSensitivityMethod, input_channel_sensitivities, layer_info
-from robustprune.structure import ChannelGroup, allocate_counts
+from robustprune.plugin.allocation import allocate_counts
+from robustprune.plugin.channels import ChannelGroup
+from robustprune.plugin.masks import Masks
+from robustprune.plugin.sensitivity import LayerInfo, SampledSensitivityMethod, input_channel_sensitivities, layer_info
 
 
 class ProvableFilterPruning(SampledSensitivityMethod):
@@ -47,7 +48,8 @@ class ProvableFilterPruning(SampledSensitivityMethod):
         """
         per_layer = input_channel_sensitivities(network, data)
         return [
-            [per_layer[_weight(c.module)].view(group.channels, c.features_per_channel).amax(dim=1) for c in group.consumers]
+            [per_layer[_weight(c.module)].view(group.channels, c.features_per_channel).amax(dim=1)
+             for c in group.consumers]
             for group in groups
         ]
 
@@ -65,7 +67,7 @@ class Budgets:
 
     ``sensitivities`` are per group, per consumer (as
     :meth:`ProvableFilterPruning.channel_sensitivities` returns them) and
-    ``info`` the consumers' :class:`~robustprune.sensitivity.LayerInfo`.
+    ``info`` the consumers' :class:`~robustprune.plugin.sensitivity.LayerInfo`.
     """
 
     def __init__(

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from robustprune import PruneContext, PruneMethod, hookimpl
-from robustprune.pruning import Masks, global_top_masks, prunable_weights
+from robustprune.plugin.masks import Masks, global_top_masks, prunable_weights
 
 
 class RandomPruning(PruneMethod):

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from robustprune import PruneContext, PruneMethod, hookimpl
-from robustprune.pruning import Masks
-from robustprune.structure import allocate_uniform
+from robustprune.plugin.allocation import allocate_uniform
+from robustprune.plugin.masks import Masks
 
 
 class RandomStructuredPruning(PruneMethod):

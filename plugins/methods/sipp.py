@@ -2,7 +2,7 @@
 
 Each weight is scored by its largest share of its neuron's pre-activation
 over a batch of training inputs (the mean over conv patches, positive and
-negative parts separately; see :mod:`robustprune.sensitivity`), and one global
+negative parts separately; see :mod:`robustprune.plugin.sensitivity`), and one global
 top-k over all layers keeps the most sensitive weights. The batch size follows
 the paper's bound ``ceil(C log(8 eta eta* / delta))`` with a cap; ``delta``,
 ``C`` and the cap are the method's parameters and enter the store key.
@@ -10,13 +10,12 @@ the paper's bound ``ceil(C log(8 eta eta* / delta))`` with a cap; ``delta``,
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from robustprune import PruneContext, hookimpl
-from robustprune.pruning import Masks, global_top_masks
-from robustprune.sensitivity import SampledSensitivityMethod, weight_sensitivities
+from robustprune.plugin.masks import Masks, global_top_masks
+from robustprune.plugin.sensitivity import SampledSensitivityMethod, weight_sensitivities
 
 
 class SiPP(SampledSensitivityMethod):

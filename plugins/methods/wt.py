@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from robustprune import PruneContext, PruneMethod, hookimpl
-from robustprune.pruning import Masks, global_top_masks, prunable_weights
+from robustprune.plugin.masks import Masks, global_top_masks, prunable_weights
 
 
 class WeightThresholding(PruneMethod):

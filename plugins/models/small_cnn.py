@@ -8,7 +8,8 @@ from robustprune import ModelSpec, Recipe, hookimpl
 
 
 def _conv_block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True)]
 
 
 class SmallCNN(nn.Module):

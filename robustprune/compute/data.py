@@ -1,0 +1,141 @@
+"""Datasets as tensors, and shifted test sets generated in worker processes.
+
+Pixel shifts run on uint8 images, one seed per image, in a process pool:
+the work is per image and CPU-bound in numpy, so processes (not threads) use
+every core. Results are deterministic whatever the worker count, because each
+image's seed comes from its index, not from the order work is done in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.shifts import Shift
+from ..plugin.api import DataSplits
+
+ProgressFn = Callable[[str], None]
+
+SHIFT_CHUNK = 64
+"""Images per worker task: large enough to amortise pickling, small enough to balance load."""
+
+
+@dataclass
+class PreparedData:
+    """A dataset loaded once per session: normalized tensors plus what keys need."""
+
+    name: str
+    key: str
+    splits: DataSplits
+    train_inputs: torch.Tensor
+    train_labels: torch.Tensor
+    test_labels: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    @property
+    def pad_value(self) -> torch.Tensor:
+        """Black, in normalized units: what padding a raw image with zeros means after normalisation."""
+        return (0.0 - self.mean) / self.std
+
+    def normalize(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, C) -> float (N, C, H, W), normalized with the dataset's mean and std."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        return x.sub_(self.mean.view(1, -1, 1, 1)).div_(self.std.view(1, -1, 1, 1))
+
+
+def content_hash(splits: DataSplits) -> str:
+    """A fingerprint of the data itself, so a changed file on disk never reuses stale results."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (splits.train, splits.test):
+        h.update(np.ascontiguousarray(part.images).data)
+        h.update(np.ascontiguousarray(part.labels).astype(np.int64).data)
+    h.update(repr((splits.num_classes, splits.mean, splits.std)).encode())
+    return h.hexdigest()
+
+
+def prepare(name: str, key: str, splits: DataSplits) -> PreparedData:
+    """A dataset's splits as normalized tensors (the training inputs are normalized once, here)."""
+    mean = torch.tensor(splits.mean, dtype=torch.float32)
+    std = torch.tensor(splits.std, dtype=torch.float32)
+    data = PreparedData(
+        name=name,
+        key=key,
+        splits=splits,
+        train_inputs=torch.empty(0),
+        train_labels=torch.from_numpy(np.asarray(splits.train.labels, dtype=np.int64)),
+        test_labels=torch.from_numpy(np.asarray(splits.test.labels, dtype=np.int64)),
+        mean=mean,
+        std=std,
+    )
+    data.train_inputs = data.normalize(splits.train.images)
+    return data
+
+
+def _apply_chunk(apply: Callable[..., np.ndarray], images: np.ndarray, param: Any, seeds: Sequence[int]) -> np.ndarray:
+    return np.stack([apply(image, param, seed) for image, seed in zip(images, seeds)])
+
+
+def process_pool_context() -> multiprocessing.context.BaseContext:
+    """The start method for shift workers: fork (fast, inherits JIT-compiled code such as
+    imagecorruptions' numba functions) where available, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def default_workers() -> int:
+    """Worker processes for shift generation: every core this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def generate_pixel_shifts(
+    images: np.ndarray,
+    jobs: Sequence[tuple[Shift, Sequence[int]]],
+    workers: int,
+    progress: ProgressFn | None = None,
+) -> list[np.ndarray]:
+    """Apply each ``(shift, per-image seeds)`` job to ``images``; all jobs share one worker pool."""
+    started = time.monotonic()
+    tasks = []
+    for job_index, (shift, seeds) in enumerate(jobs):
+        apply = shift.registered.item.apply  # type: ignore[union-attr]
+        for start in range(0, len(images), SHIFT_CHUNK):
+            tasks.append((job_index, start, apply, shift.param, list(seeds[start : start + SHIFT_CHUNK])))
+    outputs = [np.empty_like(images) for _ in jobs]
+    done_per_job = [0] * len(jobs)
+
+    def store(job_index: int, start: int, result: np.ndarray) -> None:
+        if result.shape != images[start : start + len(result)].shape or result.dtype != np.uint8:
+            shift = jobs[job_index][0]
+            raise ValueError(
+                f"shift {shift.label} returned images of shape {result.shape[1:]} and dtype {result.dtype}; "
+                f"expected {images.shape[1:]} uint8"
+            )
+        outputs[job_index][start : start + len(result)] = result
+        done_per_job[job_index] += len(result)
+        if progress is not None and done_per_job[job_index] == len(images):
+            finished = sum(1 for d in done_per_job if d == len(images))
+            label, seconds = jobs[job_index][0].label, time.monotonic() - started
+            progress(f"shifted sets {finished}/{len(jobs)}: {label} ({seconds:.1f} s)")
+
+    if workers <= 1 or len(tasks) <= 1:
+        for job_index, start, apply, param, seeds in tasks:
+            store(job_index, start, _apply_chunk(apply, images[start : start + SHIFT_CHUNK], param, seeds))
+        return outputs
+    with ProcessPoolExecutor(max_workers=workers, mp_context=process_pool_context()) as pool:
+        futures = [
+            (job_index, start, pool.submit(_apply_chunk, apply, images[start : start + SHIFT_CHUNK], param, seeds))
+            for job_index, start, apply, param, seeds in tasks
+        ]
+        for job_index, start, future in futures:
+            store(job_index, start, future.result())
+    return outputs

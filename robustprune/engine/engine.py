@@ -1,0 +1,592 @@
+"""Plans a suite's grid and runs it lazily, sharing and caching every piece of work.
+
+Data flows one way: dataset -> parent (trained once per model x dataset) ->
+each method's cascade of prune + retrain -> every network evaluated once per
+shift -> accuracy curves -> (costs, measures beyond accuracy). Each arrow is
+cached in the store under a key made of everything that determines it, so a
+second run trains nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..compute.checkpoints import CheckpointError, file_digest, fit_problems, read_checkpoint, read_pruned
+from ..compute.data import PreparedData, content_hash, prepare
+from ..compute.evaluation import accuracy, predict
+from ..compute.store import make_key
+from ..compute.training import train
+from ..core.cases import Case
+from ..core.datasource import dataset_request
+from ..core.gate import resolve_entries
+from ..core.metrics import bisect_last_qualifying
+from ..core.results import CaseError, CaseKey, CaseResult, SuiteRun
+from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, parse_shifts
+from ..core.suite import Suite
+from ..plugin.api import DatasetSpec, ModelSpec, PruneContext, PruneMethod, Recipe
+from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
+from ..plugin.registry import Registered, Registry
+from .context import CaseContext, NetworkRecord, RunOptions, tagged
+from .costing import curve_costs
+from .features import case_features
+from .robust_training import RobustTraining, TrainingPool, resolve_mix
+from .shifted import ShiftedSets
+from .similarity import case_similarity
+
+__all__ = ["Engine", "TrainedNetwork"]
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A network of a case read back from the store: built, loaded, in eval mode, with its masks."""
+
+    network: nn.Module
+    masks: Masks | None
+    key: str
+
+
+class Engine:
+    """Runs one suite: validated at construction, computed lazily per case."""
+
+    def __init__(self, suite: Suite, registry: Registry, options: RunOptions):
+        self.suite = suite
+        self.registry = registry
+        self.options = options
+        self.models: dict[str, Registered[ModelSpec]] = {name: registry.model(name) for name in suite.models}
+        self.datasets: dict[str, Registered[DatasetSpec]] = {name: registry.dataset(name) for name in suite.datasets}
+        self.methods: dict[str, Registered[Any]] = {name: registry.method(name) for name in suite.methods}
+        for field_name in ("recipes", "parent_checkpoints"):
+            for model in getattr(suite, field_name):
+                if model not in self.models:
+                    raise ValueError(
+                        f"{field_name} names model {model!r}, which the suite does not use; suite models: "
+                        f"{', '.join(suite.models)}"
+                    )
+        self.recipes: dict[str, Recipe] = {
+            name: reg.item.recipe.replace(**suite.recipe).replace(**suite.recipes.get(name, {}))
+            for name, reg in self.models.items()
+        }
+        torch.set_num_threads(options.threads)
+        self.shift_entries: list[ShiftEntry] = parse_shifts(suite.shifts, registry)
+        # robust training: the mix's members and the held-out shifts become two more report columns
+        mix = resolve_mix(suite, registry)
+        self.robust_training = None if mix is None else RobustTraining(
+            mix, options.store, suite.seed, options.workers, options.progress)
+        if mix is not None:
+            self.shift_entries += mix.entries()
+        self.shifts: list[Shift] = all_members(self.shift_entries)
+        self.shifted = ShiftedSets(options.store, suite.seed, options.workers, options.progress)
+        self._data: dict[str, PreparedData] = {}
+        self._parents: dict[tuple[str, str, int], NetworkRecord | CaseError] = {}  # (model, dataset, seed)
+        self._results: dict[CaseKey, CaseResult | CaseError] = {}
+        if suite.gate is not None:  # a gated entry the suite does not evaluate is a collection error
+            resolve_entries(suite.gate, {e.label: [m.label for m in e.members] for e in self.shift_entries})
+
+    # ------------------------------------------------------------------ plan
+
+    def cases(self) -> list[CaseKey]:
+        """Every method x model x dataset, then each pruned checkpoint on its model (and dataset)."""
+        return [
+            CaseKey(method, model, dataset)
+            for dataset in self.suite.datasets
+            for model in self.suite.models
+            for method in self.suite.methods
+        ] + [
+            CaseKey(name, entry.model, dataset)
+            for dataset in self.suite.datasets
+            for name, entry in self.suite.pruned_entries.items()
+            if entry.dataset in (None, dataset)
+        ]
+
+    def computed(self) -> dict[CaseKey, CaseResult | CaseError]:
+        """Every case computed so far (or failed), in the order they were asked for."""
+        return dict(self._results)
+
+    def suite_run(self) -> SuiteRun:
+        """What the report reads: the computed cases with the suite's shifts, as plain data."""
+        mix = self.robust_training.mix.summary() if self.robust_training is not None else None
+        return SuiteRun(
+            suite=self.suite, entries=tuple(self.shift_entries), shifts=tuple(self.shifts), results=self.computed(),
+            num_classes={name: data.splits.num_classes for name, data in self._data.items()},
+            robust_training=mix,
+        )
+
+    def view(self, case: CaseKey) -> Case:
+        """The ``case`` view checks receive; its numbers are computed on first use."""
+        return Case(lambda: self.result(case), self.suite, self.shift_entries, case)
+
+    def _progress(self, tag: str) -> Callable[[str], None]:
+        return tagged(self.options.progress, tag)
+
+    # ------------------------------------------------------------------ data and networks
+
+    def data(self, name: str) -> PreparedData:
+        """Dataset ``name`` loaded through its plugin and prepared as tensors (once per engine)."""
+        if name not in self._data:
+            reg = self.datasets[name]
+            request = dataset_request(self.suite, name, data_root=self.options.data_root,
+                                      download=self.options.download)
+            splits = reg.item.load(request)
+            key = make_key(
+                {"dataset": reg.identity(), "params": dict(request.params), "seed": request.seed,
+                 "content": content_hash(splits)}
+            )
+            self._data[name] = prepare(name, key, splits)
+        return self._data[name]
+
+    def test_inputs(self, data: PreparedData, shift: Shift = NOMINAL_SHIFT) -> torch.Tensor:
+        """The normalized test inputs of ``data`` under ``shift``."""
+        return self.shifted.inputs(data, shift)
+
+    def build(self, model: str, data: PreparedData) -> nn.Module:
+        """A freshly initialised ``model`` for ``data``'s classes and input shape."""
+        reg = self.models[model]
+        network = reg.item.build(data.splits.num_classes, data.splits.input_shape)
+        if not isinstance(network, nn.Module):
+            raise CaseError(f"model {model!r} (plugin {reg.plugin.name}) built {type(network).__name__}, "
+                            "not an nn.Module")
+        return network
+
+    def _state(self, record: NetworkRecord, case: CaseKey, *, keep: bool = True) -> dict[str, torch.Tensor]:
+        """A record's weights, read from the store when not in memory (and kept there if ``keep``)."""
+        if record.state is not None:
+            return record.state
+        stored = self.options.store.load("network", record.key)
+        if stored is None:
+            raise CaseError(f"{case.id}: network {record.key[:12]} vanished from the store; run again")
+        if keep:
+            record.state = stored["state"]
+        return stored["state"]
+
+    def _load(self, case: CaseKey, data: PreparedData, record: NetworkRecord, *, keep: bool = True) -> nn.Module:
+        network = self.build(case.model, data)
+        network.load_state_dict(self._state(record, case, keep=keep))
+        return network
+
+    def trained_network(self, case: CaseKey, key: str) -> TrainedNetwork:
+        """The network stored under ``key`` (a step of ``case``'s curve), built and loaded, in eval mode."""
+        stored = self.options.store.load("network", key)
+        if stored is None:
+            raise CaseError(f"{case.id}: network {key[:12]} is not in the store {self.options.store.root}")
+        network = self.build(case.model, self.data(case.dataset))
+        network.load_state_dict(stored["state"])
+        return TrainedNetwork(network.eval(), stored.get("masks"), key)
+
+    def _numerics(self) -> dict[str, Any]:
+        """What changes floating-point results of training besides the inputs: device type and threads."""
+        return {"device": torch.device(self.options.device).type, "threads": self.options.threads}
+
+    def _mix_key(self) -> dict[str, Any]:
+        """The store-key part of the training data: empty without a mix, so existing keys stay valid."""
+        return {} if self.robust_training is None else self.robust_training.key_part()
+
+    def _epoch_inputs(self, data: PreparedData) -> TrainingPool | None:
+        return None if self.robust_training is None else self.robust_training.pool(data)
+
+    # ------------------------------------------------------------------ parents
+
+    def parent(self, model: str, dataset: str, seed: int | None = None) -> NetworkRecord:
+        """The trained parent of a model x dataset, trained once per store.
+
+        ``seed`` (default: the suite's) seeds initialisation and training order only, not the data
+        split: another seed gives the "separately trained parent" of functional similarity.
+        """
+        seed = self.suite.seed if seed is None else int(seed)
+        cached = self._parents.get((model, dataset, seed))
+        if isinstance(cached, CaseError):
+            raise cached
+        if cached is not None:
+            return cached
+        try:
+            record = self._parent(model, dataset, seed)
+        except CaseError as exc:
+            self._parents[(model, dataset, seed)] = exc
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on every case of this parent
+            error = CaseError(f"training the parent {model} on {dataset} failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._parents[(model, dataset, seed)] = error
+            raise error from exc
+        self._parents[(model, dataset, seed)] = record
+        return record
+
+    def _parent(self, model: str, dataset: str, seed: int) -> NetworkRecord:
+        data = self.data(dataset)
+        checkpoint = self.suite.parent_checkpoints.get(model)
+        if checkpoint is not None and seed == self.suite.seed:  # a parent of another seed is always trained
+            return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
+        recipe = self.recipes[model]
+        spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
+                "recipe": recipe.to_dict(), "seed": seed, "numerics": self._numerics(), **self._mix_key()}
+        key = make_key(spec)
+        label = f"{model}-{dataset}" if seed == self.suite.seed else f"{model}-{dataset}-seed{seed}"
+        progress = self._progress(label)
+
+        def compute() -> dict[str, Any]:
+            progress(f"training the parent ({recipe.epochs} epochs)")
+            torch.manual_seed(seed)
+            network = self.build(model, data)
+            train(network, data.train_inputs, data.train_labels, recipe, epochs=recipe.epochs, seed=seed,
+                  pad_value=data.pad_value, device=self.options.device,
+                  progress=lambda m: progress(f"parent {m}"), epoch_inputs=self._epoch_inputs(data))
+            return {"state": _cpu_state(network)}
+
+        state = self.options.store.load_or_compute("network", key, compute, spec, f"parent {label}")["state"]
+        return NetworkRecord(key, 0.0, 0.0, state=state)
+
+    def _parent_from_checkpoint(self, model: str, data: PreparedData, path: Path) -> NetworkRecord:
+        """The parent read from the suite's checkpoint file, checked to fit the network exactly."""
+        if not path.is_file():
+            raise CaseError(f"parent checkpoint {path} for {model} not found; fix the path in the suite's "
+                            "parent_checkpoints (relative paths are relative to the suite file)")
+        # the file's content, not its name, identifies the parent: a replaced file is a new parent
+        spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
+                "checkpoint": file_digest(path)}
+        label = f"{model}-{data.name}"
+
+        def compute() -> dict[str, Any]:
+            self._progress(label)(f"parent from checkpoint {path}")
+            try:
+                state = read_checkpoint(path)
+            except CheckpointError as exc:
+                raise CaseError(str(exc)) from exc
+            network = self.build(model, data)
+            problems = fit_problems(network, state)
+            if problems:
+                raise CaseError(
+                    f"parent checkpoint {path} does not fit {model} built for {data.splits.num_classes} classes: "
+                    f"{problems}. Was it saved from another architecture or number of classes?"
+                )
+            network.load_state_dict(state)
+            return {"state": _cpu_state(network)}
+
+        key = make_key(spec)
+        stored = self.options.store.load_or_compute("network", key, compute, spec, f"parent {label} from {path}")
+        state = stored["state"]
+        return NetworkRecord(key, 0.0, 0.0, state=state)
+
+    # ------------------------------------------------------------------ cases
+
+    def result(self, case: CaseKey) -> CaseResult:
+        """The case's curves, computed on first use and shared by every check."""
+        cached = self._results.get(case)
+        if cached is None:
+            try:
+                cached = self._compute(case)
+            except CaseError as exc:
+                cached = exc
+            except Exception as exc:  # noqa: BLE001 - a crash fails only the checks of this case
+                cached = CaseError(f"{case.id}: {type(exc).__name__}: {exc}")
+                cached.__cause__ = exc
+            self._results[case] = cached
+        if isinstance(cached, CaseError):
+            raise cached
+        return cached
+
+    def _compute(self, case: CaseKey) -> CaseResult:
+        if case.method in self.suite.pruned_checkpoints:
+            return self._compute_pruned(case)
+        started = time.monotonic()
+        data = self.data(case.dataset)
+        parent = self.parent(case.model, case.dataset)
+        steps = self._cascade(case, data, parent)
+        records = [parent, *steps]
+        curves = self._evaluate(case, data, records)
+        method = self.methods[case.method]
+        costs = self._costs(case, data, records, structured=bool(method.item.structured))
+        context = self._context(case, data)
+        similarity = features = None
+        if self.suite.similarity is not None:
+            similarity = case_similarity(context, self.suite.similarity, parent, steps)
+        if self.suite.features is not None:
+            features = case_features(context, self.suite.features, parent, steps)
+        return CaseResult(
+            case=case,
+            method={**method.identity(), "structured": bool(method.item.structured),
+                    "data_informed": bool(method.item.data_informed)},
+            ratios=tuple(r.ratio for r in steps),
+            achieved=tuple(r.achieved for r in steps),
+            parent_key=parent.key,
+            step_keys=tuple(r.key for r in steps),
+            accuracy=curves,
+            costs=costs,
+            seconds=time.monotonic() - started,
+            shift_sources=self._shift_sources(data),
+            similarity=similarity,
+            features=features,
+        )
+
+    def _context(self, case: CaseKey, data: PreparedData) -> CaseContext:
+        """The narrow view of this run that the measures beyond accuracy receive."""
+        return CaseContext(
+            case=case, data=data, store=self.options.store, device=self.options.device, seed=self.suite.seed,
+            gate_ratio=self.suite.gate_ratio_for(case.method), progress=self._progress(case.id),
+            load=lambda record: self._load(case, data, record, keep=False).eval(),
+            test_inputs=lambda: self.test_inputs(data),
+            parent_of_seed=lambda seed: self.parent(case.model, case.dataset, seed=seed),
+        )
+
+    def _shift_sources(self, data: PreparedData) -> dict[str, str]:
+        return {s.label: self.shifted.source(data, s) for s in self.shifts if not s.is_nominal}
+
+    # ------------------------------------------------------------------ pruned checkpoints
+
+    def _compute_pruned(self, case: CaseKey) -> CaseResult:
+        """A network pruned elsewhere: one network against its parent, through the same evaluation cache."""
+        started = time.monotonic()
+        data = self.data(case.dataset)
+        parent = self.parent(case.model, case.dataset)
+        record, info = self._pruned_record(case, data, parent)
+        records = [parent, record]
+        curves = self._evaluate(case, data, records)
+        # a pruned checkpoint is costed as masked: nothing says its zeros form whole channels
+        costs = self._costs(case, data, records, structured=False)
+        return CaseResult(
+            case=case,
+            method={"name": case.method, "plugin": "pruned checkpoint", "version": info["sha256"][:12],
+                    "structured": False, "data_informed": False, "pruned_checkpoint": info},
+            ratios=(record.ratio,),
+            achieved=(record.achieved,),
+            parent_key=parent.key,
+            step_keys=(record.key,),
+            accuracy=curves,
+            costs=costs,
+            seconds=time.monotonic() - started,
+            shift_sources=self._shift_sources(data),
+        )
+
+    def _pruned_record(self, case: CaseKey, data: PreparedData,
+                       parent: NetworkRecord) -> tuple[NetworkRecord, dict[str, Any]]:
+        """The pruned checkpoint read, checked against the model and its parent, and stored like a cascade step.
+
+        Keyed by the file's content and the parent's key: a replaced file (or parent) is evaluated again.
+        """
+        entry = self.suite.pruned_entries[case.method]
+        path = Path(entry.path).expanduser().resolve()
+        what = f"pruned checkpoint {case.method!r}"
+        if not path.is_file():
+            raise CaseError(f"{what}: {path} not found; fix the path in the suite's pruned_checkpoints "
+                            "(relative paths are relative to the suite file)")
+        digest = file_digest(path)
+        spec = {"kind": "pruned-checkpoint", "model": self.models[case.model].identity(), "data": data.key,
+                "checkpoint": digest, "parent": parent.key}
+        key = make_key(spec)
+
+        def compute() -> dict[str, Any]:
+            self._progress(case.id)(f"pruned network from checkpoint {path}")
+            network = self.build(case.model, data)
+            try:
+                pruned = read_pruned(path, network, self._state(parent, case), what)
+            except CheckpointError as exc:
+                raise CaseError(str(exc)) from exc
+            network.load_state_dict(pruned.state)
+            return {"state": _cpu_state(network), "masks": pruned.masks, "achieved": pruned.sparsity,
+                    "layout": pruned.layout}
+
+        stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} from {path}")
+        achieved = float(stored["achieved"])
+        info = {"path": str(path), "sha256": digest, "layout": stored.get("layout", "state dict"),
+                "sparsity": achieved}
+        return NetworkRecord(key, achieved, achieved, stored["state"], stored["masks"]), info
+
+    # ------------------------------------------------------------------ cascades
+
+    def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
+        """Prune to each ratio in turn, starting from the previous retrained network."""
+        if self.suite.search == "bisect":
+            return self._bisect(case, data, parent)
+        previous = parent
+        steps: list[NetworkRecord] = []
+        for index, ratio in enumerate(self.suite.ratios):
+            where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
+            record = self._step(case, data, previous, ratio, where)
+            if previous is not parent:
+                previous.state = None  # only the newest network's weights are needed for the next step
+            steps.append(record)
+            previous = record
+        return steps
+
+    def _bisect(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
+        """Find the nominal prune potential by bisection over the grid, retraining only the probed ratios.
+
+        Each probe prunes from the largest probed ratio below it (the cascade's
+        rule, with gaps). On a monotone curve the answer equals the full grid's:
+        the largest qualifying ratio and the smallest failing one are both
+        probed. The gate ratio is always probed, so the gate can be read.
+        """
+        ratios = self.suite.ratios
+        threshold = self._accuracy(case, data, parent, NOMINAL_SHIFT) - self.suite.delta
+        probed: dict[int, NetworkRecord] = {}
+
+        def probe(index: int) -> bool:
+            below = [i for i in probed if i < index]
+            previous = probed[max(below)] if below else parent
+            where = f"ratio {ratios[index]:.3g} (bisection probe {len(probed) + 1})"
+            probed[index] = self._step(case, data, previous, ratios[index], where)
+            return self._accuracy(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
+
+        bisect_last_qualifying(len(ratios), probe)
+        gate = ratios.index(self.suite.gate_ratio_for(case.method))
+        if gate not in probed:
+            probe(gate)
+        self._progress(case.id)(f"bisection retrained {len(probed)} of {len(ratios)} grid ratios")
+        return [probed[i] for i in sorted(probed)]
+
+    def _step(self, case: CaseKey, data: PreparedData, previous: NetworkRecord, ratio: float,
+              where: str) -> NetworkRecord:
+        """One prune + retrain step from ``previous`` (loaded from the store when already done)."""
+        method_reg = self.methods[case.method]
+        method = method_reg.item
+        recipe = self.recipes[case.model]
+        # the suite's retrain length, else the recipe's own (VGG: 150 of 300 epochs), else the full recipe
+        epochs = self.suite.retrain_epochs
+        if epochs is None:
+            epochs = recipe.epochs if recipe.retrain_epochs is None else recipe.retrain_epochs
+        step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
+        spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
+                "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
+                "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
+                "numerics": self._numerics(), **self._mix_key()}
+        key = make_key(spec)
+        progress = self._progress(case.id)
+
+        def compute() -> dict[str, Any]:
+            progress(f"{where}: pruning")
+            network = self._load(case, data, previous)
+            previous_masks = previous.masks or full_masks(network)
+            masks, achieved = self._prune(case, method, network, ratio, previous_masks, data, step_seed)
+            train(network, data.train_inputs, data.train_labels, recipe, epochs=epochs, seed=step_seed,
+                  pad_value=data.pad_value, masks=masks, device=self.options.device,
+                  progress=lambda m: progress(f"{where}: retrain {m}"), epoch_inputs=self._epoch_inputs(data))
+            return {"state": _cpu_state(network), "masks": masks, "achieved": achieved}
+
+        stored = self.options.store.load_or_compute("network", key, compute, spec, f"{case.id} {where}")
+        return NetworkRecord(key, ratio, float(stored["achieved"]), stored["state"], stored["masks"])
+
+    def _prune(self, case: CaseKey, method: PruneMethod, network: nn.Module, ratio: float,
+               previous_masks: Mapping[str, torch.Tensor], data: PreparedData,
+               seed: int) -> tuple[Masks, float]:
+        generator = torch.Generator().manual_seed(seed)
+        batch = None
+        if method.data_informed:
+            example = data.train_inputs[:2].clone()
+            # PruneMethod.data_size lets the size follow from the network (SiPP's and PFP's bound);
+            # methods that do not subclass PruneMethod give a fixed data_batch_size
+            wanted = method.data_size(network, example) if hasattr(method, "data_size") else method.data_batch_size
+            size = min(int(wanted) or 128, len(data.train_inputs))
+            index = torch.randperm(len(data.train_inputs), generator=generator)[:size]
+            batch = data.train_inputs[index]
+        context = PruneContext(
+            masks={k: v.clone() for k, v in previous_masks.items()},
+            generator=generator,
+            example_input=data.train_inputs[:2].clone(),
+            data=batch,
+            network=network,
+        )
+        before = {k: v.clone() for k, v in network.state_dict().items()}
+        try:
+            masks = method.prune(network, ratio, context)
+        except PruneError as exc:
+            raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
+        except Exception as exc:
+            raise CaseError(
+                f"{case.id}: method {case.method!r} raised at ratio {ratio:.3g}: {type(exc).__name__}: {exc}"
+            ) from exc
+        changed = [k for k, v in network.state_dict().items() if not torch.equal(v, before[k])]
+        if changed:  # the host applies masks itself; a method that edits weights would corrupt the cascade
+            raise CaseError(
+                f"{case.id}: method {case.method!r} modified the network in prune() (e.g. {changed[0]}); "
+                "return masks and leave the weights alone"
+            )
+        try:
+            return validate_masks(masks, previous_masks, ratio, case.method)
+        except PruneError as exc:
+            raise CaseError(f"{case.id} at ratio {ratio:.3g}: {exc}") from exc
+
+    # ------------------------------------------------------------------ evaluations and costs
+
+    def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift) -> str:
+        spec = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
+                "seed": self.suite.seed}
+        published = self.shifted.published(data, shift)
+        if published is not None:  # what was evaluated is the file's content, not a generated set
+            spec["published"] = published.digest
+        return make_key(spec)
+
+    def _accuracy(self, case: CaseKey, data: PreparedData, record: NetworkRecord, shift: Shift) -> float:
+        """One network's accuracy on one shift, through the same cache as full evaluations."""
+
+        def compute() -> torch.Tensor:
+            return predict(self._load(case, data, record), self.test_inputs(data, shift), self.options.device)
+
+        key = self._eval_key(record, data, shift)
+        preds = self.options.store.load_or_compute("eval", key, compute, {"network": record.key,
+                                                   "shift": shift.identity()}, f"{case.id} {shift.label}")
+        return accuracy(preds, self.shifted.labels(data, shift))
+
+    def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> dict[str, list[float]]:
+        """Accuracy of every network on every shift, each evaluation cached.
+
+        Each shift is scored against its own labels: a published set (CIFAR-10.1)
+        has other images and labels than the nominal test set.
+        """
+        labels = {shift.label: self.shifted.labels(data, shift) for shift in self.shifts}
+        eval_keys = {(i, shift.label): self._eval_key(record, data, shift)
+                     for i, record in enumerate(records) for shift in self.shifts}
+        predictions: dict[tuple[int, str], torch.Tensor] = {}
+        missing: list[tuple[int, Shift]] = []
+        for i, _ in enumerate(records):
+            for shift in self.shifts:
+                stored = self.options.store.load("eval", eval_keys[(i, shift.label)])
+                if stored is None or len(stored) != len(labels[shift.label]):
+                    missing.append((i, shift))
+                else:
+                    predictions[(i, shift.label)] = stored
+        if missing:
+            progress = self._progress(case.id)
+            started = time.monotonic()
+            progress(f"evaluating {len(missing)} network x shift pairs")
+            self.shifted.ensure_pixel_sets(data, sorted({s.label: s for _, s in missing if s.kind == "pixel"}.values(),
+                                                        key=self.shifts.index))
+            by_network: dict[int, list[Shift]] = {}
+            for i, shift in missing:
+                by_network.setdefault(i, []).append(shift)
+            for i, shifts in by_network.items():
+                # one claim per network: cases sharing the parent evaluate it once
+                with self.options.store.claim("eval", records[i].key):
+                    network: nn.Module | None = None
+                    for shift in shifts:
+                        key = eval_keys[(i, shift.label)]
+                        preds = self.options.store.load("eval", key)  # done by another process meanwhile?
+                        if preds is None or len(preds) != len(labels[shift.label]):
+                            if network is None:
+                                network = self._load(case, data, records[i])
+                            preds = predict(network, self.test_inputs(data, shift), self.options.device)
+                            self.options.store.save("eval", key, preds,
+                                                    {"network": records[i].key, "shift": shift.identity()})
+                            self.options.store.log_work("eval", key, f"{case.id} network {i} {shift.label}")
+                        predictions[(i, shift.label)] = preds
+            progress(f"evaluated in {time.monotonic() - started:.1f} s")
+        for record in records[1:]:
+            record.state = None  # curves are all that is kept in memory
+        return {
+            shift.label: [accuracy(predictions[(i, shift.label)], labels[shift.label]) for i in range(len(records))]
+            for shift in self.shifts
+        }
+
+    def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
+               structured: bool) -> list[dict[str, Any]]:
+        return curve_costs(records, structured=structured, store=self.options.store,
+                           load=lambda record: self._load(case, data, record, keep=False),
+                           inputs=data.train_inputs, label=case.id, progress=self._progress(case.id))
+
+
+def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}

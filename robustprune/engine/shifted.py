@@ -1,0 +1,194 @@
+"""The test set under every shift of a run: published files, generated pixel shifts, tensor shifts.
+
+Where a shifted test set comes from, in order:
+
+1. the dataset's published set (:attr:`DataSplits.published_shift`: the
+   CIFAR-10-C arrays, CIFAR-10.1) when it supplies one, with its own labels;
+2. for a pixel shift, the store: every missing set of a dataset is generated
+   in one worker pool (per-image seeds, so worker counts never change a set)
+   and stored;
+3. for a tensor shift, applied on the fly to the normalized test inputs.
+
+Normalized sets are kept in memory up to a budget, so a case evaluating
+many networks on one shift normalizes it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..compute.data import PreparedData, generate_pixel_shifts
+from ..compute.store import Store, make_key
+from ..core.results import CaseError
+from ..core.shifts import NOMINAL, Shift, image_seeds
+from ..plugin.api import ImageSet, ShiftedSet
+from .context import ProgressFn, tagged
+
+__all__ = ["PublishedSet", "ShiftedSets", "content_hash_of"]
+
+_MEMORY_BUDGET = 2 * 1024**3  # keep normalized shifted sets in memory up to this size (bytes)
+
+
+@dataclass(frozen=True)
+class PublishedSet:
+    """What the run keeps of a published shifted set: its labels, where it came from, a content digest."""
+
+    labels: torch.Tensor
+    source: str
+    digest: str  # enters the evaluation keys: a changed file on disk is evaluated again
+
+
+def content_hash_of(images: ImageSet) -> str:
+    """A fingerprint of one image set's images and labels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(images.images).data)
+    h.update(np.ascontiguousarray(images.labels).astype(np.int64).data)
+    return h.hexdigest()
+
+
+class ShiftedSets:
+    """Every shifted test set a run needs, read, generated or computed once and shared by all its cases."""
+
+    def __init__(self, store: Store, seed: int, workers: int, progress: ProgressFn):
+        self.store = store
+        self.seed = seed
+        self.workers = workers
+        self.progress = progress
+        self._inputs: dict[tuple[str, str], torch.Tensor] = {}  # normalized, by (dataset, shift label)
+        self._pixel_images: dict[tuple[str, str], np.ndarray] = {}  # uint8 sets loaded but not yet normalized
+        self._bytes = 0
+        self._published: dict[tuple[str, str], PublishedSet | None] = {}
+
+    # ------------------------------------------------------------------ published sets
+
+    def published(self, data: PreparedData, shift: Shift) -> PublishedSet | None:
+        """The dataset's published test set for ``shift`` (CIFAR-10-C arrays, CIFAR-10.1), if it supplies one."""
+        if shift.kind not in ("pixel", "published"):
+            return None
+        key = (data.name, shift.label)
+        if key not in self._published:
+            found = self._read_published(data, shift)
+            self._published[key] = None if found is None else PublishedSet(
+                torch.from_numpy(np.asarray(found.test.labels, dtype=np.int64)), found.source,
+                content_hash_of(found.test))
+        return self._published[key]
+
+    def _read_published(self, data: PreparedData, shift: Shift) -> ShiftedSet | None:
+        lookup = data.splits.published_shift
+        found = None
+        if lookup is not None:
+            try:
+                found = lookup(shift.name, shift.param)
+            except Exception as exc:  # noqa: BLE001 - the plugin's message names the file and the fix
+                raise CaseError(f"dataset {data.name!r} could not read the published set for {shift.label}: "
+                                f"{type(exc).__name__}: {exc}") from exc
+        if found is None:
+            if shift.kind == "published":
+                raise CaseError(f"shift {shift.label} is a published test set, and dataset {data.name!r} does not "
+                                "supply it (it is not on disk, or not a shift of this dataset)")
+            return None
+        nominal = data.splits.test.images.shape[1:]
+        if not isinstance(found, ShiftedSet) or found.test.images.shape[1:] != nominal:
+            shape = found.test.images.shape[1:] if isinstance(found, ShiftedSet) else type(found).__name__
+            raise CaseError(f"dataset {data.name!r} supplied {shape} for {shift.label}; expected a ShiftedSet of "
+                            f"images shaped like the test set's {nominal}")
+        labels = np.asarray(found.test.labels)
+        if len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
+            raise CaseError(f"the published set for {shift.label} ({found.source}) has labels outside "
+                            f"0..{data.splits.num_classes - 1}")
+        return found
+
+    def labels(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        """The labels accuracy under ``shift`` is measured against: a published set's own, else the test set's."""
+        published = self.published(data, shift)
+        return published.labels if published is not None else data.test_labels
+
+    def source(self, data: PreparedData, shift: Shift) -> str:
+        """``"generated"`` or ``"published: <path>"``: where a shifted test set came from (the report shows it)."""
+        published = self.published(data, shift)
+        return f"published: {published.source}" if published is not None else "generated"
+
+    # ------------------------------------------------------------------ inputs
+
+    def inputs(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        """The normalized test inputs under ``shift`` (generated, read from disk or loaded as needed)."""
+        cached = self._inputs.get((data.name, shift.label))
+        if cached is not None:
+            return cached
+        if self.published(data, shift) is not None:
+            found = self._read_published(data, shift)  # re-read: published sets are not all kept in memory
+            assert found is not None
+            inputs = data.normalize(found.test.images)
+        elif shift.kind == "pixel":
+            self.ensure_pixel_sets(data, [shift])  # loads or generates the uint8 images
+            images = self._pixel_images.pop((data.name, shift.label), None)
+            if images is None:
+                return self._pixel_inputs_uncached(data, shift)
+            inputs = data.normalize(images)  # normalized only now: a warm run that evaluates nothing never pays
+        elif shift.kind == NOMINAL:
+            inputs = data.normalize(data.splits.test.images)
+        else:
+            seeds = np.array(image_seeds(self.seed, data.key, shift, len(data.test_labels)), dtype=np.int64)
+            assert shift.registered is not None
+            inputs = shift.registered.item.apply(data.normalize(data.splits.test.images), shift.param, seeds)
+        self._remember(data, shift, inputs)
+        return inputs
+
+    def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor) -> None:
+        size = inputs.numel() * inputs.element_size()
+        if self._bytes + size <= _MEMORY_BUDGET:
+            self._inputs[(data.name, shift.label)] = inputs
+            self._bytes += size
+
+    # ------------------------------------------------------------------ generated pixel shifts
+
+    def _key(self, data: PreparedData, shift: Shift) -> str:
+        return make_key({"kind": "shifted", "data": data.key, "shift": shift.identity(), "seed": self.seed})
+
+    def _pixel_inputs_uncached(self, data: PreparedData, shift: Shift) -> torch.Tensor:
+        images = self.store.load("shifted", self._key(data, shift))
+        if images is None:  # removed as damaged between generation and use: make it again
+            self.ensure_pixel_sets(data, [shift])
+            images = self.store.load("shifted", self._key(data, shift))
+        if images is None:
+            raise CaseError(f"the shifted set {shift.label} of {data.name} vanished from the store "
+                            f"{self.store.root} as it was made; is another process deleting entries?")
+        return data.normalize(images.numpy())
+
+    def ensure_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
+        """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
+        wanted = [s for s in shifts if (data.name, s.label) not in self._inputs
+                  and (data.name, s.label) not in self._pixel_images and self.published(data, s) is None]
+        if not self._load_pixel_sets(data, wanted):
+            return
+        with self.store.claim("shifted", data.key):
+            # again: another process may have made them while we waited for the claim
+            missing = self._load_pixel_sets(data, wanted)
+            if missing:
+                self._generate_pixel_sets(data, missing)
+
+    def _load_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> list[Shift]:
+        """Remember the stored sets among ``shifts``; return the ones not in the store."""
+        missing = []
+        for shift in shifts:
+            images = self.store.load("shifted", self._key(data, shift))
+            if images is None:
+                missing.append(shift)
+            else:
+                self._pixel_images[(data.name, shift.label)] = images.numpy()
+        return missing
+
+    def _generate_pixel_sets(self, data: PreparedData, missing: list[Shift]) -> None:
+        progress = tagged(self.progress, data.name)
+        progress(f"generating {len(missing)} shifted test sets with {self.workers} workers")
+        jobs = [(s, image_seeds(self.seed, data.key, s, len(data.test_labels))) for s in missing]
+        outputs = generate_pixel_shifts(data.splits.test.images, jobs, self.workers, progress)
+        for shift, images in zip(missing, outputs):
+            key = self._key(data, shift)
+            self.store.save("shifted", key, torch.from_numpy(images), {"data": data.key, "shift": shift.identity()})
+            self.store.log_work("shifted", key, f"{data.name} {shift.label}")
+            self._pixel_images[(data.name, shift.label)] = images

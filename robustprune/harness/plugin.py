@@ -1,0 +1,207 @@
+"""The pytest plugin (``pytest11`` entry point): parametrizes suite checks, shares the heavy work, reports.
+
+A suite module declares ``suite = Suite(...)``; its test functions take
+``case``, ``shift_case`` or ``group_case`` and are parametrized over the grid
+(ids like ``wt-small_cnn-digits-contrast@3``). The engine runs each case once
+per session, on first use, and every check of the case reads the same curves.
+
+This module loads in every pytest run of an environment where robustprune is
+installed, so it imports no torch; the engine is built when the first suite
+is collected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..core.cases import Case, GroupCase, Measure, NotApplicable, ShiftCase
+from ..core.results import CaseKey
+from ..core.suite import Suite
+from ..engine.executors import make_executor
+from ..report.files import write_report
+from ..report.tables import render_text
+from .exports import check_export_option, run_exports
+from .gate_items import DeployGateItem, gate_items
+from .options import add_options, check_device, device_option
+from .session import CaseParam, RunState, mark_case_item, run_state
+
+CASE_FIXTURES = ("case", "shift_case", "group_case")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # checks carry xdist_group marks (for --dist loadgroup); declared here too for runs without xdist
+    config.addinivalue_line("markers", "xdist_group(name): run all checks of one case on one xdist worker")
+    check_export_option(config)  # an unwritable export folder fails before any work
+    check_device(device_option(config))  # likewise a missing GPU
+    RunState.start(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    RunState.stop(config)
+
+
+def pytest_assertrepr_compare(config: pytest.Config, op: str, left: object, right: object) -> list[str] | None:
+    """``prune potential 0.50 under contrast@3 < required 0.80 (delta 0.5 %)`` instead of ``0.5 >= 0.8``."""
+    if isinstance(left, Measure):
+        line = left.explain(op, right)
+        return [line] if line else None
+    if isinstance(right, Measure) and op in _MIRRORED:  # `assert 0.8 <= case.prune_potential()`
+        line = right.explain(_MIRRORED[op], left)
+        return [line] if line else None
+    return None
+
+
+_MIRRORED = {"<=": ">=", "<": ">", ">=": "<=", ">": "<"}
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = [name for name in CASE_FIXTURES if name in metafunc.fixturenames]
+    if not wanted:
+        return
+    suite = getattr(metafunc.module, "suite", None)
+    if not isinstance(suite, Suite):
+        return  # the fixture explains the problem at setup
+    module_file = str(metafunc.module.__file__)
+    engine = run_state(metafunc.config).engine_for_collection(module_file, suite)
+    for name in wanted:
+        params: list[CaseParam] = []
+        for key in engine.cases():
+            if name == "case":
+                params.append(CaseParam(module_file, key))
+            elif name == "shift_case":
+                params += [CaseParam(module_file, key, shift.label) for shift in engine.shifts if not shift.is_nominal]
+            else:
+                params += [CaseParam(module_file, key, entry.label) for entry in engine.shift_entries]
+        metafunc.parametrize(name, params, ids=[repr(p) for p in params], indirect=True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> Any:
+    """A suite with a deploy gate gets one generated check per case: ``deploy_gate[<case id>]``."""
+    if name != "suite" or not isinstance(obj, Suite) or obj.gate is None or not isinstance(collector, pytest.Module):
+        return None
+    return gate_items(collector, obj)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        param = _case_param(item)
+        if param is not None and not isinstance(item, DeployGateItem):  # a generated gate check marks itself
+            mark_case_item(item, param)
+
+
+def _case_param(item: pytest.Item) -> CaseParam | None:
+    """The case a check belongs to: its own (a generated gate check) or its parametrized fixture's."""
+    own = getattr(item, "param", None)
+    if isinstance(own, CaseParam):
+        return own
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    return next((p for name in CASE_FIXTURES if isinstance(p := callspec.params.get(name), CaseParam)), None)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """With a remote executor, send the collected cases' work out before the checks run."""
+    config = session.config
+    if config.getoption("rp_executor") == "local" or getattr(config, "workerinput", None) is not None:
+        return
+    state = run_state(config)
+    executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_ray_address"))
+    wanted: dict[str, dict[str, CaseKey]] = {}
+    for item in session.items:
+        param = _case_param(item)
+        if param is not None:
+            wanted.setdefault(param.suite_file, {})[param.case_id] = param.key
+    for suite_file, cases in wanted.items():
+        try:
+            executor.prefetch(state.jobs[suite_file], list(cases.values()), state.progress)
+        except RuntimeError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _param(request: pytest.FixtureRequest, name: str) -> CaseParam:
+    param = getattr(request, "param", None)
+    if not isinstance(param, CaseParam):
+        pytest.fail(
+            f"the {name!r} fixture needs a suite: declare `suite = robustprune.Suite(models=..., datasets=..., "
+            f"methods=...)` at the top level of {request.node.fspath.basename}",
+            pytrace=False,
+        )
+    return param
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Case:
+    """One method x model x dataset of the suite's grid, with its curves on every shift."""
+    return run_state(request.config).case_view(_param(request, "case"))
+
+
+@pytest.fixture
+def shift_case(request: pytest.FixtureRequest) -> ShiftCase:
+    """One case under one concrete shift of the suite (every member of every group)."""
+    param = _param(request, "shift_case")
+    assert param.shift is not None
+    return run_state(request.config).case_view(param).shift(param.shift)
+
+
+@pytest.fixture
+def group_case(request: pytest.FixtureRequest) -> GroupCase:
+    """One case over one entry of the suite's shifts (a group such as corruptions@3, or a single shift)."""
+    param = _param(request, "group_case")
+    assert param.shift is not None
+    return run_state(request.config).case_view(param).group(param.shift)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+    """A number that does not exist for a case (prune potential of a single pruned network) skips the check."""
+    try:
+        return (yield)
+    except NotApplicable as exc:
+        raise pytest.skip.Exception(str(exc), _use_item_location=True) from None
+
+
+# --------------------------------------------------------------------------- the end of the session
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = run_state(session.config)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and state.engines:  # an xdist worker: send our part to the controller
+        workeroutput["robustprune_reports"] = json.dumps(state.report_parts())
+    if workeroutput is None and session.config.getoption("rp_export"):
+        state.export_lines = run_exports(session, state)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = run_state(config)
+    reports = state.final_reports()
+    if not reports:
+        return
+    terminalreporter.write_sep("=", "robustprune report")
+    for report in reports:
+        terminalreporter.write_line(render_text(report))
+    folder = config.getoption("rp_report")
+    if folder:
+        for path in write_report(reports, Path(folder)):
+            terminalreporter.write_line(f"report written to {path}")
+    if state.export_lines:
+        terminalreporter.write_sep("=", "robustprune export")
+        for line in state.export_lines:
+            terminalreporter.write_line(line)

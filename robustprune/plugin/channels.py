@@ -1,0 +1,560 @@
+"""Channel structure of a network, for structured pruning.
+
+A structured method removes whole *channels*: an output filter of a layer (a
+row of its weight) together with everything that reads that channel (the
+matching input columns of the layers after it). Which rows and columns belong
+together is a property of the graph, not of the list of layers, so
+:func:`channel_groups` traces the network with ``torch.fx``, runs it once on an
+example input to learn every tensor's shape, and follows *channel spaces* (the
+channel dimension, dim 1, of each tensor) along the edges of the graph:
+
+* A ``Conv2d`` (``groups=1``) or ``Linear`` layer *consumes* the space of its
+  input and *produces* a fresh space for its output.
+* Channel-wise operations pass a space through: batch norm, elementwise
+  activations (module or functional, in place or not), pooling (including
+  adaptive pooling and a mean over the spatial dimensions), dropout, identity,
+  scaling by a number. A flatten (the module, the function, ``view`` or
+  ``reshape`` from ``(N, C, H, W)`` to ``(N, C*H*W)``) passes the space on with
+  ``H*W`` features per channel, so a ``Linear`` after it loses a block of
+  ``H*W`` input columns for every removed channel.
+* An elementwise addition (or subtraction) of two tensors *joins* their spaces:
+  after ``x + y`` channel ``k`` is ``x_k + y_k``, so channel ``k`` can only go
+  if every producer drops it. This is how a ResNet stage's stem or shortcut
+  conv and every block's last conv end up in one group.
+* Anything else (``cat``, slicing, permutes, grouped or depthwise convs,
+  products of two tensors, unknown functions or modules, a layer called twice)
+  makes every space it touches non-prunable. The analysis may miss a pruning
+  opportunity but never removes a channel that something still reads.
+* A space that reaches the network output is never pruned (a classifier's
+  outputs are the classes), nor the input space (no layer produces it).
+
+:func:`explain_channels` lists every space with the reason it is not prunable,
+for when a structured method prunes less of a network than expected.
+
+A removed channel's producers get zero rows, so after batch norm and the
+activation it carries at most a constant (the norm's bias); every consumer
+ignores it because its columns are zero as well. Zeroing the weights is
+therefore enough to remove the channel exactly, and a later compaction can cut
+the rows, columns and norm entries out physically.
+
+Turning per-channel scores into masks that hit a ratio is
+:mod:`robustprune.plugin.allocation`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from .masks import ArrayLike, Masks, PruneError, as_numpy, prunable_weights, weight_name
+
+__all__ = [
+    "NORM_LAYERS",
+    "ChannelGroup",
+    "Consumer",
+    "StructureError",
+    "channel_groups",
+    "channel_masks",
+    "explain_channels",
+]
+
+
+class StructureError(PruneError):
+    """The channel structure of a network could not be analysed (e.g. it is not fx-traceable)."""
+
+
+# --------------------------------------------------------------------------- groups
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A layer reading a channel space: ``module`` loses ``features_per_channel`` input columns per removed channel.
+
+    ``features_per_channel`` is 1 for a conv (one input channel) and ``H*W``
+    for a ``Linear`` after a flatten of a ``C x H x W`` map.
+    """
+
+    module: str
+    features_per_channel: int = 1
+
+
+@dataclass
+class ChannelGroup:
+    """One channel space whose channels are removed together.
+
+    ``producers`` are the Conv2d/Linear modules whose output channels make up
+    the space (several when additions join them), ``consumers`` the layers
+    reading it and ``norms`` the batch norms applied to it, all in graph order.
+    """
+
+    channels: int
+    producers: list[str] = field(default_factory=list)
+    consumers: list[Consumer] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """A readable name for reports: the first producer."""
+        return self.producers[0] if self.producers else "(no producer)"
+
+    def producer_weights(self, network: nn.Module) -> list[torch.Tensor]:
+        """The producers' weights, each viewed as ``(channels, -1)``: one row per channel."""
+        weights = prunable_weights(network)
+        return [weights[weight_name(p)].detach().reshape(self.channels, -1) for p in self.producers]
+
+    def filter_l1(self, network: nn.Module) -> torch.Tensor:
+        """The l1 norm of each channel's filters, summed over the producers (float64, length ``channels``)."""
+        total = np.zeros(self.channels)
+        for rows in self.producer_weights(network):
+            total += np.abs(as_numpy(rows.float())).sum(axis=1, dtype=np.float64)
+        return torch.from_numpy(total)
+
+    def removed_channels(self, masks: Mapping[str, ArrayLike]) -> torch.Tensor:
+        """Channels the masks already remove: every producer row is masked out, or every consumer column.
+
+        Either way the channel carries nothing any layer uses, so a cascade
+        must treat it as gone.
+        """
+        rows_dead = np.ones(self.channels, dtype=bool)
+        for p in self.producers:
+            rows_dead &= ~as_numpy(masks[weight_name(p)]).reshape(self.channels, -1).any(axis=1)
+        if not self.consumers:
+            return torch.from_numpy(rows_dead)
+        cols_dead = np.ones(self.channels, dtype=bool)
+        for c in self.consumers:
+            mask = as_numpy(masks[weight_name(c.module)])
+            # (out, C*fpc, ...) -> (out, C, everything else): does anything still read channel i?
+            per_channel = mask.reshape(mask.shape[0], self.channels, -1)
+            cols_dead &= ~per_channel.any(axis=(0, 2))
+        return torch.from_numpy(rows_dead | cols_dead)
+
+
+# --------------------------------------------------------------------------- tracing
+
+
+def _trace(network: nn.Module) -> torch.fx.GraphModule:
+    try:
+        return torch.fx.symbolic_trace(network)
+    except Exception as exc:  # fx raises many kinds: TraceError, TypeError, NotImplementedError...
+        raise StructureError(
+            f"cannot analyse the channel structure of {type(network).__name__}: torch.fx could not trace it "
+            f"({type(exc).__name__}: {exc}). Structured pruning needs a network whose forward torch.fx "
+            "can trace symbolically (no control flow that depends on tensor values); unstructured "
+            "methods still work on it"
+        ) from exc
+
+
+class _ShapeRecorder(torch.fx.Interpreter):
+    """Runs the traced graph once and records the shape of every tensor a node produces."""
+
+    def __init__(self, module: torch.fx.GraphModule):
+        super().__init__(module)
+        self.shapes: dict[torch.fx.Node, tuple[int, ...]] = {}
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            self.shapes[n] = tuple(result.shape)
+        return result
+
+
+def _record_shapes(
+    gm: torch.fx.GraphModule, network: nn.Module, example_input: torch.Tensor
+) -> dict[torch.fx.Node, tuple[int, ...]]:
+    # The traced graph shares its submodules with `network`: run it in eval mode
+    # so that batch norm running statistics are not updated, then restore.
+    modes = {m: m.training for m in network.modules()}
+    parameter = next(network.parameters(), None)
+    x = example_input.to(parameter.device) if parameter is not None else example_input
+    recorder = _ShapeRecorder(gm)
+    try:
+        network.eval()
+        with torch.no_grad():
+            recorder.run(x)
+    except Exception as exc:
+        raise StructureError(
+            f"cannot analyse the channel structure of {type(network).__name__}: running the traced network "
+            f"on an example input of shape {tuple(example_input.shape)} failed ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return recorder.shapes
+
+
+# --------------------------------------------------------------------------- the analysis
+
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+"""The normalisation layers the analysis passes a channel space through (and compaction shrinks)."""
+
+# Modules that act on each channel separately and keep dim 1 as the channel dim.
+_CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Identity,
+)  # fmt: skip
+
+_CHANNELWISE_FUNCTIONS: set[Callable[..., Any]] = {
+    torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu,
+    F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus,
+    torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
+    F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+    F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    torch.clone,
+}  # fmt: skip
+
+_CHANNELWISE_METHODS = {
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clamp", "clamp_",
+    "contiguous", "clone", "float", "to", "detach",
+}  # fmt: skip
+
+_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape}
+_RESHAPE_METHODS = {"flatten", "view", "reshape"}
+_REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
+_REDUCE_METHODS = {"mean", "sum", "amax"}
+_JOIN_FUNCTIONS = {operator.add, operator.sub, operator.iadd, operator.isub, torch.add, torch.sub}
+_JOIN_METHODS = {"add", "add_", "sub", "sub_"}
+_SCALE_FUNCTIONS = {operator.mul, operator.truediv, operator.imul, operator.itruediv, torch.mul, torch.div}
+_SCALE_METHODS = {"mul", "mul_", "div", "div_"}
+# Reading a tensor's shape tells nothing about its values: no effect on its channels.
+_SHAPE_METHODS = {"size", "dim", "numel"}
+_SHAPE_ATTRIBUTES = {"shape", "ndim", "dtype", "device"}
+
+
+@dataclass
+class _Space:
+    """One channel space before union; merged spaces pool their fields at the end."""
+
+    channels: int
+    first: int
+    producers: list[tuple[int, str]] = field(default_factory=list)
+    consumers: list[tuple[int, Consumer]] = field(default_factory=list)
+    norms: list[tuple[int, str]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Result:
+    """Every channel space of a network: prunable groups and the rest with the reasons."""
+
+    groups: list[ChannelGroup]
+    rejected: list[tuple[ChannelGroup, list[str]]]
+
+
+class _Analysis:
+    def __init__(self, network: nn.Module, gm: torch.fx.GraphModule, shapes: dict[torch.fx.Node, tuple[int, ...]]):
+        self.modules = dict(network.named_modules())
+        self.gm = gm
+        self.shapes = shapes
+        self.spaces: list[_Space] = []
+        self.parent: list[int] = []
+        # node -> (space id, features per channel): dim 1 of the node's tensor is channels * fpc
+        self.at: dict[torch.fx.Node, tuple[int, int]] = {}
+        self.calls: Counter[str] = Counter()
+        self.touched: dict[str, set[int]] = defaultdict(set)
+        self.index = 0
+
+    # union-find over spaces ----------------------------------------------------
+    def _new(self, channels: int, problem: str | None = None) -> int:
+        self.spaces.append(_Space(channels=channels, first=self.index))
+        self.parent.append(len(self.parent))
+        if problem:
+            self.spaces[-1].problems.append(problem)
+        return len(self.spaces) - 1
+
+    def _find(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def _union(self, a: int, b: int) -> int:
+        a, b = self._find(a), self._find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)  # the earlier space stays root (stable ordering)
+        return min(a, b)
+
+    def _spoil(self, node: torch.fx.Node, problem: str) -> None:
+        if node in self.at:
+            self.spaces[self._find(self.at[node][0])].problems.append(problem)
+
+    # walking the graph ---------------------------------------------------------
+    def run(self) -> _Result:
+        for index, node in enumerate(self.gm.graph.nodes):
+            self.index = index
+            self._visit(node)
+        for name, count in self.calls.items():
+            if count > 1:
+                for s in self.touched[name]:
+                    self.spaces[self._find(s)].problems.append(f"{name} is called {count} times")
+        return self._collect()
+
+    def _visit(self, node: torch.fx.Node) -> None:
+        if node.op == "placeholder":
+            if node in self.shapes:
+                self.at[node] = (self._new(_dim1(self.shapes[node]), "it is the network input"), 1)
+        elif node.op == "output":
+            for n in node.all_input_nodes:
+                self._spoil(n, "it reaches the network output")
+        elif node.op == "get_attr":
+            if node in self.shapes:
+                self.at[node] = (self._new(_dim1(self.shapes[node]), f"it is the tensor attribute {node.target}"), 1)
+        elif node.op == "call_module":
+            self._module(node, str(node.target), self.modules[str(node.target)])
+        else:  # call_function, call_method
+            self._function(node)
+
+    def _unknown(self, node: torch.fx.Node, what: str) -> None:
+        """Conservative fallback: nothing touched by ``node`` may be pruned."""
+        problem = f"{what} ({node.name}) is not understood by the channel analysis"
+        for n in node.all_input_nodes:
+            self._spoil(n, problem)
+        if node in self.shapes:
+            self.at[node] = (self._new(_dim1(self.shapes[node]), problem), 1)
+
+    def _tensor_inputs(self, node: torch.fx.Node) -> list[torch.fx.Node]:
+        return [n for n in node.all_input_nodes if n in self.at]
+
+    def _single_input(self, node: torch.fx.Node) -> torch.fx.Node | None:
+        """The only tensor input of ``node`` if it is its first argument, else None."""
+        inputs = self._tensor_inputs(node)
+        if len(inputs) == 1 and node.args and node.args[0] is inputs[0]:
+            return inputs[0]
+        return None
+
+    def _pass(self, node: torch.fx.Node, x: torch.fx.Node) -> bool:
+        """Pass ``x``'s space to ``node`` if ``node`` keeps batch and channel dims unchanged."""
+        out, inp = self.shapes.get(node), self.shapes[x]
+        if out is None or len(out) != len(inp) or len(out) < 2 or out[:2] != inp[:2]:
+            return False
+        if len(out) == 2 and out != inp:
+            return False
+        self.at[node] = self.at[x]
+        return True
+
+    def _module(self, node: torch.fx.Node, name: str, module: nn.Module) -> None:
+        x = self._single_input(node)
+        if x is None:
+            return self._unknown(node, f"module {name} with these inputs")
+        space, fpc = self.at[x]
+        shape = self.shapes[x]
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            self.calls[name] += 1
+            self.touched[name].add(space)
+            if isinstance(module, nn.Conv2d):
+                if module.groups != 1:
+                    return self._unknown(node, f"grouped convolution {name}")
+                ok = len(shape) == 4 and fpc == 1
+                out_channels = module.out_channels
+            else:
+                # a Linear acts on the last dim: only the channel dim of a 2-d input is ours
+                ok = len(shape) == 2
+                out_channels = module.out_features
+            if not ok or node not in self.shapes:
+                return self._unknown(node, f"layer {name} on an input of shape {shape}")
+            self.spaces[self._find(space)].consumers.append((self.index, Consumer(name, fpc)))
+            produced = self._new(out_channels)
+            self.spaces[produced].producers.append((self.index, name))
+            self.touched[name].add(produced)
+            self.at[node] = (produced, 1)
+        elif isinstance(module, NORM_LAYERS):
+            if fpc != 1 or not self._pass(node, x):
+                return self._unknown(node, f"batch norm {name} on features of shape {shape}")
+            self.spaces[self._find(space)].norms.append((self.index, name))
+        elif isinstance(module, _CHANNELWISE_MODULES):
+            if not self._pass(node, x):
+                return self._unknown(node, f"{type(module).__name__} module {name}")
+        elif isinstance(module, nn.Flatten):
+            if not self._reshape(node, x):
+                return self._unknown(node, f"Flatten module {name}")
+        else:
+            return self._unknown(node, f"{type(module).__name__} module {name}")
+
+    def _function(self, node: torch.fx.Node) -> None:
+        target = node.target
+        method = node.op == "call_method"
+        label = f"method .{target}()" if method else f"function {getattr(target, '__name__', target)}"
+        if node not in self.shapes:
+            # not a tensor: fine if it only reads shapes, else it inspects values we know nothing about
+            if (method and target in _SHAPE_METHODS) or (
+                target is getattr and len(node.args) == 2 and node.args[1] in _SHAPE_ATTRIBUTES
+            ):
+                return
+            if target is operator.getitem and not self._tensor_inputs(node):
+                return  # indexing a tuple of sizes
+            return self._unknown(node, label)
+        if (method and target in _JOIN_METHODS) or (not method and target in _JOIN_FUNCTIONS):
+            if self._join(node):
+                return
+        elif (method and target in _SCALE_METHODS) or (not method and target in _SCALE_FUNCTIONS):
+            if self._scale(node):
+                return
+        else:
+            x = self._single_input(node)
+            if x is not None:
+                if (method and target in _CHANNELWISE_METHODS) or (not method and target in _CHANNELWISE_FUNCTIONS):
+                    if self._pass(node, x):
+                        return
+                elif (method and target in _RESHAPE_METHODS) or (not method and target in _RESHAPE_FUNCTIONS):
+                    if self._reshape(node, x):
+                        return
+                elif (method and target in _REDUCE_METHODS) or (not method and target in _REDUCE_FUNCTIONS):
+                    if self._reduce(node, x):
+                        return
+        self._unknown(node, label)
+
+    def _join(self, node: torch.fx.Node) -> bool:
+        """``a + b``: both operands must have the output's shape (no broadcasting), and their spaces merge."""
+        operands = list(node.args[:2])
+        tensors = [a for a in operands if isinstance(a, torch.fx.Node) and a in self.at]
+        others = [a for a in operands if not (isinstance(a, torch.fx.Node) and a in self.at)]
+        extra = [n for n in node.all_input_nodes if n in self.at and n not in tensors]
+        if extra or any(isinstance(a, torch.fx.Node) for a in others):
+            return False
+        out = self.shapes[node]
+        if len(tensors) == 1:
+            return self._pass(node, tensors[0]) and all(isinstance(a, (int, float)) for a in others)
+        if len(tensors) != 2 or any(self.shapes[t] != out for t in tensors):
+            return False
+        (sa, fa), (sb, fb) = self.at[tensors[0]], self.at[tensors[1]]
+        if fa != fb or len(out) < 2:
+            return False
+        # the spaces' fields stay where they are: _collect pools them by root
+        self.at[node] = (self._union(sa, sb), fa)
+        return True
+
+    def _scale(self, node: torch.fx.Node) -> bool:
+        """``x * 2`` or ``x / 2``: channel-wise; a product of two tensors is not understood."""
+        operands = list(node.args[:2])
+        tensors = [a for a in operands if isinstance(a, torch.fx.Node)]
+        numbers = [a for a in operands if isinstance(a, (int, float))]
+        if len(tensors) != 1 or len(numbers) != 1 or tensors[0] not in self.at or len(self._tensor_inputs(node)) != 1:
+            return False
+        return self._pass(node, tensors[0])
+
+    def _reshape(self, node: torch.fx.Node, x: torch.fx.Node) -> bool:
+        """Identity reshapes pass through; ``(N, C, *S) -> (N, C*prod(S))`` flattens with prod(S) features
+        per channel."""
+        out, inp = self.shapes[node], self.shapes[x]
+        space, fpc = self.at[x]
+        if out == inp:
+            self.at[node] = self.at[x]
+            return True
+        if len(inp) >= 3 and fpc == 1 and out == (inp[0], math.prod(inp[1:])):
+            self.at[node] = (space, math.prod(inp[2:]))
+            return True
+        return False
+
+    def _reduce(self, node: torch.fx.Node, x: torch.fx.Node) -> bool:
+        """A mean/sum/max over spatial dims only (dims >= 2) keeps the channels."""
+        inp = self.shapes[x]
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        if dims is None or len(inp) < 3 or self.at[x][1] != 1:
+            return False
+        listed = [dims] if isinstance(dims, int) else list(dims) if isinstance(dims, (list, tuple)) else [None]
+        if not all(isinstance(d, int) for d in listed) or any(int(d) % len(inp) < 2 for d in listed):  # type: ignore[arg-type]
+            return False
+        out = self.shapes[node]
+        if out[:2] != inp[:2]:
+            return False
+        self.at[node] = (self.at[x][0], 1)
+        return True
+
+    # results ---------------------------------------------------------------------
+    def _collect(self) -> _Result:
+        pooled: dict[int, list[_Space]] = defaultdict(list)
+        for s, space in enumerate(self.spaces):
+            pooled[self._find(s)].append(space)
+        groups: list[tuple[int, ChannelGroup, list[str]]] = []
+        for members in pooled.values():
+            first = min(m.first for m in members)
+            producers = [p for _, p in sorted(p for m in members for p in m.producers)]
+            consumers = [c for _, c in sorted(((i, c) for m in members for i, c in m.consumers), key=lambda t: t[0])]
+            norms = [n for _, n in sorted(n for m in members for n in m.norms)]
+            problems = list(dict.fromkeys(p for m in members for p in m.problems))
+            if not producers and not problems:
+                problems.append("no Conv2d or Linear layer produces it")
+            group = ChannelGroup(members[0].channels, producers, consumers, norms)
+            groups.append((first, group, problems))
+        groups.sort(key=lambda t: t[0])
+        return _Result(
+            groups=[g for _, g, problems in groups if not problems],
+            rejected=[(g, problems) for _, g, problems in groups if problems],
+        )
+
+
+def _dim1(shape: tuple[int, ...]) -> int:
+    return shape[1] if len(shape) >= 2 else 0
+
+
+def _analyse(network: nn.Module, example_input: torch.Tensor) -> _Result:
+    gm = _trace(network)
+    shapes = _record_shapes(gm, network, example_input)
+    return _Analysis(network, gm, shapes).run()
+
+
+def channel_groups(network: nn.Module, example_input: torch.Tensor) -> list[ChannelGroup]:
+    """The prunable channel groups of ``network``, in order of first appearance in its graph.
+
+    ``example_input`` is a ``(N, C, H, W)`` batch the network accepts (its
+    values do not matter; the network runs once on it in eval mode, and its
+    batch norm statistics are left untouched). Raises :class:`StructureError`
+    if the network cannot be traced with ``torch.fx``.
+    """
+    return _analyse(network, example_input).groups
+
+
+def explain_channels(network: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """One line per channel space: prunable or not, and why not. For debugging a structured method."""
+    result = _analyse(network, example_input)
+    lines = [f"prunable: {g.channels} channels from {', '.join(g.producers)}" for g in result.groups]
+    for g, problems in result.rejected:
+        origin = ", ".join(g.producers) if g.producers else "no producer"
+        lines.append(f"not prunable: {g.channels} channels from {origin}: {'; '.join(problems)}")
+    return lines
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def channel_masks(
+    network: nn.Module, groups: Sequence[ChannelGroup], keep: Sequence[ArrayLike]
+) -> Masks:
+    """Weight masks removing the channels with ``keep[i] == False`` of each ``groups[i]``.
+
+    Returns a CPU bool mask for every prunable weight (all True where no
+    group reaches): the producers' rows of removed channels and the consumers'
+    matching input columns (a block of ``features_per_channel`` columns each)
+    are False. ``keep[i]`` is a bool tensor (or array) of ``groups[i].channels``
+    entries, True = keep.
+    """
+    if len(keep) != len(groups):
+        raise ValueError(f"{len(groups)} channel groups but {len(keep)} keep vectors")
+    masks = {name: np.ones(tuple(w.shape), dtype=bool) for name, w in prunable_weights(network).items()}
+    for group, keep_vector in zip(groups, keep):
+        kept = as_numpy(keep_vector).astype(bool).ravel()
+        if kept.size != group.channels:
+            raise ValueError(
+                f"keep vector for the group of {group.name} has {kept.size} entries, "
+                f"but the group has {group.channels} channels"
+            )
+        dropped = ~kept
+        if not dropped.any():
+            continue
+        for producer in group.producers:
+            masks[weight_name(producer)][dropped] = False
+        for consumer in group.consumers:
+            masks[weight_name(consumer.module)][:, np.repeat(dropped, consumer.features_per_channel)] = False
+    return {name: torch.from_numpy(mask) for name, mask in masks.items()}

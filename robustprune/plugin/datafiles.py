@@ -1,0 +1,78 @@
+"""Helpers for dataset plugins that read files from disk: clear errors, seeded subsets.
+
+A dataset read from disk fails in predictable ways (a folder in the wrong
+place, a truncated download, a file in another format). :class:`DataFileError`
+carries what a user needs to fix it: the path looked at, the layout expected
+there and the fix. :func:`stratified_subset` picks the seeded, class-balanced
+train and test subsets that let a CPU user run a small but meaningful version
+of a paper-scale suite.
+
+This module imports numpy only; plugins import it freely.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DataFileError", "stratified_subset", "subset_size"]
+
+
+class DataFileError(ValueError):
+    """A dataset file is missing or malformed.
+
+    The message names the path, the layout expected there and the fix. A
+    :class:`ValueError`, like every configuration problem the host reports
+    without a traceback.
+    """
+
+    def __init__(self, problem: str, path: Path | str, expected: str, fix: str):
+        self.problem, self.path, self.expected, self.fix = problem, Path(path), expected, fix
+        super().__init__(f"{problem}: {path}\n  expected: {expected}\n  fix: {fix}")
+
+
+def subset_size(value: Any, total: int, what: str) -> int:
+    """The number of items a ``train_subset`` / ``test_subset`` parameter asks for.
+
+    ``None`` means all ``total``; an integer is a count (1..total); a float in
+    (0, 1] is a fraction of ``total``.
+    """
+    if value is None:
+        return total
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a count (int) or a fraction in (0, 1] (float), got {value!r}")
+    if isinstance(value, numbers.Integral):
+        if not 1 <= int(value) <= total:
+            raise ValueError(f"{what} = {value} must be between 1 and the {total} available images")
+        return int(value)
+    if not 0 < float(value) <= 1:
+        raise ValueError(f"{what} = {value} is a fraction and must be in (0, 1]; write a count as an int")
+    return max(1, round(float(value) * total))
+
+
+def stratified_subset(labels: np.ndarray, size: int, seed: int, salt: str = "") -> np.ndarray:
+    """Sorted indices of ``size`` items drawn without replacement, each class keeping its share.
+
+    Class quotas are proportional to the class counts (largest remainder, so
+    the total is exact); which items of a class are taken depends only on
+    ``seed`` and ``salt`` (use different salts for the train and test subsets).
+    ``size == len(labels)`` returns every index, in order.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 0 < size <= n:
+        raise ValueError(f"subset size {size} must be between 1 and {n}")
+    if size == n:
+        return np.arange(n)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * (size / n)
+    quota = np.floor(exact).astype(np.int64)
+    # hand the remaining items to the classes with the largest remainders (ties: smaller class id)
+    order = np.lexsort((classes, -(exact - quota)))
+    quota[order[: size - int(quota.sum())]] += 1
+    rng = np.random.default_rng([seed, *salt.encode()])
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=q, replace=False) for c, q in zip(classes, quota) if q]
+    return np.sort(np.concatenate(chosen))

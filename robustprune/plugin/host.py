@@ -1,0 +1,174 @@
+"""The plugin manager: first-party and third-party plugins from entry points, plus local modules.
+
+Plugins are found three ways, all registered on one pluggy manager:
+
+1. entry points in the ``robustprune`` group (first-party plugins are
+   registered this way too, so they follow exactly the third-party path);
+2. local modules named with ``--rp-plugin MODULE`` / ``robustprune run -p MODULE``
+   or in the ``ROBUSTPRUNE_PLUGINS`` environment variable (comma-separated);
+3. local modules named by a suite (``Suite(plugins=[...])``).
+
+A plugin that fails to import is recorded with its error and skipped; the
+rest load. Names resolve through :class:`robustprune.plugin.registry.Registry`;
+:func:`robustprune.plugin.registry.load_registry` assembles both.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import os
+import sys
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+
+from . import hookspecs
+from .hookspecs import PROJECT_NAME
+
+ENTRY_POINT_GROUP = PROJECT_NAME
+PLUGINS_ENV = "ROBUSTPRUNE_PLUGINS"
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Where a plugin came from, for listings, conflict errors and store keys."""
+
+    name: str
+    distribution: str
+    version: str
+    source: str  # "entry point" or "local module"
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that failed to load or register, with the one-line error."""
+
+    name: str
+    source: str
+    error: str
+
+    def describe(self) -> str:
+        """``plugin 'x' (entry point of dist) failed to load: TypeError: ...``."""
+        return f"plugin {self.name!r} ({self.source}) failed to load: {self.error}"
+
+
+@dataclass
+class PluginHost:
+    """A pluggy manager plus what we know about each registered plugin."""
+
+    manager: pluggy.PluginManager
+    info: dict[str, PluginInfo] = field(default_factory=dict)  # by pluggy plugin name
+    failures: list[PluginFailure] = field(default_factory=list)
+
+    def info_for(self, plugin: object) -> PluginInfo:
+        """What we know of a registered plugin object (a placeholder for one registered behind our back)."""
+        name = str(self.manager.get_name(plugin))
+        return self.info.get(name, PluginInfo(name, "unknown", "0", "unknown"))
+
+    def load_local(self, module_name: str, search_path: Path | None = None) -> None:
+        """Import and register a local plugin module (no packaging needed)."""
+        added = False
+        if search_path is not None and str(search_path) not in sys.path:
+            sys.path.insert(0, str(search_path))
+            added = True
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import error is reported, not raised
+            self.failures.append(PluginFailure(module_name, "local module", short_error(exc)))
+            return
+        finally:
+            if added:
+                sys.path.remove(str(search_path))
+        if self.manager.is_registered(module):
+            return  # named twice (command line and suite, say): load once
+        # a local module may share its name with an entry point (a user's own `digits.py`)
+        name = module_name if not self.manager.has_plugin(module_name) else f"{module_name} (local)"
+        self.register_module(module, name, _module_info(name, module))
+
+    def register_module(self, module: ModuleType, name: str, info: PluginInfo) -> None:
+        """Register an imported module as plugin ``name``; a module implementing an unknown hook is refused
+        (recorded as a failure with a "did you mean"), since pluggy would silently never call it."""
+        try:
+            self.manager.register(module, name=name)
+        except Exception as exc:  # noqa: BLE001 - e.g. an invalid hook signature
+            self.failures.append(PluginFailure(name, info.source, short_error(exc)))
+            return
+        # pluggy accepts hooks nobody specified; a misspelled hook would silently do nothing
+        unknown = [c.name for c in self.manager.get_hookcallers(module) or [] if not c.has_spec()]
+        if unknown:
+            self.manager.unregister(module)
+            valid = [n for n in dir(hookspecs) if n.startswith(PROJECT_NAME + "_")]
+            hints = []
+            for hook in unknown:
+                close = difflib.get_close_matches(hook, valid, n=1)
+                hints.append(f"{hook}" + (f" (did you mean {close[0]}?)" if close else ""))
+            self.failures.append(PluginFailure(
+                name, info.source, f"unknown hook {', '.join(hints)}; valid hooks: {', '.join(valid)}"
+            ))
+            return
+        self.info[name] = info
+
+
+def short_error(exc: BaseException) -> str:
+    """``Type: message (at file.py:line)``: an exception in one line, pointing at where a plugin raised it."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    last = frames[-1:]
+    where = f" (at {Path(last[0].filename).name}:{last[0].lineno})" if last else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _module_info(name: str, module: ModuleType) -> PluginInfo:
+    """A local module's version is its ``__version__``, else a hash of its source.
+
+    The version enters the store keys of everything the plugin's items make, so
+    editing an unversioned local plugin recomputes its results instead of
+    silently reusing stale ones.
+    """
+    version = getattr(module, "__version__", None)
+    if version is None:
+        source = getattr(module, "__file__", None)
+        try:
+            version = "src-" + hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12] if source else "unknown"
+        except OSError:
+            version = "unknown"
+    return PluginInfo(name, "local", str(version), "local module")
+
+
+def local_modules_from_env() -> list[str]:
+    """The local plugin modules named in ``$ROBUSTPRUNE_PLUGINS`` (comma-separated)."""
+    return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+
+
+def create_host(local_modules: Iterable[str] = (), search_path: Path | None = None) -> PluginHost:
+    """Build the plugin host: entry points, then ``ROBUSTPRUNE_PLUGINS``, then ``local_modules``."""
+    manager = pluggy.PluginManager(PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    host = PluginHost(manager)
+    seen: set[str] = set()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen:  # the same distribution visible twice on sys.path
+            continue
+        seen.add(ep.name)
+        dist = ep.dist
+        info = PluginInfo(
+            ep.name,
+            dist.metadata["Name"] if dist else "unknown",
+            dist.version if dist else "0",
+            "entry point",
+        )
+        try:
+            module = ep.load()
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not take down the rest
+            host.failures.append(PluginFailure(ep.name, f"entry point of {info.distribution}", short_error(exc)))
+            continue
+        host.register_module(module, ep.name, info)
+    for module_name in [*local_modules_from_env(), *local_modules]:
+        host.load_local(module_name, search_path)
+    return host

@@ -1,0 +1,193 @@
+"""Name lookups over everything the plugins registered, with "did you mean" errors.
+
+The registry calls each plugin's register hooks once, recording which plugin
+registered which name. Two plugins claiming one name is an error that names
+both; a plugin whose hook raises is recorded as failed and the rest load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from .api import (
+    DatasetSpec,
+    ModelSpec,
+    PixelShift,
+    PublishedShift,
+    ShiftGroup,
+    TensorShift,
+    check_name,
+    describe_sequence,
+)
+from .host import PluginFailure, PluginHost, PluginInfo, create_host, short_error
+
+T = TypeVar("T")
+
+
+class UnknownNameError(LookupError):
+    """A name that no plugin registered. The message lists what is available."""
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0])
+
+
+class PluginConflictError(RuntimeError):
+    """Two plugins registered the same name."""
+
+
+@dataclass(frozen=True)
+class Registered(Generic[T]):
+    """A registered item with the plugin that registered it."""
+
+    name: str
+    item: T
+    plugin: PluginInfo
+
+    @property
+    def version(self) -> str:
+        """The item's own version if it declares one, else its distribution's."""
+        return getattr(self.item, "version", None) or self.plugin.version
+
+    def identity(self) -> dict[str, str]:
+        """What identifies this item in store keys."""
+        return {"name": self.name, "plugin": self.plugin.distribution, "version": self.version}
+
+
+# What the host reads from a method; PruneMethod provides defaults for all but name and prune().
+_METHOD_PROTOCOL = ("name", "structured", "data_informed", "data_batch_size", "prune", "params", "data_size")
+
+
+def _is_method(obj: Any) -> bool:
+    return all(hasattr(obj, a) for a in _METHOD_PROTOCOL) and callable(obj.prune) and callable(obj.params)
+
+
+def _method_problem(obj: Any) -> str:
+    missing = [a for a in _METHOD_PROTOCOL if not hasattr(obj, a)]
+    if missing:
+        return f"it lacks {', '.join(missing)}; subclass robustprune.PruneMethod, which provides the defaults"
+    return "its prune or params is not callable"
+
+
+# kind -> (hook name, accepted check, what was expected)
+_KINDS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
+    "method": ("robustprune_register_methods", _is_method, "a PruneMethod (name, structured, data_informed, prune())"),
+    "model": ("robustprune_register_models", lambda o: isinstance(o, ModelSpec), "a ModelSpec"),
+    "dataset": ("robustprune_register_datasets", lambda o: isinstance(o, DatasetSpec), "a DatasetSpec"),
+    "shift": (
+        "robustprune_register_shifts",
+        lambda o: isinstance(o, (PixelShift, TensorShift, PublishedShift, ShiftGroup)),
+        "a PixelShift, TensorShift, PublishedShift or ShiftGroup",
+    ),
+}
+
+
+def _check_picklable(shift: PixelShift, info: PluginInfo) -> None:
+    """Pixel shifts run in worker processes: an unpicklable ``apply`` would fail only with workers > 1."""
+    try:
+        pickle.dumps(shift.apply)
+    except Exception as exc:  # noqa: BLE001 - pickling raises many types
+        raise TypeError(
+            f"plugin {info.name!r}: shift {shift.name!r} has an apply that cannot be pickled ({exc}); use a "
+            "module-level function or functools.partial of one, not a lambda or a nested function"
+        ) from None
+
+
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    def __init__(self, host: PluginHost):
+        self.host = host
+        self.failures: list[PluginFailure] = list(host.failures)
+        self._items: dict[str, dict[str, Registered[Any]]] = {kind: {} for kind in (*_KINDS, "group")}
+        for kind, (hook_name, accepts, expected) in _KINDS.items():
+            for impl in getattr(host.manager.hook, hook_name).get_hookimpls():
+                info = host.info_for(impl.plugin)
+                register = self._registrar(kind, info, accepts, expected)
+                try:
+                    impl.function(register=register)
+                except PluginConflictError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a broken plugin fails alone
+                    self.failures.append(PluginFailure(info.name, f"{hook_name}", short_error(exc)))
+
+    def _registrar(self, kind: str, info: PluginInfo, accepts: Callable[[Any], bool],
+                   expected: str) -> Callable[[Any], None]:
+        def register(item: Any) -> None:
+            if not accepts(item):
+                why = f" ({_method_problem(item)})" if kind == "method" and hasattr(item, "prune") else ""
+                raise TypeError(f"plugin {info.name!r} registered {item!r}; expected {expected}{why}")
+            if isinstance(item, PixelShift):
+                _check_picklable(item, info)
+            item_kind = "group" if isinstance(item, ShiftGroup) else kind
+            check_name(item_kind, item.name)
+            table = self._items[item_kind]
+            if item.name in table:
+                other = table[item.name].plugin
+                raise PluginConflictError(
+                    f"{item_kind} {item.name!r} is registered by two plugins: {other.name!r} "
+                    f"({other.distribution} {other.version}) and {info.name!r} "
+                    f"({info.distribution} {info.version}); uninstall or rename one of them"
+                )
+            other_table = self._items["group" if item_kind == "shift" else "shift"]
+            if item_kind in ("shift", "group") and item.name in other_table:
+                raise PluginConflictError(f"{item.name!r} is registered both as a shift and as a shift group")
+            table[item.name] = Registered(item.name, item, info)
+
+        return register
+
+    # ------------------------------------------------------------------ lookups
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._items[kind])
+
+    def items(self, kind: str) -> list[Registered[Any]]:
+        return [self._items[kind][n] for n in self.names(kind)]
+
+    def get(self, kind: str, name: str) -> Registered[Any]:
+        table = self._items[kind]
+        if name in table:
+            return table[name]
+        raise UnknownNameError(self._unknown_message(kind, name))
+
+    def method(self, name: str) -> Registered[Any]:
+        return self.get("method", name)
+
+    def model(self, name: str) -> Registered[ModelSpec]:
+        return self.get("model", name)
+
+    def dataset(self, name: str) -> Registered[DatasetSpec]:
+        return self.get("dataset", name)
+
+    def _unknown_message(self, kind: str, name: str) -> str:
+        available = self.names(kind)
+        if kind == "shift":
+            available = sorted({*available, "nominal", *self.names("group")})
+        close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        message = f"unknown {kind} {name!r}{hint} Available {kind}s: {describe_sequence(available)}."
+        if self.failures:
+            message += " Note: " + "; ".join(f.describe() for f in self.failures)
+        return message + " (`robustprune plugins` lists every plugin and what it registers.)"
+
+    def registered_by(self, plugin_name: str) -> dict[str, list[str]]:
+        """What one plugin registered, by kind (for ``robustprune plugins``)."""
+        out: dict[str, list[str]] = {}
+        for kind, table in self._items.items():
+            names = [n for n, reg in table.items() if reg.plugin.name == plugin_name]
+            if names:
+                out[kind] = sorted(names)
+        return out
+
+
+def load_registry(local_modules: Iterable[str] = (), search_path: Path | None = None) -> Registry:
+    """Load every plugin (entry points, ``$ROBUSTPRUNE_PLUGINS``, then ``local_modules``) and register their items.
+
+    The one place the plugin host and the registry are assembled: the engine
+    factory, the ``robustprune plugins`` command and ``skip_unless_data`` call it.
+    """
+    return Registry(create_host(local_modules, search_path=search_path))

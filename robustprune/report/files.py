@@ -1,0 +1,56 @@
+"""The report written to disk: ``robustprune-report.json``, ``robustprune-report.md`` and figures.
+
+Files are written atomically (a temporary file renamed into place), so a
+reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .build import REPORT_VERSION
+from .tables import render_text
+
+__all__ = ["write_figures_or_hint", "write_report"]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_report(reports: Iterable[dict[str, Any]], folder: Path, figures: bool = True) -> list[Path]:
+    """Write ``robustprune-report.json`` (every curve point, achieved ratios, store keys), ``.md`` and,
+    with matplotlib installed, the figures into ``figures/`` (linked from the Markdown)."""
+    reports = list(reports)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / "robustprune-report.json", folder / "robustprune-report.md"
+    _write_atomic(json_path, json.dumps({"version": REPORT_VERSION, "suites": reports}, indent=1))
+    drawn, hint = write_figures_or_hint(reports, folder / "figures") if figures else ([], None)
+    links = [f"![{p.stem}](figures/{p.name})" for p in drawn] + ([f"(no figures: {hint})"] if hint else [])
+    markdown = "\n\n".join(render_text(r, "github") for r in reports)
+    if links:
+        markdown += "\n\n## Figures\n\n" + "\n\n".join(links)
+    _write_atomic(md_path, "# robustprune report\n\n" + markdown + "\n")
+    return [json_path, md_path, *drawn]
+
+
+def write_figures_or_hint(reports: Iterable[Mapping[str, Any]], folder: Path) -> tuple[list[Path], str | None]:
+    """Write the figures into ``folder``; without matplotlib, write none and say how to get them."""
+    try:
+        from .figures import write_figures
+
+        return write_figures(list(reports), folder), None
+    except ImportError as exc:
+        return [], str(exc)
