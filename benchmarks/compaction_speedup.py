@@ -5,7 +5,7 @@ result (robustprune.compute.compaction) and prints, against the parent measured 
 same run: the reduction in multiply-accumulates, the measured latency speed-up
 and their quotient (the aim: a speed-up of at least 70 % of the MAC
 reduction). Every network is timed in its inference form (batch norms folded
-into the convs, channels-last layout; robustprune.costs.inference_form), as
+into the convs, channels-last layout; robustprune.compute.costs.inference_form), as
 the engine does. Each forward pass of a network is timed right after one of
 the parent, and the speed-up is the median of these paired ratios: a slow
 spell on a shared machine hits both halves of a pair alike. Latencies are

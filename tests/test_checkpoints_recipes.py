@@ -11,27 +11,21 @@ import torch
 
 from robustprune import Recipe, Suite
 from robustprune.cli import pytest_args_for_run
-from robustprune.compute.store import Store
 from robustprune.compute.training import amp_enabled, augment, resized_crop_flip, train
 from robustprune.core.datasource import dataset_request, with_resolved_paths
 from robustprune.core.results import CaseError, CaseKey
-from robustprune.engine.context import RunOptions
-from robustprune.engine.engine import Engine
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
 from robustprune_plugins.models.small_cnn import SmallCNN
 
 
-@pytest.fixture(scope="module")
-def registry():
-    return Registry(create_host([]))
+@pytest.fixture
+def engine_for(make_engine):
+    """``engine_for(messages=None, **suite_fields)``: small_cnn on digits with wt at 0.5, and those fields."""
 
+    def make(messages=None, **suite_fields):
+        fields = dict(models=["small_cnn"], datasets=["digits"], methods=["wt"], ratios=[0.5])
+        return make_engine(Suite(**{**fields, **suite_fields}), messages)
 
-def make_engine(registry, tmp_path, messages=None, **suite_fields):
-    fields = dict(models=["small_cnn"], datasets=["digits"], methods=["wt"], ratios=[0.5])
-    suite = Suite(**{**fields, **suite_fields})
-    sink = messages.append if messages is not None else (lambda m: None)
-    return Engine(suite, registry, RunOptions(store=Store(tmp_path / "store"), workers=1, progress=sink))
+    return make
 
 
 def saved(path: Path, state) -> str:
@@ -47,10 +41,10 @@ def small_state(seed: int = 1, classes: int = 10):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def test_parent_comes_from_the_checkpoint_keyed_by_its_content(registry, tmp_path):
+def test_parent_comes_from_the_checkpoint_keyed_by_its_content(engine_for, tmp_path):
     state = small_state(1)
     messages: list[str] = []
-    engine = make_engine(registry, tmp_path, messages,
+    engine = engine_for(messages,
                          parent_checkpoints={"small_cnn": saved(tmp_path / "a.pt", state)})
     record = engine.parent("small_cnn", "digits")
     for name, tensor in state.items():
@@ -59,9 +53,8 @@ def test_parent_comes_from_the_checkpoint_keyed_by_its_content(registry, tmp_pat
     assert not any("training the parent" in m for m in messages)
 
     shutil.copy(tmp_path / "a.pt", tmp_path / "b.pt")
-    same = make_engine(registry, tmp_path, parent_checkpoints={"small_cnn": str(tmp_path / "b.pt")})
-    other = make_engine(registry, tmp_path,
-                        parent_checkpoints={"small_cnn": saved(tmp_path / "c.pt", small_state(2))})
+    same = engine_for(parent_checkpoints={"small_cnn": str(tmp_path / "b.pt")})
+    other = engine_for(parent_checkpoints={"small_cnn": saved(tmp_path / "c.pt", small_state(2))})
     assert same.parent("small_cnn", "digits").key == record.key  # the bytes count, not the file's name
     assert other.parent("small_cnn", "digits").key != record.key
 
@@ -69,9 +62,9 @@ def test_parent_comes_from_the_checkpoint_keyed_by_its_content(registry, tmp_pat
 @pytest.mark.parametrize("wrap", [lambda s: {"state_dict": s, "epoch": 3},
                                   lambda s: {f"module.{k}": v for k, v in s.items()}],
                          ids=["wrapped", "data-parallel"])
-def test_common_checkpoint_layouts_load(registry, tmp_path, wrap):
+def test_common_checkpoint_layouts_load(engine_for, tmp_path, wrap):
     state = small_state(3)
-    engine = make_engine(registry, tmp_path, parent_checkpoints={"small_cnn": saved(tmp_path / "p.pt", wrap(state))})
+    engine = engine_for(parent_checkpoints={"small_cnn": saved(tmp_path / "p.pt", wrap(state))})
     assert torch.equal(engine.parent("small_cnn", "digits").state["classifier.weight"], state["classifier.weight"])
 
 
@@ -90,33 +83,34 @@ def _without_first_bn_bias(state):
     ],
     ids=["classes", "missing", "unexpected", "not-a-state-dict"],
 )
-def test_checkpoint_that_does_not_fit_names_the_keys(registry, tmp_path, state, message):
+def test_checkpoint_that_does_not_fit_names_the_keys(engine_for, tmp_path, state, message):
     path = saved(tmp_path / "bad.pt", state())
-    engine = make_engine(registry, tmp_path, parent_checkpoints={"small_cnn": path})
+    engine = engine_for(parent_checkpoints={"small_cnn": path})
     with pytest.raises(CaseError) as info:
         engine.parent("small_cnn", "digits")
     assert message in str(info.value) and path in str(info.value)
 
 
-def test_unreadable_or_missing_checkpoint(registry, tmp_path):
+def test_unreadable_or_missing_checkpoint(engine_for, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(CaseError, match="is not a readable torch file"):
-        make_engine(registry, tmp_path, parent_checkpoints={"small_cnn": str(garbage)}).parent("small_cnn", "digits")
+        engine_for(parent_checkpoints={"small_cnn": str(garbage)}).parent("small_cnn", "digits")
     with pytest.raises(CaseError, match=r"nope\.pt for small_cnn not found.*relative to the suite file"):
-        make_engine(registry, tmp_path, parent_checkpoints={"small_cnn": str(tmp_path / "nope.pt")}).parent(
+        engine_for(parent_checkpoints={"small_cnn": str(tmp_path / "nope.pt")}).parent(
             "small_cnn", "digits")
 
 
-def test_checkpoint_for_a_model_the_suite_does_not_use(registry, tmp_path):
+def test_checkpoint_for_a_model_the_suite_does_not_use(engine_for, tmp_path):
     with pytest.raises(ValueError, match="parent_checkpoints names model 'resnet20'"):
-        make_engine(registry, tmp_path, parent_checkpoints={"resnet20": "x.pt"})
+        engine_for(parent_checkpoints={"resnet20": "x.pt"})
 
 
-def test_cascade_from_a_checkpoint_retrains_with_the_recipes_retrain_length(registry, tmp_path):
+@pytest.mark.slow  # two cascades of small_cnn on digits
+def test_cascade_from_a_checkpoint_retrains_with_the_recipes_retrain_length(engine_for, tmp_path):
     """No parent training; each retrain replays the schedule over the recipe's retrain_epochs."""
     messages: list[str] = []
-    engine = make_engine(registry, tmp_path, messages, recipes={"small_cnn": {"retrain_epochs": 1}},
+    engine = engine_for(messages, recipes={"small_cnn": {"retrain_epochs": 1}},
                          parent_checkpoints={"small_cnn": saved(tmp_path / "p.pt", small_state())})
     result = engine.result(CaseKey("wt", "small_cnn", "digits"))
     assert result.achieved[0] == pytest.approx(0.5, rel=0.005)
@@ -124,7 +118,7 @@ def test_cascade_from_a_checkpoint_retrains_with_the_recipes_retrain_length(regi
     assert not any("training the parent" in m for m in messages)
     # the suite's retrain_epochs wins over the recipe's
     messages.clear()
-    engine = make_engine(registry, tmp_path, messages, recipes={"small_cnn": {"retrain_epochs": 1}}, retrain_epochs=2,
+    engine = engine_for(messages, recipes={"small_cnn": {"retrain_epochs": 1}}, retrain_epochs=2,
                          parent_checkpoints={"small_cnn": saved(tmp_path / "p.pt", small_state())})
     engine.result(CaseKey("wt", "small_cnn", "digits"))
     assert any("retrain epoch 2/2" in m for m in messages), messages

@@ -22,13 +22,11 @@ from robustprune.compute.costs import (
     measure_latency,
     network_costs,
 )
+from robustprune.plugin.channels import ChannelGroup, Consumer, channel_groups, channel_masks
 from robustprune.plugin.masks import apply_masks, full_masks, prunable_weights
-from robustprune.structure import ChannelGroup, Consumer, channel_groups, channel_masks
 
 torch.set_num_threads(1)
 EXAMPLE = torch.zeros(2, 3, 32, 32)
-
-
 
 
 def with_trained_norms(net: nn.Module, seed: int = 1) -> nn.Module:

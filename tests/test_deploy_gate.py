@@ -12,15 +12,11 @@ from torch.nn.utils import prune
 
 from robustprune import DeployGate, PrunedCheckpoint, Suite
 from robustprune.compute.checkpoints import CheckpointError, fold_torch_prune, read_pruned
-from robustprune.compute.store import Store
 from robustprune.core.gate import evaluate_gate, resolve_entries, shift_numbers
 from robustprune.core.results import CaseError, CaseKey
-from robustprune.engine.context import RunOptions
 from robustprune.engine.engine import Engine
 from robustprune.engine.export import ExportError, check_export_dir, remove_earlier_exports
-from robustprune.plugin.host import create_host
 from robustprune.plugin.masks import prunable_weights
-from robustprune.plugin.registry import Registry
 from robustprune_plugins.models.small_cnn import SmallCNN
 
 torch.set_num_threads(1)
@@ -210,20 +206,14 @@ def test_a_checkpoint_of_another_architecture_is_refused_with_the_reason(tmp_pat
 # --------------------------------------------------------------------------- the engine, end to end in process
 
 
-@pytest.fixture(scope="module")
-def registry():
-    return Registry(create_host([]))
-
-
-def byo_engine(registry, tmp_path: Path, pruned_state, messages=None, **fields) -> Engine:
+def byo_engine(make_engine, tmp_path: Path, pruned_state, messages=None, **fields) -> Engine:
     parent = trained_like(1)
     torch.save(parent.state_dict(), tmp_path / "parent.pt")
     torch.save(pruned_state(parent), tmp_path / "pruned.pt")
     s = Suite(models=["small_cnn"], datasets=["digits"], methods=[], ratios=[0.5],
               parent_checkpoints={"small_cnn": str(tmp_path / "parent.pt")},
               pruned_checkpoints={"mine": {"model": "small_cnn", "path": str(tmp_path / "pruned.pt")}}, **fields)
-    sink = messages.append if messages is not None else (lambda m: None)
-    return Engine(s, registry, RunOptions(store=Store(tmp_path / "store"), workers=1, progress=sink))
+    return make_engine(s, messages)
 
 
 def _torch_pruned(parent: nn.Module, amount: float = 0.5) -> dict:
@@ -234,9 +224,9 @@ def _torch_pruned(parent: nn.Module, amount: float = 0.5) -> dict:
     return network.state_dict()
 
 
-def test_pruned_checkpoint_case_is_one_network_keyed_by_its_content(registry, tmp_path):
+def test_pruned_checkpoint_case_is_one_network_keyed_by_its_content(make_engine, tmp_path):
     messages: list[str] = []
-    engine = byo_engine(registry, tmp_path, _torch_pruned, messages, gate=DeployGate(max_accuracy_loss=0.9))
+    engine = byo_engine(make_engine, tmp_path, _torch_pruned, messages, gate=DeployGate(max_accuracy_loss=0.9))
     key = CaseKey("mine", "small_cnn", "digits")
     assert engine.cases() == [key]
     result = engine.result(key)
@@ -256,9 +246,9 @@ def test_pruned_checkpoint_case_is_one_network_keyed_by_its_content(registry, tm
     assert view.deploy_gate().passed
 
     # the same bytes under another name reuse everything; other bytes are another network
-    again = byo_engine(registry, tmp_path, _torch_pruned)
+    again = byo_engine(make_engine, tmp_path, _torch_pruned)
     assert again.result(key).step_keys == result.step_keys
-    other = byo_engine(registry, tmp_path, lambda p: _torch_pruned(p, 0.7))
+    other = byo_engine(make_engine, tmp_path, lambda p: _torch_pruned(p, 0.7))
     assert other.result(key).step_keys != result.step_keys
 
 
@@ -267,25 +257,25 @@ def test_pruned_checkpoint_case_is_one_network_keyed_by_its_content(registry, tm
      "2 mis-shaped: classifier.weight (checkpoint (5, 64), network (10, 64)), classifier.bias"),
     (lambda s: {k: v for k, v in s.items() if k != "features.1.bias"}, "1 missing: features.1.bias"),
 ], ids=["mis-shaped", "missing"])
-def test_pruned_checkpoint_that_does_not_fit_names_the_keys(registry, tmp_path, damage, message):
-    engine = byo_engine(registry, tmp_path, lambda parent: damage(_torch_pruned(parent)))
+def test_pruned_checkpoint_that_does_not_fit_names_the_keys(make_engine, tmp_path, damage, message):
+    engine = byo_engine(make_engine, tmp_path, lambda parent: damage(_torch_pruned(parent)))
     with pytest.raises(CaseError) as info:
         engine.result(CaseKey("mine", "small_cnn", "digits"))
     assert message in str(info.value)
     assert "pruned checkpoint 'mine'" in str(info.value) and "pruned.pt does not fit the model" in str(info.value)
 
 
-def test_parent_checkpoint_that_does_not_fit_names_the_keys(registry, tmp_path):
-    engine = byo_engine(registry, tmp_path, _torch_pruned)
+def test_parent_checkpoint_that_does_not_fit_names_the_keys(make_engine, tmp_path):
+    engine = byo_engine(make_engine, tmp_path, _torch_pruned)
     torch.save({k: v for k, v in trained_like(1).state_dict().items() if k != "features.0.weight"},
                tmp_path / "parent.pt")
     with pytest.raises(CaseError, match="parent checkpoint .* does not fit small_cnn .*1 missing: features.0.weight"):
         engine.result(CaseKey("mine", "small_cnn", "digits"))
 
 
-def test_gate_naming_a_shift_entry_the_suite_lacks_fails_at_construction(registry, tmp_path):
+def test_gate_naming_a_shift_entry_the_suite_lacks_fails_at_construction(make_engine, tmp_path):
     with pytest.raises(ValueError, match="DeployGate shifts names 'noise@3'"):
-        byo_engine(registry, tmp_path, _torch_pruned, gate=DeployGate(shifts=["noise@3"]))
+        byo_engine(make_engine, tmp_path, _torch_pruned, gate=DeployGate(shifts=["noise@3"]))
 
 
 # --------------------------------------------------------------------------- the export folder
@@ -301,7 +291,6 @@ def test_unwritable_export_folder_says_why(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ExportError, match=r"export folder .*file.txt/exported cannot be written: Not a directory"):
         check_export_dir(blocker / "exported")
-
 
 
 def test_earlier_exports_are_removed_only_when_they_are_ours(tmp_path):

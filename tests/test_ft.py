@@ -8,13 +8,12 @@ from plugin_modules import load_plugin
 from torch import nn
 
 from robustprune import PruneContext
+from robustprune.plugin.allocation import allocate_uniform
+from robustprune.plugin.channels import ChannelGroup, channel_groups, channel_masks
 from robustprune.plugin.masks import PruneError, full_masks, prunable_weights, ratio_of, validate_masks
-from robustprune.structure import ChannelGroup, allocate_uniform, channel_groups, channel_masks
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
 RATIOS = [0.1, 0.3, 0.5, 0.7]
-
-
 
 
 def build(model: str) -> nn.Module:

@@ -7,14 +7,7 @@ import math
 import pytest
 import torch
 
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
-from robustprune.structure import channel_groups
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return Registry(create_host([]))
+from robustprune.plugin.channels import channel_groups
 
 
 def _densenet22_count() -> int:

@@ -16,14 +16,12 @@ import torch
 from plugin_modules import load_plugin
 from torch import nn
 
+from robustprune.plugin.channels import channel_groups
 from robustprune.plugin.masks import PruneError
 from robustprune.plugin.sensitivity import input_channel_sensitivities, layer_info, sample_size, weight_sensitivities
-from robustprune.structure import channel_groups
 
 torch.set_num_threads(1)
 EPS = float(np.finfo(np.float32).eps)
-
-
 
 
 # --------------------------------------------------------------------------- tiny networks

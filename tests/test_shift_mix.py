@@ -10,32 +10,19 @@ from robustprune import PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, ShiftMix, Suite
 from robustprune.compute.data import prepare
 from robustprune.compute.store import Store
 from robustprune.compute.training import train
-from robustprune.engine.context import RunOptions
-from robustprune.engine.engine import Engine
 from robustprune.engine.robust_training import RobustTraining, image_seed, resolve_mix
 from robustprune.plugin.api import DataSplits, ImageSet, Recipe
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
 from robustprune_plugins.shifts.corruptions import corrupt_image
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def reg() -> Registry:
-    return Registry(create_host())
 
 
 def _suite(**kwargs) -> Suite:
     return Suite(models=["small_cnn"], datasets=["digits"], methods=["wt"], ratios=[0.5], **kwargs)
 
 
-def _engine(tmp_path, reg, **kwargs) -> Engine:
-    return Engine(_suite(**kwargs), reg, RunOptions(store=Store(tmp_path / "store"), workers=1))
-
-
-def _training(tmp_path, reg, **kwargs) -> RobustTraining:
-    mix = resolve_mix(_suite(**kwargs), reg)
+def _training(tmp_path, registry, **kwargs) -> RobustTraining:
+    mix = resolve_mix(_suite(**kwargs), registry)
     return RobustTraining(mix, Store(tmp_path / "store"), seed=0, workers=1, progress=lambda message: None)
 
 
@@ -51,8 +38,8 @@ def _tiny_data(n: int = 48):
 
 
 @pytest.mark.parametrize("clean", [1 / 6, 0.5, 0.0])
-def test_draws_clean_images_at_the_stated_rate(reg, clean):
-    mix = resolve_mix(_suite(train_shifts=ShiftMix(PAPER_TRAIN_SHIFTS, clean=clean)), reg)
+def test_draws_clean_images_at_the_stated_rate(registry, clean):
+    mix = resolve_mix(_suite(train_shifts=ShiftMix(PAPER_TRAIN_SHIFTS, clean=clean)), registry)
     member, severity = mix.draw(30_000, seed=7)
     observed = float((member < 0).mean())
     sigma = (clean * (1 - clean) / 30_000) ** 0.5
@@ -63,8 +50,8 @@ def test_draws_clean_images_at_the_stated_rate(reg, clean):
         assert set(member[member >= 0].tolist()) == set(range(len(PAPER_TRAIN_SHIFTS)))  # every member is used
 
 
-def test_the_paper_mix_is_severity_zero_to_five_uniformly(reg):
-    mix = resolve_mix(_suite(train_shifts=PAPER_TRAIN_SHIFTS, held_out=PAPER_HELD_OUT), reg)
+def test_the_paper_mix_is_severity_zero_to_five_uniformly(registry):
+    mix = resolve_mix(_suite(train_shifts=PAPER_TRAIN_SHIFTS, held_out=PAPER_HELD_OUT), registry)
     _, severity = mix.draw(60_000, seed=1)
     shares = np.bincount(severity, minlength=6) / len(severity)
     assert np.allclose(shares, 1 / 6, atol=0.01)
@@ -72,8 +59,8 @@ def test_the_paper_mix_is_severity_zero_to_five_uniformly(reg):
     assert [m.name for m in mix.held_out] == list(PAPER_HELD_OUT)
 
 
-def test_training_copies_never_hold_a_held_out_corruption(tmp_path, reg):
-    training = _training(tmp_path, reg, train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
+def test_training_copies_never_hold_a_held_out_corruption(tmp_path, registry):
+    training = _training(tmp_path, registry, train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
                          held_out=("gaussian_noise", "fog"))
     data = _tiny_data()
     pool = training.pool(data)
@@ -99,11 +86,11 @@ def test_training_copies_never_hold_a_held_out_corruption(tmp_path, reg):
     assert torch.equal(pool(1), data.normalize(training.store.load("train_pool", pool.key(1))["images"].numpy()))
 
 
-def test_copies_are_reused_from_the_store(tmp_path, reg):
+def test_copies_are_reused_from_the_store(tmp_path, registry):
     kwargs = dict(train_shifts=ShiftMix(("contrast",), pool=1))
-    first = _training(tmp_path, reg, **kwargs).pool(_tiny_data())(0)
+    first = _training(tmp_path, registry, **kwargs).pool(_tiny_data())(0)
     log = (tmp_path / "store" / "work.log").read_text()
-    second = _training(tmp_path, reg, **kwargs).pool(_tiny_data())(0)
+    second = _training(tmp_path, registry, **kwargs).pool(_tiny_data())(0)
     assert torch.equal(first, second)
     assert (tmp_path / "store" / "work.log").read_text() == log  # nothing generated the second time
 
@@ -111,36 +98,36 @@ def test_copies_are_reused_from_the_store(tmp_path, reg):
 # --------------------------------------------------------------------------- validation
 
 
-def test_a_held_out_shift_in_the_mix_is_refused(reg):
+def test_a_held_out_shift_in_the_mix_is_refused(registry):
     with pytest.raises(ValueError, match="fog in both train_shifts and held_out"):
         _suite(train_shifts=["contrast", "fog"], held_out=["fog"])
     # through a group: "noise" holds gaussian_noise
     with pytest.raises(ValueError, match="gaussian_noise are both in train_shifts and held_out"):
-        resolve_mix(_suite(train_shifts=["noise"], held_out=["gaussian_noise"]), reg)
+        resolve_mix(_suite(train_shifts=["noise"], held_out=["gaussian_noise"]), registry)
 
 
-def test_only_pixel_shifts_can_be_mixed(reg):
+def test_only_pixel_shifts_can_be_mixed(registry):
     with pytest.raises(ValueError, match="'uniform_noise', which is not a pixel shift"):
-        resolve_mix(_suite(train_shifts=["uniform_noise"]), reg)
+        resolve_mix(_suite(train_shifts=["uniform_noise"]), registry)
 
 
-def test_held_out_needs_a_mix_and_names_are_checked(reg):
+def test_held_out_needs_a_mix_and_names_are_checked(registry):
     with pytest.raises(ValueError, match="set train_shifts too"):
         _suite(held_out=["fog"])
     with pytest.raises(LookupError, match="contrst"):
-        resolve_mix(_suite(train_shifts=["contrst"]), reg)
+        resolve_mix(_suite(train_shifts=["contrst"]), registry)
     with pytest.raises(ValueError, match="severity"):
-        resolve_mix(_suite(train_shifts=ShiftMix(("contrast",), severities=(1, 9))), reg)
+        resolve_mix(_suite(train_shifts=ShiftMix(("contrast",), severities=(1, 9))), registry)
 
 
 # --------------------------------------------------------------------------- engine and training
 
 
-def test_mix_adds_train_and_test_columns_and_enters_keys(tmp_path, reg):
-    plain = _engine(tmp_path, reg, shifts=["contrast@3"])
-    mixed = _engine(tmp_path, reg, shifts=["contrast@3"], train_shifts=["contrast", "fog"], held_out=["snow"])
-    other = _engine(tmp_path, reg, shifts=["contrast@3"], train_shifts=ShiftMix(("contrast", "fog"), clean=0.5),
-                    held_out=["snow"])
+def test_mix_adds_train_and_test_columns_and_enters_keys(make_engine):
+    plain = make_engine(_suite(shifts=["contrast@3"]))
+    mixed = make_engine(_suite(shifts=["contrast@3"], train_shifts=["contrast", "fog"], held_out=["snow"]))
+    other = make_engine(_suite(shifts=["contrast@3"], train_shifts=ShiftMix(("contrast", "fog"), clean=0.5),
+                               held_out=["snow"]))
     assert [e.label for e in plain.shift_entries] == ["contrast@3"]
     assert [e.label for e in mixed.shift_entries] == ["contrast@3", "train_shifts@3", "held_out@3"]
     assert [m.label for m in mixed.shift_entries[1].members] == ["contrast@3", "fog@3"]

@@ -8,15 +8,8 @@ import torch
 
 from robustprune.compute.data import generate_pixel_shifts
 from robustprune.core.shifts import image_seeds, parse_shift
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
 from robustprune_plugins.shifts.corruptions import corrupt_image
 from robustprune_plugins.shifts.uniform_noise import add_uniform_noise
-
-
-@pytest.fixture(scope="module")
-def registry() -> Registry:
-    return Registry(create_host())
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,8 @@ from plugin_modules import load_plugin
 from torch import nn
 
 from robustprune import PruneContext
+from robustprune.plugin.allocation import allocate_counts
+from robustprune.plugin.channels import ChannelGroup, channel_groups, channel_masks
 from robustprune.plugin.masks import (
     PruneError,
     full_masks,
@@ -26,7 +28,6 @@ from robustprune.plugin.masks import (
     validate_masks,
 )
 from robustprune.plugin.sensitivity import layer_info
-from robustprune.structure import ChannelGroup, allocate_counts, channel_groups, channel_masks
 
 torch.set_num_threads(1)
 EXAMPLE = torch.zeros(2, 3, 32, 32)
@@ -39,8 +40,6 @@ METHODS = {
     "random_structured": ("methods/random_structured.py", "RandomStructuredPruning"),
     "pfp": ("methods/pfp.py", "ProvableFilterPruning"),
 }
-
-
 
 
 def method(name: str):
@@ -63,7 +62,9 @@ def build(model: str) -> nn.Module:
     return net.eval()
 
 
-@pytest.fixture(scope="module", params=["small_cnn", "resnet20"])
+# resnet20 is the paper's network: every property on it too, in the slow lane (its PFP cascade alone takes
+# seconds); small_cnn keeps the fast lane covering each property
+@pytest.fixture(scope="module", params=["small_cnn", pytest.param("resnet20", marks=pytest.mark.slow)])
 def model(request) -> tuple[str, nn.Module, list[ChannelGroup], torch.Tensor]:
     net = build(request.param)
     data = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))

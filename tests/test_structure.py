@@ -1,4 +1,4 @@
-"""Channel-dependency analysis (robustprune.structure): groups, masks and their meaning."""
+"""Channel-dependency analysis (robustprune.plugin.channels) and allocation: groups, masks and their meaning."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from plugin_modules import load_plugin
 from torch import nn
 
-from robustprune.plugin.masks import PruneError, full_masks, prunable_weights
-from robustprune.structure import (
+from robustprune.plugin.channels import (
     ChannelGroup,
     Consumer,
     StructureError,
@@ -17,10 +16,9 @@ from robustprune.structure import (
     channel_masks,
     explain_channels,
 )
+from robustprune.plugin.masks import PruneError, full_masks, prunable_weights
 
 EXAMPLE = torch.zeros(2, 3, 32, 32)
-
-
 
 
 def small_cnn() -> nn.Module:

@@ -44,7 +44,6 @@ from ..plugin.masks import Masks, PruneError, apply_masks, prunable_weights, wei
 __all__ = ["CompactionError", "Compacted", "compact", "removable_channels"]
 
 
-
 class CompactionError(PruneError):
     """The network could not be compacted exactly (the message says why)."""
 

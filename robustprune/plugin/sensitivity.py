@@ -325,7 +325,6 @@ def _track(network: nn.Module, data: torch.Tensor | None, hook: Callable[..., No
             _run(network, data[start : start + batch])
 
 
-
 class SampledSensitivityMethod(PruneMethod):
     """Base for data-informed methods whose data size follows the papers' sample-size bound (SiPP, PFP).
 
