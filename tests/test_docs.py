@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 import robustprune
-from robustprune import hookspecs
 from robustprune.core.cases import Case, GroupCase, ShiftCase
+from robustprune.plugin import hookspecs
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -96,3 +96,12 @@ def test_case_member_is_documented_in_user_guide(cls, member):
     usage = f"{FIXTURE_OF[cls]}.{member}"
     assert _mentioned(usage, _user_docs()), \
         f"{cls}.{member} is not documented in docs/user-guide.md or docs/beyond-accuracy.md as {usage}"
+
+
+MODULES = sorted(p.relative_to(DOCS.parent / "robustprune").as_posix()
+                 for p in (DOCS.parent / "robustprune").rglob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_is_on_the_architecture_map(module):
+    assert Path(module).name in _text("architecture.md"), f"robustprune/{module} is not in docs/architecture.md"

@@ -133,7 +133,7 @@ def read_pruned(path: Path, network: nn.Module, parent_state: Mapping[str, torch
                 what: str) -> PrunedNetwork:
     """Read ``path`` as a pruned version of ``network`` (whose parent's weights are ``parent_state``).
 
-    Raises :class:`robustprune.checkpoints.CheckpointError` saying why a file
+    Raises :class:`robustprune.compute.checkpoints.CheckpointError` saying why a file
     is refused: unreadable; not pruned from this parent (no tensor shares a
     shape with it); or not fitting the model (the first mismatching keys).
     """

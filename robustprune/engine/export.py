@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.cases import Case
 from ..core.results import CaseError, CaseKey, CaseResult
 from ..core.shifts import NOMINAL
+from ..version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -122,10 +123,10 @@ def remove_earlier_exports(root: Path, suites: Iterable[str], keep: Iterable[Pat
 def export_case(engine: Engine, key: CaseKey, folder: Path, *, suite_file: str,
                 gate: Mapping[str, Any] | None) -> Exported:
     """Write the deployable network of one (computed, passing) case into ``folder``; see the module docs."""
-    import torch  # this module's helpers (check_export_dir) run at pytest start, where torch must not load
+    # this module's folder helpers (check_export_dir) run at pytest start, where torch must not load yet
+    import torch
 
     from ..compute.checkpoints import file_digest
-    from ..version import __version__
 
     view = engine.view(key)
     result = view.result

@@ -130,7 +130,7 @@ def weight_sensitivities(
     """SiPP's sensitivity of every prunable weight: ``g`` reduced over patches, then the max over ``data``.
 
     Returns float32 tensors shaped like the weights, keyed like
-    :func:`~robustprune.pruning.prunable_weights`. ``patch_reduction`` is
+    :func:`~robustprune.plugin.masks.prunable_weights`. ``patch_reduction`` is
     ``"mean"`` for deterministic SiPP (the paper's) and ``"max"`` for its
     randomized variant. The network runs in eval mode on ``data`` in chunks of
     ``batch`` inputs and is left unchanged.

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from robustprune import PixelShift, PruneMethod, ShiftParam, hookimpl
-
-# the flat layout's import path on purpose: old plugin-facing paths must keep working
-from robustprune.pruning import global_top_masks, prunable_weights
+from robustprune.plugin.masks import global_top_masks, prunable_weights
 
 
 class LayerMagnitude(PruneMethod):

@@ -1,0 +1,34 @@
+"""The `robustprune` command's options come from the same table as the pytest plugin's."""
+
+from __future__ import annotations
+
+import pytest
+
+from robustprune.cli import pytest_args_for_run, run_help
+from robustprune.harness.options import OPTIONS
+
+
+def test_every_option_is_a_pytest_option_and_in_the_run_help(pytester: pytest.Pytester):
+    pytest_help = pytester.runpytest_inprocess("--help").stdout.str()
+    cli_help = run_help()
+    for option in OPTIONS:
+        assert option.pytest_flag in pytest_help, option.name
+        assert f"  {option.cli_flag}" in cli_help, option.name
+        # one help text: the first words of it are in both
+        assert " ".join(option.help.split()[:4]) in " ".join(pytest_help.split()), option.name
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda option: option.name)
+def test_run_spells_each_option_for_pytest(option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "suite_x.py").write_text("")
+    if option.metavar is None:
+        assert option.pytest_flag in pytest_args_for_run(["suite_x.py", option.cli_flag])
+    else:
+        assert f"{option.pytest_flag}=V" in pytest_args_for_run(["suite_x.py", option.cli_flag, "V"])
+        assert f"{option.pytest_flag}=V" in pytest_args_for_run(["suite_x.py", f"{option.cli_flag}=V"])
+
+
+def test_an_option_without_its_value_is_refused():
+    with pytest.raises(SystemExit, match="--store needs a value"):
+        pytest_args_for_run(["--store"])
