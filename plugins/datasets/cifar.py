@@ -373,7 +373,7 @@ def check_cifar10_1(request: DatasetRequest) -> str | None:
     folder = _folder_param(request, "cifar10_1", "CIFAR-10.1")
     version = int(request.params.get("version", 6))
     data_path, labels_path = _cifar10_1_files(folder, version) if folder is not None else (None, None)
-    if data_path is None or not (data_path.is_file() and labels_path.is_file()):
+    if data_path is None or labels_path is None or not (data_path.is_file() and labels_path.is_file()):
         return (f"CIFAR-10.1 is not on disk here: looked for {data_path} and its _labels.npy. Put the v{version} "
                 f"files from https://github.com/modestyachts/CIFAR-10.1 there, or {_point_at_data('cifar10_1')}.")
     return None

@@ -47,6 +47,14 @@ _FIX = ("point robustprune at the folder holding {train}/ and {test}/ with "
         "ImageNet's flat validation folder must be sorted into class folders first")
 
 
+def _three(values: Sequence[float], name: str) -> tuple[float, float, float]:
+    """A per-channel (R, G, B) normalisation parameter, checked."""
+    floats = tuple(float(v) for v in values)
+    if len(floats) != 3:
+        raise ValueError(f"imagefolder's {name} needs one value per RGB channel, got {list(values)!r}")
+    return floats[0], floats[1], floats[2]
+
+
 def scan(folder: Path, classes: Sequence[str] | None = None) -> tuple[list[str], list[Path], np.ndarray]:
     """Class names, image paths and labels of one split (``classes`` fixes the label order)."""
     if not folder.is_dir():
@@ -79,7 +87,7 @@ def decode(path: Path, resize: int, size: int) -> np.ndarray:
         w, h = image.size
         scale = resize / min(w, h)
         new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
-        image = image.resize((new_w, new_h), Image.BILINEAR)
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
         left, top = (new_w - size) // 2, (new_h - size) // 2
         return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
@@ -131,7 +139,7 @@ def load_image_folder(request: DatasetRequest) -> DataSplits:
     assert classes is not None
     return DataSplits(
         train=splits["train"], test=splits["test"], num_classes=len(classes),
-        mean=tuple(map(float, p["mean"])), std=tuple(map(float, p["std"])), class_names=tuple(classes),
+        mean=_three(p["mean"], "mean"), std=_three(p["std"], "std"), class_names=tuple(classes),
     )
 
 

@@ -39,7 +39,7 @@ class ProvableFilterPruning(SampledSensitivityMethod):
     description = "PFP: data-informed channel sensitivities, per-layer budgets from one global error (structured)"
 
     def channel_sensitivities(
-        self, network: nn.Module, groups: Sequence[ChannelGroup], data: torch.Tensor
+        self, network: nn.Module, groups: Sequence[ChannelGroup], data: torch.Tensor | None
     ) -> list[list[torch.Tensor]]:
         """Per group, per consumer (in ``group.consumers`` order): the sensitivity of each of the group's channels.
 
@@ -81,8 +81,8 @@ class Budgets:
         self.layers: list[list[tuple[np.ndarray, float]]] = []  # per group: (probabilities, alpha * S) per consumer
         for group, per_consumer in zip(groups, sensitivities):
             layers = []
-            for consumer, s in zip(group.consumers, per_consumer):
-                s = s.double().numpy()
+            for consumer, sensitivity in zip(group.consumers, per_consumer):
+                s = sensitivity.double().numpy()
                 total = float(s.sum())
                 if total <= 0:
                     continue  # reads nothing from the group: asks for no channels

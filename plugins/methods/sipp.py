@@ -23,7 +23,7 @@ class SiPP(SampledSensitivityMethod):
     structured = False
     description = "SiPP: data-informed weight sensitivities, one global top-k (unstructured)"
 
-    def sensitivities(self, network: nn.Module, data: torch.Tensor) -> dict[str, torch.Tensor]:
+    def sensitivities(self, network: nn.Module, data: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """The score of every prunable weight (higher = more worth keeping)."""
         return weight_sensitivities(network, data, patch_reduction="mean")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +38,7 @@ def amp_enabled(device: str) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _grad_scaler():
+def _grad_scaler() -> Any:
     # torch.amp.GradScaler appeared in torch 2.3; torch.cuda.amp's is its older spelling
     if hasattr(torch.amp, "GradScaler"):
         return torch.amp.GradScaler("cuda")

@@ -274,7 +274,7 @@ def allocate_counts(
     groups: Sequence[ChannelGroup],
     scores: Sequence[ArrayLike],
     ratio: float,
-    counts: Callable[[float], Sequence[int]],
+    counts: Callable[[float], Sequence[float]],
     previous_masks: Mapping[str, torch.Tensor] | None = None,
     knob_range: tuple[float, float] = (1e-300, 1e150),
 ) -> Masks:

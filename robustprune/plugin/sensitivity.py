@@ -123,7 +123,7 @@ def sample_size(
 
 def weight_sensitivities(
     network: nn.Module,
-    data: torch.Tensor,
+    data: torch.Tensor | None,
     patch_reduction: Literal["mean", "max"] = "mean",
     batch: int = 32,
 ) -> dict[str, torch.Tensor]:
@@ -133,7 +133,8 @@ def weight_sensitivities(
     :func:`~robustprune.plugin.masks.prunable_weights`. ``patch_reduction`` is
     ``"mean"`` for deterministic SiPP (the paper's) and ``"max"`` for its
     randomized variant. The network runs in eval mode on ``data`` in chunks of
-    ``batch`` inputs and is left unchanged.
+    ``batch`` inputs and is left unchanged. Without data (``context.data`` of a
+    method not declared ``data_informed``) a :class:`PruneError` says so.
     """
     if patch_reduction not in ("mean", "max"):
         raise ValueError(f"patch_reduction must be 'mean' or 'max', got {patch_reduction!r}")
@@ -152,7 +153,8 @@ def weight_sensitivities(
     return result
 
 
-def input_channel_sensitivities(network: nn.Module, data: torch.Tensor, batch: int = 32) -> dict[str, torch.Tensor]:
+def input_channel_sensitivities(network: nn.Module, data: torch.Tensor | None,
+                                batch: int = 32) -> dict[str, torch.Tensor]:
     """PFP's sensitivity of every input channel of every prunable layer.
 
     The max of ``g`` over ``data``, the patches, the output channels and the

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def method_colour(method: str) -> str:
     return _SPARE[digest % len(_SPARE)]
 
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError:
@@ -64,7 +64,7 @@ def _pyplot():
     return plt
 
 
-def _pct(values):
+def _pct(values: Sequence[float | None]) -> list[float | None]:
     return [None if v is None else 100 * v for v in values]
 
 
@@ -98,7 +98,8 @@ def _figure_legend(fig: Any, axes: Any, ncol: int = 4) -> None:
 _MAX_PANELS = 40  # beyond this many shifts, one panel per shift column (its mean) instead of per shift
 
 
-def accuracy_figure(plt, report, table, cases):
+def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
+                    cases: list[Mapping[str, Any]]) -> Any:
     """Small multiples: one panel per shift (nominal first), each against that shift's parent accuracy."""
     shifts = list(cases[0]["accuracy"])
     panels = [(label, [label]) for label in shifts]
@@ -134,7 +135,8 @@ def accuracy_figure(plt, report, table, cases):
     return fig
 
 
-def noise_figure(plt, report, table, cases):
+def noise_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
+                 cases: list[Mapping[str, Any]]) -> Any:
     kinds = _kinds(report)
     families = series.noise_families(kinds)
     if not families:
@@ -159,7 +161,8 @@ def noise_figure(plt, report, table, cases):
     return fig
 
 
-def delta_excess_error_figure(plt, report, table, cases):
+def delta_excess_error_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
+                              cases: list[Mapping[str, Any]]) -> Any:
     """One panel per method: each shift's delta e (faint), their mean, and the line through the origin."""
     cases = [c for c in cases if series.delta_excess_errors(c)]
     if not cases:
@@ -204,7 +207,8 @@ def delta_excess_error_figure(plt, report, table, cases):
     return fig
 
 
-def per_shift_figure(plt, report, table, cases):
+def per_shift_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
+                     cases: list[Mapping[str, Any]]) -> Any:
     """Grouped bars: prune potential per shift (nominal first), one bar per method; a 0 is written as such."""
     kinds = _kinds(report)
     labels = list(series.per_shift_series(cases[0], report["delta"], kinds))
@@ -235,7 +239,8 @@ def per_shift_figure(plt, report, table, cases):
     return fig
 
 
-def similarity_figure(plt, report, table, cases):
+def similarity_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
+                      cases: list[Mapping[str, Any]]) -> Any:
     with_sim = [c for c in cases if c.get("similarity")]
     if not with_sim:
         return None
