@@ -32,7 +32,7 @@ def run(search: str, store: Store, registry: Registry, epochs: int,
     started = time.perf_counter()
     result = engine.result(key)
     seconds = time.perf_counter() - started
-    view = Case(lambda: result, suite, engine.shift_entries, "wt", "small_cnn", "digits")
+    view = Case(lambda: result, suite, engine.shift_entries, key)
     threshold = result.parent_accuracy("nominal") - delta
     passes = [a >= threshold - 1e-12 for a in result.accuracies("nominal")]
     return float(view.prune_potential()), _retrains(store) - before, seconds, passes

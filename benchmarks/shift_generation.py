@@ -45,12 +45,12 @@ def main() -> None:
         plain = time.perf_counter() - started
 
         started = time.perf_counter()
-        engine._ensure_pixel_sets(data, shifts)
+        engine.shifted.ensure_pixel_sets(data, shifts)
         parallel = time.perf_counter() - started
 
         warm_engine = Engine(suite, registry, RunOptions(store=Store(tmp), workers=args.workers))
         started = time.perf_counter()
-        warm_engine._ensure_pixel_sets(data, shifts)
+        warm_engine.shifted.ensure_pixel_sets(data, shifts)
         warm = time.perf_counter() - started
     print(f"19 corruptions x {len(images)} images of 32x32, severity 3")
     print(f"plain loop, 1 process:        {plain:6.2f} s")

@@ -201,6 +201,38 @@ def test_no_reach_into_other_objects_private_members(modules):
     assert [hit for m in modules.values() for hit in _private_attribute_reach_ins(m)] == []
 
 
+PLUGINS = PACKAGE.parent / "plugins"
+PUBLIC_FOR_PLUGINS = ("robustprune", "robustprune.plugin.", "robustprune.compute.compaction",
+                      "robustprune.compute.costs")
+
+
+def _non_public_imports(source: str) -> list[str]:
+    """Imports of robustprune that are neither a public name of the package nor its plugin toolkit."""
+    wrong = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "robustprune":
+            public = node.module == "robustprune" or node.module.startswith(PUBLIC_FOR_PLUGINS[1:])
+            if not public or any(alias.name.startswith("_") for alias in node.names):
+                wrong.append(f"line {node.lineno}: from {node.module} import {', '.join(a.name for a in node.names)}")
+        elif isinstance(node, ast.Import):
+            wrong += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "robustprune" and a.name != "robustprune"]
+    return wrong
+
+
+def test_the_public_api_check_finds_engine_imports():
+    source = ("from robustprune import Suite\nfrom robustprune.plugin.masks import Masks\n"
+              "from robustprune.engine.engine import Engine\nfrom robustprune.plugin.masks import _x\n")
+    assert _non_public_imports(source) == ["line 3: from robustprune.engine.engine import Engine",
+                                           "line 4: from robustprune.plugin.masks import _x"]
+
+
+@pytest.mark.parametrize("path", sorted(PLUGINS.rglob("*.py")), ids=lambda p: p.relative_to(PLUGINS).as_posix())
+def test_first_party_plugins_use_only_the_public_plugin_api(path):
+    """The built-ins prove the public API is enough: they import robustprune's public names and toolkit only."""
+    assert _non_public_imports(path.read_text()) == []
+
+
 @pytest.mark.parametrize("subpackage", TORCH_FREE)
 def test_subpackage_imports_without_torch(subpackage):
     """Every module of the subpackage, imported in a fresh interpreter, loads no torch and no numpy."""
