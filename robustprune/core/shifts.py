@@ -12,11 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..plugin.api import PixelShift, PublishedShift
+from ..plugin.api import NOMINAL, PixelShift, PublishedShift
 from ..plugin.registry import Registered, Registry
-
-NOMINAL = "nominal"
-"""The identity shift: the nominal test set. Always evaluated, always first."""
 
 
 class ShiftSpecError(ValueError):

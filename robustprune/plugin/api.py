@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .channels import ChannelGroup
 
 __all__ = [
+    "NOMINAL",
     "SEVERITY",
     "DatasetRequest",
     "DatasetSpec",
@@ -253,6 +254,9 @@ class ShiftParam:
             return f"{kind} >= {self.minimum:g}"
         return f"{kind} from {self.minimum:g} to {self.maximum:g}"
 
+
+NOMINAL = "nominal"
+"""The identity shift: the nominal test set, always evaluated and always first."""
 
 SEVERITY = ShiftParam("severity", int, 1, 5)
 """The corruption severity of Hendrycks & Dietterich: an integer 1-5."""

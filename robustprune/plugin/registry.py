@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .api import (
+    NOMINAL,
     DatasetSpec,
     ModelSpec,
     PixelShift,
@@ -166,7 +167,7 @@ class Registry:
     def _unknown_message(self, kind: str, name: str) -> str:
         available = self.names(kind)
         if kind == "shift":
-            available = sorted({*available, "nominal", *self.names("group")})
+            available = sorted({*available, NOMINAL, *self.names("group")})
         close = difflib.get_close_matches(name, available, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else "."
         message = f"unknown {kind} {name!r}{hint} Available {kind}s: {describe_sequence(available)}."

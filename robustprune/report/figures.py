@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.shifts import NOMINAL
 from . import series
 
 FIGURE_KINDS = ("accuracy", "prune-potential-vs-noise", "delta-excess-error", "prune-potential-per-shift",
@@ -104,7 +105,7 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
     shifts = list(cases[0]["accuracy"])
     panels = [(label, [label]) for label in shifts]
     if len(panels) > _MAX_PANELS:
-        panels = [("nominal", ["nominal"])] + [(e, _entry_members(report, cases[0], e)) for e in report["shifts"]]
+        panels = [(NOMINAL, [NOMINAL])] + [(e, _entry_members(report, cases[0], e)) for e in report["shifts"]]
     cols = min(5 if len(panels) > 6 else 3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 1.0), squeeze=False, layout="constrained")
@@ -214,7 +215,7 @@ def per_shift_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, An
     labels = list(series.per_shift_series(cases[0], report["delta"], kinds))
     if not labels:
         return None
-    labels = ["nominal", *labels]
+    labels = [NOMINAL, *labels]
     width = 0.8 / len(cases)
     fig, ax = plt.subplots(figsize=(min(16.0, max(7.0, 1.0 + 0.12 * len(labels) * (1 + len(cases)))), 4.8),
                            layout="constrained")
