@@ -18,8 +18,7 @@ from robustprune.core.cases import Case
 from robustprune.core.results import CaseKey
 from robustprune.engine.context import RunOptions
 from robustprune.engine.engine import Engine
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
+from robustprune.plugin.registry import Registry, load_registry
 
 
 def run(search: str, store: Store, registry: Registry, epochs: int,
@@ -48,7 +47,7 @@ def main() -> None:
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--delta", type=float, default=0.01, help="tolerated accuracy loss (the quickstart's 1 %%)")
     args = parser.parse_args()
-    registry = Registry(create_host())
+    registry = load_registry()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(tmp)  # shared: the parent is trained once, outside both counts
         grid_p, grid_n, grid_s, passes = run("grid", store, registry, args.retrain_epochs, args.delta)

@@ -31,9 +31,8 @@ from robustprune import DatasetRequest, PruneContext
 from robustprune.compute.compaction import compact
 from robustprune.compute.costs import count_macs, count_params, inference_form, machine_fingerprint
 from robustprune.compute.data import prepare
-from robustprune.plugin.host import create_host
 from robustprune.plugin.masks import full_masks, validate_masks
-from robustprune.plugin.registry import Registry
+from robustprune.plugin.registry import load_registry
 
 RATIOS = (0.3, 0.5, 0.7)
 METHODS = ("ft", "pfp")
@@ -47,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    registry = Registry(create_host())
+    registry = load_registry()
     splits = registry.dataset("digits").item.load(DatasetRequest(seed=0))
     data = prepare("digits", "benchmark", splits)
     torch.manual_seed(0)

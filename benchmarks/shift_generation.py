@@ -19,8 +19,7 @@ from robustprune.compute.data import default_workers
 from robustprune.compute.store import Store
 from robustprune.engine.context import RunOptions
 from robustprune.engine.engine import Engine
-from robustprune.plugin.host import create_host
-from robustprune.plugin.registry import Registry
+from robustprune.plugin.registry import load_registry
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     from imagecorruptions import corrupt, get_corruption_names
 
-    registry = Registry(create_host())
+    registry = load_registry()
     suite = Suite(models=["small_cnn"], datasets=["digits"], methods=["wt"], shifts=["corruptions@3"])
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(suite, registry, RunOptions(store=Store(tmp), workers=args.workers))

@@ -1,7 +1,8 @@
-"""Moved to :mod:`robustprune.plugin.datafiles` (helpers for dataset plugins).
+"""The 0.1 path of helpers for dataset plugins: moved to :mod:`robustprune.plugin.datafiles`.
 
-This old import path re-exports it, so third-party plugins written against it keep working.
+Re-exports every public name this module had, so plugins written against it keep working.
 """
 
-from .plugin.datafiles import *  # noqa: F403
-from .plugin.datafiles import __all__  # noqa: F401
+from .plugin.datafiles import DataFileError, stratified_subset, subset_size
+
+__all__ = ["DataFileError", "stratified_subset", "subset_size"]

@@ -137,7 +137,7 @@ suite = Suite(
     ratios=[0.25, 0.5],
     gate_ratio=0.25,
     retrain_epochs=1,
-    plugins=["toy_plugin"],{extra}
+    plugins={plugins!r},{extra}
 )
 '''
 
@@ -157,14 +157,14 @@ def torch_warmed_up() -> None:
 
 @pytest.fixture
 def run_suite(pytester: pytest.Pytester, torch_warmed_up: None) -> Callable[..., pytest.RunResult]:
-    """``run_suite(checks, *args, methods=("wt",), shifts=("darken@0.5",), extra="")``: write ``suite_toy.py``
-    (the toy suite with ``checks`` as its test functions, ``extra`` as more ``Suite`` fields) and run it
-    in-process; the store lives in the pytester folder, so a second call reuses it."""
+    """``run_suite(checks, *args, methods=("wt",), shifts=("darken@0.5",), plugins=("toy_plugin",), extra="")``:
+    write ``suite_toy.py`` (the toy suite with ``checks`` as its test functions, ``extra`` as more ``Suite``
+    fields) and run it in-process; the store lives in the pytester folder, so a second call reuses it."""
     pytester.makepyfile(toy_plugin=TOY_PLUGIN)
 
     def run(checks: str, *args: str, methods: tuple[str, ...] = ("wt",), shifts: tuple[str, ...] = ("darken@0.5",),
-            extra: str = "") -> pytest.RunResult:
-        head = TOY_SUITE_HEAD.format(methods=list(methods), shifts=list(shifts),
+            plugins: tuple[str, ...] = ("toy_plugin",), extra: str = "") -> pytest.RunResult:
+        head = TOY_SUITE_HEAD.format(methods=list(methods), shifts=list(shifts), plugins=list(plugins),
                                      extra=("\n    " + extra.strip()) if extra else "")
         pytester.makepyfile(suite_toy=head + "\n" + textwrap.dedent(checks))
         return pytester.runpytest_inprocess("suite_toy.py", f"--rp-store={pytester.path / 'store'}",

@@ -1,4 +1,4 @@
-"""Structured methods: FT (filter thresholding) and random_structured, both on structure.allocate_uniform."""
+"""Structured methods: FT (filter thresholding) and random_structured, both on allocation.allocate_uniform."""
 
 from __future__ import annotations
 

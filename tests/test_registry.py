@@ -114,6 +114,12 @@ def test_same_module_named_twice_loads_once(write_module, monkeypatch):
     assert reg.names("method").count("oncemethod") == 1
 
 
+def test_a_broken_module_named_twice_is_one_failure(monkeypatch):
+    monkeypatch.setenv(PLUGINS_ENV, "no_such_plugin_module")
+    reg = registry_with("no_such_plugin_module")  # as an engine job names it again: env + command line
+    assert len(failures_of(reg, "no_such_plugin_module")) == 1
+
+
 # --------------------------------------------------------------------------- lookups
 
 

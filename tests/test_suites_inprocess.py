@@ -119,3 +119,33 @@ def test_junit_xml_carries_the_failure_message(pytester, run_suite):
     xml = (pytester.path / "junit.xml").read_text()
     assert 'testcase classname="suite_toy" name="test_nominal[wt-toynet-toy]"' in xml
     assert "prune potential 0." in xml and "required 0.90" in xml
+
+
+OLD_STYLE_PLUGIN = '''
+"""A plugin as written against robustprune 0.1: the flat layout's import paths."""
+
+from robustprune.api import PruneContext, PruneMethod, hookimpl
+from robustprune.pruning import Masks, global_top_masks, prunable_weights
+from robustprune.sensitivity import SampledSensitivityMethod
+from robustprune.structure import allocate_uniform, channel_groups
+
+
+class OldStyle(PruneMethod):
+    name = "old_style"
+
+    def prune(self, network, ratio, context: PruneContext) -> Masks:
+        assert channel_groups is not None and allocate_uniform is not None and SampledSensitivityMethod is not None
+        return global_top_masks({n: w.detach().abs() for n, w in prunable_weights(network).items()}, ratio,
+                                context.masks)
+
+
+@hookimpl
+def robustprune_register_methods(register):
+    register(OldStyle())
+'''
+
+
+def test_a_plugin_written_against_the_flat_layout_still_runs(pytester, run_suite):
+    pytester.makepyfile(old_style_plugin=OLD_STYLE_PLUGIN)
+    result = run_suite(CHECKS, methods=("old_style",), plugins=("toy_plugin", "old_style_plugin"))
+    result.assert_outcomes(passed=3)

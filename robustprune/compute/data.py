@@ -24,6 +24,7 @@ from ..core.shifts import Shift
 from ..plugin.api import DataSplits
 
 ProgressFn = Callable[[str], None]
+"""Where long work says what it is doing: one line per event."""
 
 SHIFT_CHUNK = 64
 """Images per worker task: large enough to amortise pickling, small enough to balance load."""

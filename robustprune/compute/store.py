@@ -22,19 +22,16 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-STORE_ENV = "ROBUSTPRUNE_STORE"
-DEFAULT_STORE = ".robustprune"
+from ..core.datasource import STORE_ENV, default_store_root
+
+__all__ = ["STORE_ENV", "Store", "StoreWarning", "default_store_root", "make_key"]
+
 _MAGIC = b"RPSTORE1"
 _DIGEST = 32
 
 
 class StoreWarning(UserWarning):
     """A store entry was damaged and will be recomputed."""
-
-
-def default_store_root() -> Path:
-    """``$ROBUSTPRUNE_STORE`` if set, else ``.robustprune/`` in the working directory."""
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).resolve()
 
 
 def make_key(spec: Any) -> str:

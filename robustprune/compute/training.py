@@ -21,8 +21,7 @@ from torch import nn
 
 from ..plugin.api import Recipe
 from ..plugin.masks import apply_masks
-
-ProgressFn = Callable[[str], None]
+from .data import ProgressFn
 
 
 def lr_at(recipe: Recipe, progress: float) -> float:

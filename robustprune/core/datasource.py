@@ -1,4 +1,4 @@
-"""Where a suite's data and checkpoints live.
+"""Where a suite's data, checkpoints and store live.
 
 The data root of a dataset is, in order: ``Suite(dataset_params={name: {"root": DIR}})``
 (relative to the suite file), ``--rp-data DIR`` (``robustprune run --data``),
@@ -23,7 +23,16 @@ from .suite import Suite
 ROOT_PARAM = "root"
 """The key of ``Suite.dataset_params[name]`` that names the dataset's own data root."""
 
-__all__ = ["ROOT_PARAM", "dataset_request", "resolve_path", "with_resolved_paths"]
+STORE_ENV = "ROBUSTPRUNE_STORE"
+DEFAULT_STORE = ".robustprune"
+
+__all__ = ["DEFAULT_STORE", "ROOT_PARAM", "STORE_ENV", "dataset_request", "default_store_root", "resolve_path",
+           "with_resolved_paths"]
+
+
+def default_store_root() -> Path:
+    """``$ROBUSTPRUNE_STORE`` if set, else ``.robustprune/`` in the working directory."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).resolve()
 
 
 def resolve_path(path: str | os.PathLike[str], base: Path | None) -> Path:

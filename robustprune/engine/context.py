@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..compute.data import default_workers
+from ..compute.data import ProgressFn, default_workers
 from ..compute.store import Store
 from ..core.results import CaseKey
 
@@ -25,8 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["CaseContext", "NetworkRecord", "ProgressFn", "RunOptions", "tagged"]
 
-ProgressFn = Callable[[str], None]
-"""Where long work says what it is doing: one line per event."""
 
 
 def _silent(message: str) -> None:

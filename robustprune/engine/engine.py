@@ -61,7 +61,7 @@ class Engine:
         self.options = options
         self.models: dict[str, Registered[ModelSpec]] = {name: registry.model(name) for name in suite.models}
         self.datasets: dict[str, Registered[DatasetSpec]] = {name: registry.dataset(name) for name in suite.datasets}
-        self.methods: dict[str, Registered[Any]] = {name: registry.method(name) for name in suite.methods}
+        self.methods: dict[str, Registered[PruneMethod]] = {name: registry.method(name) for name in suite.methods}
         for field_name in ("recipes", "parent_checkpoints"):
             for model in getattr(suite, field_name):
                 if model not in self.models:
@@ -154,20 +154,19 @@ class Engine:
                             "not an nn.Module")
         return network
 
-    def _state(self, record: NetworkRecord, case: CaseKey, *, keep: bool = True) -> dict[str, torch.Tensor]:
-        """A record's weights, read from the store when not in memory (and kept there if ``keep``)."""
+    def _state(self, record: NetworkRecord, case: CaseKey) -> dict[str, torch.Tensor]:
+        """A record's weights, read from the store when not in memory (and kept there until dropped)."""
         if record.state is not None:
             return record.state
         stored = self.options.store.load("network", record.key)
         if stored is None:
             raise CaseError(f"{case.id}: network {record.key[:12]} vanished from the store; run again")
-        if keep:
-            record.state = stored["state"]
-        return stored["state"]
+        record.state = stored["state"]
+        return record.state
 
-    def _load(self, case: CaseKey, data: PreparedData, record: NetworkRecord, *, keep: bool = True) -> nn.Module:
+    def _load(self, case: CaseKey, data: PreparedData, record: NetworkRecord) -> nn.Module:
         network = self.build(case.model, data)
-        network.load_state_dict(self._state(record, case, keep=keep))
+        network.load_state_dict(self._state(record, case))
         return network
 
     def trained_network(self, case: CaseKey, key: str) -> TrainedNetwork:
@@ -307,6 +306,8 @@ class Engine:
             similarity = case_similarity(context, self.suite.similarity, parent, steps)
         if self.suite.features is not None:
             features = case_features(context, self.suite.features, parent, steps)
+        for record in steps:
+            record.state = None  # curves are all that is kept in memory
         return CaseResult(
             case=case,
             method={**method.identity(), "structured": bool(method.item.structured),
@@ -328,7 +329,7 @@ class Engine:
         return CaseContext(
             case=case, data=data, store=self.options.store, device=self.options.device, seed=self.suite.seed,
             gate_ratio=self.suite.gate_ratio_for(case.method), progress=self._progress(case.id),
-            load=lambda record: self._load(case, data, record, keep=False).eval(),
+            load=lambda record: self._load(case, data, record).eval(),
             test_inputs=lambda: self.test_inputs(data),
             parent_of_seed=lambda seed: self.parent(case.model, case.dataset, seed=seed),
         )
@@ -476,10 +477,8 @@ class Engine:
         generator = torch.Generator().manual_seed(seed)
         batch = None
         if method.data_informed:
-            example = data.train_inputs[:2].clone()
-            # PruneMethod.data_size lets the size follow from the network (SiPP's and PFP's bound);
-            # methods that do not subclass PruneMethod give a fixed data_batch_size
-            wanted = method.data_size(network, example) if hasattr(method, "data_size") else method.data_batch_size
+            # the size may follow from the network (SiPP's and PFP's bound); 0 asks for the default 128
+            wanted = method.data_size(network, data.train_inputs[:2].clone())
             size = min(int(wanted) or 128, len(data.train_inputs))
             index = torch.randperm(len(data.train_inputs), generator=generator)[:size]
             batch = data.train_inputs[index]
@@ -583,9 +582,13 @@ class Engine:
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
                structured: bool) -> list[dict[str, Any]]:
-        return curve_costs(records, structured=structured, store=self.options.store,
-                           load=lambda record: self._load(case, data, record, keep=False),
-                           inputs=data.train_inputs, label=case.id, progress=self._progress(case.id))
+        # weights are read from the store once per network (counts and latency both need them), then dropped
+        costs = curve_costs(records, structured=structured, store=self.options.store,
+                            load=lambda record: self._load(case, data, record),
+                            inputs=data.train_inputs, label=case.id, progress=self._progress(case.id))
+        for record in records[1:]:
+            record.state = None
+        return costs
 
 
 def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:

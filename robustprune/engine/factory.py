@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.datasource import with_resolved_paths
+from ..core.datasource import default_store_root, with_resolved_paths
 from ..core.suite import Suite
 from ..plugin.host import local_modules_from_env
 from ..plugin.registry import load_registry
@@ -54,8 +54,6 @@ class EngineJob:
         """The job of ``suite`` declared in ``suite_file``: paths resolved against its folder, and every local
         plugin it needs (``$ROBUSTPRUNE_PLUGINS``, ``plugins``, the suite's own) named. ``store_root=None``
         is ``$ROBUSTPRUNE_STORE`` or ``.robustprune/`` here, resolved now: a remote process uses the same folder."""
-        from ..compute.store import default_store_root  # torch: an engine is about to be built anyway
-
         store_root = str(Path(store_root).resolve() if store_root else default_store_root())
         folder = Path(suite_file).parent
         modules = (*local_modules_from_env(), *plugins, *suite.plugins)

@@ -2,7 +2,9 @@
 
 Each option is declared once, with its help text; :func:`add_options`
 registers them with pytest and :func:`run_help` writes the CLI's help from
-the same table, so the two never drift apart. Defaults that come from the
+the same table, so the two never drift apart. pytest itself is imported only
+where it is used, so that ``robustprune --version`` or ``robustprune report``
+do not pay for it. Defaults that come from the
 environment (``$ROBUSTPRUNE_DEVICE``, ``$ROBUSTPRUNE_THREADS``,
 ``$ROBUSTPRUNE_DATA``) are read here too.
 """
@@ -13,9 +15,10 @@ import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+if TYPE_CHECKING:  # pragma: no cover
+    import pytest
 
 __all__ = ["DATA_ENV", "DEVICE_ENV", "OPTIONS", "THREADS_ENV", "Option", "add_options", "check_device",
            "data_options", "device_option", "run_help", "threads_option"]
@@ -35,7 +38,7 @@ class Option:
     type: type = str
     choices: tuple[str, ...] | None = None
     default: Any = None
-    repeatable: bool = False
+    repeatable: bool = False  # may be given several times: a list (default: empty)
 
     @property
     def pytest_flag(self) -> str:
@@ -61,7 +64,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("report", "also write the report as JSON and Markdown into DIR, and its figures into DIR/figures when "
                      "matplotlib is installed (pip install 'robustprune[plots]')", "DIR"),
     Option("plugin", "load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)", "MODULE",
-           repeatable=True, default=[]),
+           repeatable=True),
     Option("data", f"root folder of datasets read from disk (default: ${DATA_ENV})", "DIR"),
     Option("download", "let dataset plugins download missing data into the data root (CIFAR via torchvision)",
            default=False),
@@ -84,9 +87,11 @@ def add_options(parser: pytest.Parser) -> None:
         elif option.repeatable:
             group.addoption(option.pytest_flag, metavar=option.metavar, action="append", default=[],
                             help=option.help)
+        elif option.choices:  # pytest shows the choices themselves: --rp-executor={local,ray}
+            group.addoption(option.pytest_flag, choices=option.choices, default=option.default, help=option.help)
         else:
-            group.addoption(option.pytest_flag, metavar=option.metavar, type=option.type, choices=option.choices,
-                            default=option.default, help=option.help)
+            group.addoption(option.pytest_flag, metavar=option.metavar, type=option.type, default=option.default,
+                            help=option.help)
 
 
 def run_help(width: int = 88) -> str:
@@ -123,6 +128,7 @@ def check_device(device: str) -> None:
     """A usage error, before any work, when the device asked for does not exist here."""
     if device == "cpu":
         return
+    import pytest
     import torch  # only when a GPU is asked for
 
     if device.startswith("cuda") and not torch.cuda.is_available():

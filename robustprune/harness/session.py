@@ -150,7 +150,7 @@ class RunState:
         data_root, download = data_options(self.config)
         return EngineJob.for_suite(
             suite, module_file, opt("rp_store"), plugins=tuple(opt("rp_plugin")), device=device_option(self.config),
-            threads=threads_option(self.config), workers=opt("rp_workers"),
+            threads=threads_option(self.config), workers=opt("rp_workers") or None,  # 0, like none: every core
             data_root=str(data_root) if data_root else None, download=download,
         )
 

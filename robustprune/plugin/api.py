@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -342,6 +342,16 @@ class PruneContext:
     groups: list[ChannelGroup] | None = field(default=None, repr=False)
     """The network's channel groups when already known (tests, a host that caches them); else analysed on first
     use of :attr:`channel_groups`."""
+    # robustprune 0.1 spelled the two fields above _network and _groups; accepted still, so contexts that
+    # plugins' own tests build by hand keep working
+    _network: InitVar[nn.Module | None] = None
+    _groups: InitVar[list[ChannelGroup] | None] = None
+
+    def __post_init__(self, _network: nn.Module | None, _groups: list[ChannelGroup] | None) -> None:
+        if self.network is None:
+            self.network = _network
+        if self.groups is None:
+            self.groups = _groups
 
     @classmethod
     def for_network(

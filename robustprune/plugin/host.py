@@ -169,6 +169,7 @@ def create_host(local_modules: Iterable[str] = (), search_path: Path | None = No
             host.failures.append(PluginFailure(ep.name, f"entry point of {info.distribution}", short_error(exc)))
             continue
         host.register_module(module, ep.name, info)
-    for module_name in [*local_modules_from_env(), *local_modules]:
+    # each module once, even when named in several places (the environment, the command line, a suite)
+    for module_name in dict.fromkeys([*local_modules_from_env(), *local_modules]):
         host.load_local(module_name, search_path)
     return host

@@ -19,6 +19,7 @@ from .api import (
     DatasetSpec,
     ModelSpec,
     PixelShift,
+    PruneMethod,
     PublishedShift,
     ShiftGroup,
     TensorShift,
@@ -155,7 +156,9 @@ class Registry:
             return table[name]
         raise UnknownNameError(self._unknown_message(kind, name))
 
-    def method(self, name: str) -> Registered[Any]:
+    def method(self, name: str) -> Registered[PruneMethod]:
+        """The method registered as ``name`` (it has every attribute of :class:`PruneMethod`, checked on
+        registration, though it need not subclass it)."""
         return self.get("method", name)
 
     def model(self, name: str) -> Registered[ModelSpec]:

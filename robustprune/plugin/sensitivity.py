@@ -43,6 +43,7 @@ from .masks import PrunableLayer, PruneError, prunable_weights
 
 __all__ = [
     "LayerInfo",
+    "SampledSensitivityMethod",
     "input_channel_sensitivities",
     "layer_info",
     "sample_size",
