@@ -187,3 +187,4 @@ class SuiteRun:
     results: Mapping[CaseKey, CaseResult | CaseError]
     num_classes: Mapping[str, int]  # per dataset that was loaded
     robust_training: Mapping[str, Any] | None = None  # the training mix as the report describes it
+    numerics: Mapping[str, Any] | None = None  # what the numbers depend on (robustprune.compute.numerics)

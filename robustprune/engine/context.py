@@ -8,10 +8,10 @@ theirs; how the run is organised stays the engine's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..compute.data import ProgressFn, default_workers
 from ..compute.store import Store
@@ -75,6 +75,7 @@ class CaseContext:
     data: PreparedData
     store: Store
     device: str
+    numerics: Mapping[str, Any]  # what the device computes with (robustprune.compute.numerics): in every key
     seed: int
     gate_ratio: float
     progress: ProgressFn

@@ -21,6 +21,7 @@ from torch import nn
 from ..compute.checkpoints import CheckpointError, file_digest, fit_problems, read_checkpoint, read_pruned
 from ..compute.data import PreparedData, content_hash, prepare
 from ..compute.evaluation import accuracy, predict
+from ..compute.numerics import numerics
 from ..compute.store import make_key
 from ..compute.training import train
 from ..core.cases import Case
@@ -74,6 +75,8 @@ class Engine:
             for name, reg in self.models.items()
         }
         torch.set_num_threads(options.threads)
+        # what the numbers depend on besides the inputs: in the key of everything trained or evaluated here
+        self.numerics = numerics(options.device, options.threads)
         self.shift_entries: list[ShiftEntry] = parse_shifts(suite.shifts, registry)
         # robust training: the mix's members and the held-out shifts become two more report columns
         mix = resolve_mix(suite, registry)
@@ -115,7 +118,7 @@ class Engine:
         return SuiteRun(
             suite=self.suite, entries=tuple(self.shift_entries), shifts=tuple(self.shifts), results=self.computed(),
             num_classes={name: data.splits.num_classes for name, data in self._data.items()},
-            robust_training=mix,
+            robust_training=mix, numerics=self.numerics,
         )
 
     def view(self, case: CaseKey) -> Case:
@@ -178,10 +181,6 @@ class Engine:
         network.load_state_dict(stored["state"])
         return TrainedNetwork(network.eval(), stored.get("masks"), key)
 
-    def _numerics(self) -> dict[str, Any]:
-        """What changes floating-point results of training besides the inputs: device type and threads."""
-        return {"device": torch.device(self.options.device).type, "threads": self.options.threads}
-
     def _mix_key(self) -> dict[str, Any]:
         """The store-key part of the training data: empty without a mix, so existing keys stay valid."""
         return {} if self.robust_training is None else self.robust_training.key_part()
@@ -223,7 +222,7 @@ class Engine:
             return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
         recipe = self.recipes[model]
         spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
-                "recipe": recipe.to_dict(), "seed": seed, "numerics": self._numerics(), **self._mix_key()}
+                "recipe": recipe.to_dict(), "seed": seed, "numerics": self.numerics, **self._mix_key()}
         key = make_key(spec)
         label = f"{model}-{dataset}" if seed == self.suite.seed else f"{model}-{dataset}-seed{seed}"
         progress = self._progress(label)
@@ -327,7 +326,8 @@ class Engine:
     def _context(self, case: CaseKey, data: PreparedData) -> CaseContext:
         """The narrow view of this run that the measures beyond accuracy receive."""
         return CaseContext(
-            case=case, data=data, store=self.options.store, device=self.options.device, seed=self.suite.seed,
+            case=case, data=data, store=self.options.store, device=self.options.device, numerics=self.numerics,
+            seed=self.suite.seed,
             gate_ratio=self.suite.gate_ratio_for(case.method), progress=self._progress(case.id),
             load=lambda record: self._load(case, data, record).eval(),
             test_inputs=lambda: self.test_inputs(data),
@@ -454,7 +454,7 @@ class Engine:
         spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
                 "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
                 "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
-                "numerics": self._numerics(), **self._mix_key()}
+                "numerics": self.numerics, **self._mix_key()}
         key = make_key(spec)
         progress = self._progress(case.id)
 
@@ -513,7 +513,7 @@ class Engine:
 
     def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift) -> str:
         spec = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
-                "seed": self.suite.seed}
+                "seed": self.suite.seed, "numerics": self.numerics}
         published = self.shifted.published(data, shift)
         if published is not None:  # what was evaluated is the file's content, not a generated set
             spec["published"] = published.digest

@@ -236,7 +236,7 @@ def compare(parent: FeatureSubsets, pruned: FeatureSubsets, parent_net: nn.Modul
 def _subsets(context: CaseContext, record: NetworkRecord, images: torch.Tensor, settings: Features,
              what: str) -> FeatureSubsets:
     spec = {"kind": "features", "network": record.key, "data": context.data.key, "settings": settings.to_dict(),
-            "images": len(images), "seed": context.seed, "version": _VERSION}
+            "images": len(images), "seed": context.seed, "numerics": dict(context.numerics), "version": _VERSION}
 
     def compute() -> dict[str, Any]:
         started = time.monotonic()
@@ -259,7 +259,8 @@ def case_features(context: CaseContext, settings: Features, parent: NetworkRecor
     index = select_images(len(context.data.test_labels), int(settings.images), context.seed + 7919)
     images = context.test_inputs()[index]
     spec = {"kind": "features-compare", "parent": parent.key, "pruned": step.key, "data": context.data.key,
-            "settings": settings.to_dict(), "images": len(images), "seed": context.seed, "version": _VERSION}
+            "settings": settings.to_dict(), "images": len(images), "seed": context.seed,
+            "numerics": dict(context.numerics), "version": _VERSION}
 
     def compute() -> dict[str, float]:
         parent_subsets = _subsets(context, parent, images, settings, "parent")

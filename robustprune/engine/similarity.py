@@ -118,7 +118,8 @@ def case_similarity(context: CaseContext, settings: Similarity, parent: NetworkR
         pairs.append(("baseline", context.parent_of_seed(seed)))
     index = select_images(len(context.data.test_labels), int(settings.images), context.seed)
     spec_base = {"kind": "similarity", "reference": parent.key, "data": context.data.key, "images": len(index),
-                 "draws": int(settings.draws), "seed": context.seed, "version": _VERSION}
+                 "draws": int(settings.draws), "seed": context.seed, "numerics": dict(context.numerics),
+                 "version": _VERSION}
     keys = {(other.key, eps): make_key({**spec_base, "other": other.key, "eps": eps})
             for _, other in pairs for eps in settings.eps}
     store = context.store

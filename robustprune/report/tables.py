@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-__all__ = ["beyond_sections", "render_text", "robust_training_line", "sources_footnote", "table_rows"]
+__all__ = ["beyond_sections", "numerics_line", "render_text", "robust_training_line", "sources_footnote", "table_rows"]
 
 
 def _verdict_cell(row: dict[str, Any]) -> str:
@@ -117,7 +117,23 @@ def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
     mix_line = robust_training_line(report)
     if mix_line:
         parts.append("\n" + mix_line)
+    numerics = numerics_line(report.get("numerics"))
+    if numerics:
+        parts.append(("\n" if fmt != "simple" else "") + numerics)
     return "\n".join(parts)
+
+
+def numerics_line(numerics: Mapping[str, Any] | None) -> str | None:
+    """``numerics: torch 2.14.1, CPU capability AVX512, cpu, 1 thread, deterministic algorithms off``: what the
+    numbers depend on besides the data and the seeds (they are part of every store key)."""
+    if not numerics:
+        return None
+    threads = numerics.get("threads", "?")
+    parts = [f"torch {numerics.get('torch', '?')}", f"CPU capability {numerics.get('cpu_capability', '?')}",
+             str(numerics.get("device_name") or numerics.get("device", "?")),
+             f"{threads} thread{'' if threads == 1 else 's'}",
+             f"deterministic algorithms {'on' if numerics.get('deterministic') else 'off'}"]
+    return "numerics: " + ", ".join(parts)
 
 
 def error_notes(table: dict[str, Any]) -> list[str]:
