@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from robustprune import Suite
-from robustprune.compute.data import default_workers
 from robustprune.compute.store import Store
+from robustprune.core.machine import available_cores
 from robustprune.engine.context import RunOptions
 from robustprune.engine.engine import Engine
 from robustprune.plugin.registry import load_registry
@@ -24,7 +24,7 @@ from robustprune.plugin.registry import load_registry
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--workers", type=int, default=available_cores())
     args = parser.parse_args()
     from imagecorruptions import corrupt, get_corruption_names
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .core.beyond import PAPER_EPS, PAPER_HELD_OUT, PAPER_TRAIN_SHIFTS, Features, ShiftMix, Similarity
 from .core.gate import DeployGate
+from .core.grids import paper_grid
 from .core.suite import PrunedCheckpoint, Suite, geometric_ratios
 from .plugin.api import (
     SEVERITY,
@@ -71,6 +72,7 @@ __all__ = [
     "Suite",
     "TensorShift",
     "geometric_ratios",
+    "paper_grid",
     "hookimpl",
     "skip_unless_data",
     "__version__",

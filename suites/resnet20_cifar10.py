@@ -1,10 +1,12 @@
 """The paper's resnet20 / CIFAR-10 setup ("Lost in Pruning", Liebenwein et al., MLSys 2021).
 
 ResNet-20 trained with the paper's recipe (182 epochs, SGD, lr 0.1 with x0.1
-steps at epochs 91 and 136, 5 warm-up epochs), pruned in a cascade by WT and
-SiPP (unstructured) and FT and PFP (structured) over the geometric grid of 16
-ratios (keep 0.80 down to 0.03), retraining after every step with the full
-schedule replayed (learning-rate rewinding). Every network is evaluated on the
+steps at epochs 91 and 136, 5 warm-up epochs), three times (three parents, as
+the paper's ``numNets: 3``), each pruned in a cascade by WT and SiPP
+(unstructured) and FT and PFP (structured) over the paper's resnet20 grid
+(the 23 ratios its config retrains at, 0.15 to 0.98, with 0.85 among them),
+retraining after every step with the full schedule replayed (learning-rate
+rewinding). Every network is evaluated on the
 nominal CIFAR-10 test set, the 19 corruptions at severity 3 (the published
 CIFAR-10-C arrays when they are on disk, else generated) and uniform noise over
 the paper's grid eps = 0, 0.05, ..., 0.7; prune potential at delta = 0.5 %.
@@ -17,12 +19,12 @@ looked at and how to point robustprune at it:
     robustprune run suites/resnet20_cifar10.py --data /data --device cuda
     ROBUSTPRUNE_DATA=/data pytest suites/resnet20_cifar10.py --rp-device cuda
 
-It is a GPU-sized run (about 65 networks of 182 epochs each, see
+It is a GPU-sized run (about 280 networks of 182 epochs each, see
 docs/data-and-models.md); suites/resnet20_cifar10_cpu.py is the same setup on
 a subset, sized for a CPU.
 """
 
-from robustprune import Suite, geometric_ratios, skip_unless_data
+from robustprune import Suite, paper_grid, skip_unless_data
 
 # The paper's uniform-noise grid: eps in linspace(0, 0.7, 15), on the normalized input.
 NOISE_EPS = [round(0.05 * i, 2) for i in range(15)]
@@ -32,8 +34,9 @@ suite = Suite(
     datasets=["cifar10"],
     methods=["wt", "sipp", "ft", "pfp"],
     shifts=["corruptions@3", "uniform_noise@" + ",".join(f"{eps:g}" for eps in NOISE_EPS)],
-    ratios=geometric_ratios(16, keep_max=0.8, keep_min=0.03),
+    ratios=paper_grid("resnet20"),
     delta=0.005,
+    repeats=3,
 )
 
 skip_unless_data(suite)

@@ -167,6 +167,7 @@ def run_suite(pytester: pytest.Pytester, torch_warmed_up: None) -> Callable[...,
         head = TOY_SUITE_HEAD.format(methods=list(methods), shifts=list(shifts), plugins=list(plugins),
                                      extra=("\n    " + extra.strip()) if extra else "")
         pytester.makepyfile(suite_toy=head + "\n" + textwrap.dedent(checks))
+        # one process: in-process runs stay fast (tests/test_executors.py runs the worker pool)
         return pytester.runpytest_inprocess("suite_toy.py", f"--rp-store={pytester.path / 'store'}",
                                             "--rp-workers=1", "-p", "no:cacheprovider", *args)
 

@@ -21,7 +21,7 @@ suite = Suite(
     gate_ratio=0.3,
     recipe={{"epochs": 2}},
     retrain_epochs=1,
-    plugins={plugins!r},
+    plugins={plugins!r},{fields}
 )
 
 
@@ -39,11 +39,13 @@ def test_group(group_case):
 
 
 def write_suite(folder: Path, name: str = "suite_tiny.py", *, methods=("wt",), shifts=("contrast@3",),
-                plugins=(), nominal_gate: float = 0.0, extra: str = "") -> Path:
+                plugins=(), nominal_gate: float = 0.0, extra: str = "", fields: str = "") -> Path:
+    """``fields``: more ``Suite`` arguments, e.g. ``"repeats=2,"``; ``extra``: more module text."""
     path = folder / name
     path.write_text(
         TINY_SUITE.format(methods=list(methods), shifts=list(shifts), plugins=list(plugins),
-                          nominal_gate=nominal_gate) + textwrap.dedent(extra)
+                          nominal_gate=nominal_gate, fields=("\n    " + fields) if fields else "")
+        + textwrap.dedent(extra)
     )
     return path
 

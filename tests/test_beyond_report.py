@@ -90,9 +90,10 @@ FEATURES = {"ratio": 0.5, "images": 32, "patch": 4, "patches": 64, "threshold": 
 
 def _case(similarity=SIMILARITY, features=FEATURES) -> Case:
     suite = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=(0.25, 0.5), gate_ratio=0.5)
-    result = CaseResult(CaseKey("wt", "tiny", "toy"), {"name": "wt", "structured": False}, (0.25, 0.5), (0.25, 0.5),
-                        "p", ("a", "b"),
+    result = CaseResult.from_curves(
+                        CaseKey("wt", "tiny", "toy"), {"name": "wt", "structured": False}, (0.25, 0.5), (0.25, 0.5),
                         {k: list(v) for k, v in CASE["accuracy"].items() if k in (NOMINAL, "contrast@3")},
+                        parent_key="p", step_keys=("a", "b"),
                         similarity=SimilarityResult.from_dict(similarity) if similarity else None,
                         features=FeaturesResult.from_dict(features) if features else None)
     entries = [ShiftEntry("contrast@3", (Shift("contrast", 3),))]

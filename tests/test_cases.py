@@ -74,15 +74,10 @@ ENTRIES = [
 ]
 
 
-def make_result() -> CaseResult:
-    return CaseResult(
-        case=CaseKey("wt", "tiny", "toy"),
-        method={"name": "wt"},
-        ratios=RATIOS,
-        achieved=(0.2, 0.4, 0.5, 0.6, 0.8),
-        parent_key="p",
-        step_keys=("a", "b", "c", "d", "e"),
-        accuracy={k: list(v) for k, v in ACCURACY.items()},
+def make_result(accuracy=ACCURACY) -> CaseResult:
+    return CaseResult.from_curves(
+        CaseKey("wt", "tiny", "toy"), {"name": "wt"}, RATIOS, (0.2, 0.4, 0.5, 0.6, 0.8),
+        {k: list(v) for k, v in accuracy.items()}, parent_key="p", step_keys=("a", "b", "c", "d", "e"),
     )
 
 
@@ -217,8 +212,7 @@ def test_single_shift_entry_as_group_says_under(toy_case):
 
 
 def test_group_worst_tie_goes_to_first_member():
-    result = make_result()
-    result.accuracy["fog@3"] = list(ACCURACY["contrast@3"])  # fog now ties contrast at 0.8
+    result = make_result({**ACCURACY, "fog@3": ACCURACY["contrast@3"]})  # fog now ties contrast at 0.8
     s = Suite(models=["tiny"], datasets=["toy"], methods=["wt"], ratios=RATIOS)
     g = Case(lambda: result, s, ENTRIES, CaseKey("wt", "tiny", "toy")).group("mini@3")
     assert g.worst == "contrast@3"

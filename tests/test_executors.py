@@ -1,12 +1,15 @@
-"""One suite, three ways to run it: serially, with pytest-xdist, and on a local Ray instance.
+"""One suite, four ways to run it: serially, in worker processes (the default), with pytest-xdist, and on Ray.
 
-Each run gets its own store; the tables must be identical and no piece of
-work may be computed twice (the store's work.log lists every computation).
+Each run gets its own store; the tables (and the JSON report's numbers) must
+be identical and no piece of work may be computed twice (the store's
+work.log lists every computation). The suite has two repeats, so the worker
+pool gets independent parents and cascades to spread.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import re
 from pathlib import Path
 
@@ -37,15 +40,42 @@ def computed_keys(store: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("executors")
-    write_suite(folder, methods=("wt", "ft"), shifts=("contrast@3", "uniform_noise@0.2"))
+    write_suite(folder, methods=("wt", "ft"), shifts=("contrast@3", "uniform_noise@0.2"),
+                fields="repeats=2, noise_draws=2, bootstrap=200,")
     return folder
 
 
 @pytest.fixture(scope="module")
 def serial(folder):
-    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=serial"], cwd=folder)
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=serial", "--rp-executor=local",
+                  "--rp-report=serial-report"], cwd=folder)
     assert result.returncode == 0, result.stdout[-3000:]
     return result
+
+
+def numbers(report: Path) -> dict:
+    """The JSON report without what measures time: case seconds, latencies and speed-ups."""
+    data = json.loads((report / "robustprune-report.json").read_text())
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "latency", "speedup", "suite")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(data)
+
+
+def test_worker_processes_match_serial_to_the_bit_and_repeat_nothing(folder, serial):
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=process", "--rp-workers=2",
+                  "--rp-report=process-report"], cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"2 workers: 2 parents", result.stdout) and "2 workers: 4 cascades" in result.stdout
+    assert "[wt-small_cnn-digits] ratio 0.3 (1/2) repeat 2/2: pruning" in result.stdout  # progress from a worker
+    assert report_table(result.stdout) == report_table(serial.stdout)
+    assert numbers(folder / "process-report") == numbers(folder / "serial-report")
+    assert sorted(computed_keys(folder / "process")) == sorted(computed_keys(folder / "serial"))
 
 
 def test_serial_run_computes_each_piece_once(folder, serial):
@@ -68,7 +98,7 @@ def test_ray_matches_serial_and_repeats_nothing(folder, serial):
     result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=ray", "--rp-executor=ray"], cwd=folder,
                  env={"RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "ray: training 1 parent(s)" in result.stdout
+    assert "ray: 2 parents" in result.stdout and "ray: 4 cascades" in result.stdout
     assert report_table(result.stdout) == report_table(serial.stdout)
     keys = computed_keys(folder / "ray")
     assert sorted(keys) == sorted(computed_keys(folder / "serial"))

@@ -78,7 +78,8 @@ def test_failed_gate_names_the_numbers(cold):
     write_suite(folder, "suite_strict.py", shifts=("contrast@3", "uniform_noise@0.1"), nominal_gate=0.7)
     result = run(["-m", "pytest", "suite_strict.py", f"--rp-store={store}"], cwd=folder)
     assert result.returncode == 1
-    assert re.search(r"prune potential 0\.\d\d under nominal < required 0\.70 \(delta 0\.5 %\)", result.stdout)
+    assert re.search(r"prune potential 0\.\d\d \[0\.\d\d, 0\.\d\d\] \(1 repeat, 95 %\) under nominal < required 0\.70 "
+                     r"\(delta 0\.5 %\)", result.stdout)
     assert "FAIL (1/5 checks)" in result.stdout
 
 

@@ -40,7 +40,8 @@ def test_report_rows_follow_the_checks(run_suite):
     result = run_suite(CHECKS, methods=("wt", "erase"))
     out = result.stdout.str()
     assert "robustprune report" in out and "toynet on toy" in out
-    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("wt ", "erase "))}
+    table = out[out.index("toynet on toy"):out.index("delta excess error against the prune ratio")]
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("wt ", "erase "))}
     assert rows["wt"].rstrip().endswith("pass") and rows["erase"].rstrip().endswith("pass")
 
 
@@ -51,8 +52,9 @@ def test_a_failed_limit_reads_as_a_sentence(run_suite):
         """)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(failed=1)
-    result.stdout.re_match_lines([r"E\s+assert prune potential 0\.\d\d under nominal < required 0\.90 "
-                                  r"\(delta 0\.5 %\)"])
+    # the value, its bootstrap interval over the test images, then what it was held against
+    result.stdout.re_match_lines([r"E\s+assert prune potential 0\.\d\d \[0\.\d\d, 0\.\d\d\] \(1 repeat, 95 %\) "
+                                  r"under nominal < required 0\.90 \(delta 0\.5 %\)"])
     result.stdout.re_match_lines([r"^wt .*FAIL \(1/1 checks\)"])
 
 
@@ -61,7 +63,8 @@ def test_mirrored_comparison_is_phrased_from_the_measure(run_suite):
         def test_nominal(case):
             assert 0.9 <= case.prune_potential()
         """)
-    result.stdout.re_match_lines([r"E\s+assert prune potential 0\.\d\d under nominal < required 0\.90"])
+    result.stdout.re_match_lines([r"E\s+assert prune potential 0\.\d\d \[.*\] \(1 repeat, 95 %\) under nominal "
+                                  r"< required 0\.90"])
 
 
 def test_deploy_gate_checks_are_generated_per_case(run_suite):

@@ -24,10 +24,18 @@ from filelock import FileLock
 
 from ..core.datasource import STORE_ENV, default_store_root
 
-__all__ = ["STORE_ENV", "Store", "StoreWarning", "default_store_root", "make_key"]
+__all__ = ["STORE_ENV", "NotStored", "Store", "StoreWarning", "default_store_root", "make_key"]
 
 _MAGIC = b"RPSTORE1"
 _DIGEST = 32
+
+
+class NotStored(LookupError):
+    """Raised under :meth:`Store.lookup_only` where an entry would have to be computed."""
+
+    def __init__(self, kind: str, key: str):
+        super().__init__(f"{kind} {key[:12]} is not in the store")
+        self.kind, self.key = kind, key
 
 
 class StoreWarning(UserWarning):
@@ -45,6 +53,18 @@ class Store:
 
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).resolve() if root is not None else default_store_root()
+        self._lookup_only = False
+
+    @contextmanager
+    def lookup_only(self) -> Iterator[None]:
+        """Read what is stored, compute nothing: the first entry that would be computed raises
+        :class:`NotStored` instead (every computation claims its entry first). How an executor finds which
+        pieces of work are already done."""
+        previous, self._lookup_only = self._lookup_only, True
+        try:
+            yield
+        finally:
+            self._lookup_only = previous
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
@@ -89,7 +109,10 @@ class Store:
 
         Use as: load; if missing, ``with store.claim(...)``: load again, and
         compute only if still missing. No piece of work is then done twice.
+        Under :meth:`lookup_only`, raises :class:`NotStored`.
         """
+        if self._lookup_only:
+            raise NotStored(kind, key)
         lock_path = self.root / "locks" / kind / f"{key}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_path)):

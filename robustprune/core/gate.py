@@ -22,14 +22,16 @@ Pure functions over accuracies: no torch, easy to check by hand.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import metrics
 from .shifts import NOMINAL
+from .uncertainty import PerRepeat, Resampling
 
-__all__ = ["DeployGate", "GateCheck", "GateResult", "ShiftNumbers", "evaluate_gate", "resolve_entries", "shift_numbers"]
+__all__ = ["DeployGate", "GateCheck", "GateResult", "ShiftNumbers", "ShiftStatistics", "evaluate_gate",
+           "resolve_entries", "shift_numbers"]
 
 MODES = ("every", "mean")
 _EPS = 1e-12  # accuracies are ratios of counts: an exact tie is within the limit
@@ -56,6 +58,10 @@ class DeployGate:
             (0.005 = 0.5 points). ``None``: the suite's ``delta``.
         max_delta_excess_error: the largest tolerated delta excess error
             (what pruning adds to the error a shift causes). ``None``: not limited.
+        confidence: judge the numbers' one-sided upper bounds at this level
+            (bootstrap over repeats and test images) instead of their means: with
+            ``0.95`` the gate passes only when, with 95 % confidence, the loss is
+            within the limit. ``None``: the means.
     """
 
     ratio: float | Mapping[str, float] | None = None
@@ -63,6 +69,7 @@ class DeployGate:
     mode: str = "every"
     max_accuracy_loss: float | None = None
     max_delta_excess_error: float | None = None
+    confidence: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.shifts, str):
@@ -85,11 +92,14 @@ class DeployGate:
         bad = [r for r in ratios if not 0 < r < 1 or math.isnan(r)]
         if bad:
             raise ValueError(f"DeployGate ratio {bad[0]} is outside (0, 1): a ratio is the removed fraction of weights")
+        if self.confidence is not None and not 0 < float(self.confidence) < 1:
+            raise ValueError(f"DeployGate confidence is a level in (0, 1) (0.95 = 95 %), got {self.confidence!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"ratio": dict(self.ratio) if isinstance(self.ratio, Mapping) else self.ratio,
                 "shifts": list(self.shifts) if self.shifts is not None else None, "mode": self.mode,
-                "max_accuracy_loss": self.max_accuracy_loss, "max_delta_excess_error": self.max_delta_excess_error}
+                "max_accuracy_loss": self.max_accuracy_loss, "max_delta_excess_error": self.max_delta_excess_error,
+                "confidence": self.confidence}
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,15 @@ class ShiftNumbers:
     accuracy: float
     accuracy_loss: float
     delta_excess_error: float | None  # None for nominal (0 by definition)
+
+
+@dataclass(frozen=True)
+class ShiftStatistics:
+    """One shift at the deploy ratio on every repeat and bootstrap resample: what a gate with a confidence
+    reads its bounds from."""
+
+    accuracy_loss: PerRepeat
+    delta_excess_error: PerRepeat | None  # None for nominal
 
 
 def shift_numbers(accuracy: Mapping[str, Sequence[float]], index: int) -> dict[str, ShiftNumbers]:
@@ -130,21 +149,24 @@ class GateCheck:
     entry: str | None = None  # the entry the worst shift belongs to
     worst_member: str | None = None  # mode mean: the worst member of the worst entry
     worst_member_value: float | None = None
+    confidence: float | None = None  # the values are upper bounds at this level, not means
 
     def sentence(self) -> str:
-        """``accuracy loss 3.1 % under glass_blur@3 > delta 0.5 % (worst of corruptions@3)``."""
+        """``accuracy loss 3.1 % under glass_blur@3 > delta 0.5 % (worst of corruptions@3)``; with a
+        confidence, ``accuracy loss 3.6 % (95 % upper bound) under ...``."""
         if self.what == "sparsity":
             op = ">=" if self.passed else "<"
             return f"sparsity {self.value:.3f} measured from the weights {op} required {self.limit:g}"
         op = "<=" if self.passed else ">"
         value, limit = _pct_pair(self.value, self.limit)
+        bound = f" ({self.confidence * 100:g} % upper bound)" if self.confidence is not None else ""
         if self.worst_member is not None:  # mode mean: the entry's mean, and its worst member
             member = _pct(self.worst_member_value)
-            return (f"mean {self.what} {value} % over {self.shift} {op} {self.limit_name} {limit} % "
+            return (f"mean {self.what} {value} %{bound} over {self.shift} {op} {self.limit_name} {limit} % "
                     f"(worst member {self.worst_member}: {member} %)")
         where = f" under {self.shift}" if self.shift else ""
         of = f" (worst of {self.entry})" if self.entry and self.entry != self.shift else ""
-        return f"{self.what} {value} %{where} {op} {self.limit_name} {limit} %{of}"
+        return f"{self.what} {value} %{bound}{where} {op} {self.limit_name} {limit} %{of}"
 
 
 @dataclass(frozen=True)
@@ -243,9 +265,15 @@ def evaluate_gate(
     delta: float,
     single_network: bool = False,
     required_sparsity: float | None = None,
+    statistics: Mapping[str, ShiftStatistics] | None = None,
+    resampling: Resampling | None = None,
 ) -> GateResult:
     """Judge one network. ``numbers``: per shift label at the deploy ratio (:func:`shift_numbers`);
-    ``entries``: the gated entries and their members (:func:`resolve_entries`)."""
+    ``entries``: the gated entries and their members (:func:`resolve_entries`). A gate with a
+    ``confidence`` needs ``statistics`` (every gated shift on every repeat and resample) and the
+    ``resampling`` that reads bounds from them."""
+    if gate.confidence is not None and (statistics is None or resampling is None):
+        raise ValueError("a DeployGate with a confidence needs the per-repeat statistics and the resampling")
     checks: list[GateCheck] = []
     if required_sparsity is not None:
         # the tolerance methods get for hitting a ratio (0.5 % relative) applies to a checkpoint too
@@ -253,43 +281,66 @@ def evaluate_gate(
         checks.append(GateCheck("sparsity", achieved, required_sparsity, "required", enough))
     loss_limit, loss_name = (delta, "delta") if gate.max_accuracy_loss is None else (gate.max_accuracy_loss, "limit")
     losses = {label: numbers[label].accuracy_loss for members in entries.values() for label in members}
-    checks.append(_check(gate.mode, "accuracy loss", losses, entries, loss_limit, loss_name))
+    loss_value = _valuer(gate, losses, {label: s.accuracy_loss for label, s in (statistics or {}).items()},
+                         resampling)
+    checks.append(_check(gate, "accuracy loss", loss_value, list(losses), entries, loss_limit, loss_name))
     if gate.max_delta_excess_error is not None:
         dees = {label: dee for members in entries.values() for label in members
                 if (dee := numbers[label].delta_excess_error) is not None}
         shifted = {k: tuple(m for m in v if m in dees) for k, v in entries.items()}
         shifted = {k: v for k, v in shifted.items() if v}
         if dees:
-            checks.append(_check(gate.mode, "delta excess error", dees, shifted, gate.max_delta_excess_error, "limit"))
+            dee_stats = {label: s.delta_excess_error for label, s in (statistics or {}).items()
+                         if s.delta_excess_error is not None}
+            dee_value = _valuer(gate, dees, dee_stats, resampling)
+            checks.append(_check(gate, "delta excess error", dee_value, list(dees), shifted,
+                                 gate.max_delta_excess_error, "limit"))
     gated = {label: numbers[label] for members in entries.values() for label in members}
     return GateResult(name=name, ratio=ratio, achieved=achieved, single_network=single_network, mode=gate.mode,
                       checks=tuple(checks), shifts=gated, entries={k: tuple(v) for k, v in entries.items()})
 
 
-def _check(mode: str, what: str, values: Mapping[str, float], entries: Mapping[str, Sequence[str]],
-           limit: float, limit_name: str) -> GateCheck:
+def _valuer(gate: DeployGate, points: Mapping[str, float], statistics: Mapping[str, PerRepeat],
+            resampling: Resampling | None) -> Callable[[Sequence[str]], float]:
+    """What the gate compares for a set of shifts: their mean, or with a confidence the upper bound of it."""
+    if gate.confidence is None:
+        return lambda labels: math.fsum(points[s] for s in labels) / len(labels)
+    confidence = float(gate.confidence)
+    assert resampling is not None
+
+    def bound(labels: Sequence[str]) -> float:
+        statistic = PerRepeat.combine([statistics[s] for s in labels], "mean")
+        return resampling.estimate(statistic).bound(confidence, "upper")
+
+    return bound
+
+
+def _check(gate: DeployGate, what: str, value: Callable[[Sequence[str]], float], gated: Sequence[str],
+           entries: Mapping[str, Sequence[str]], limit: float, limit_name: str) -> GateCheck:
     """The worst value over the gated shifts (mode every) or over the entries' means (mode mean)."""
-    if mode == "every":
+    confidence = gate.confidence
+    single = {s: value((s,)) for s in gated}
+    if gate.mode == "every":
         # the first entry a shift appears in names it; ties go to the earlier shift
         entry_of: dict[str, str] = {}
         for entry, members in entries.items():
             for member in members:
                 entry_of.setdefault(member, entry)
         order = list(entry_of)
-        worst = max(order, key=lambda s: (values[s], -order.index(s)))
-        return GateCheck(what, values[worst], limit, limit_name, values[worst] <= limit + _EPS,
-                         shift=worst, entry=entry_of[worst])
-    means = {entry: math.fsum(values[m] for m in members) / len(members) for entry, members in entries.items()}
+        worst = max(order, key=lambda s: (single[s], -order.index(s)))
+        return GateCheck(what, single[worst], limit, limit_name, single[worst] <= limit + _EPS,
+                         shift=worst, entry=entry_of[worst], confidence=confidence)
+    means = {entry: value(tuple(members)) for entry, members in entries.items()}
     order = list(means)
     worst_entry = max(order, key=lambda e: (means[e], -order.index(e)))
     members = list(entries[worst_entry])
-    worst_member = max(members, key=lambda s: (values[s], -members.index(s)))
+    worst_member = max(members, key=lambda s: (single[s], -members.index(s)))
     if len(members) == 1:  # a single shift: its mean is itself
         return GateCheck(what, means[worst_entry], limit, limit_name, means[worst_entry] <= limit + _EPS,
-                         shift=worst_member, entry=worst_entry)
+                         shift=worst_member, entry=worst_entry, confidence=confidence)
     return GateCheck(what, means[worst_entry], limit, limit_name, means[worst_entry] <= limit + _EPS,
                      shift=worst_entry, entry=worst_entry, worst_member=worst_member,
-                     worst_member_value=values[worst_member])
+                     worst_member_value=single[worst_member], confidence=confidence)
 
 
 def _pct(value: float | None) -> str:

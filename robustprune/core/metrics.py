@@ -1,7 +1,8 @@
 """Pure functions over accuracy curves: prune potential, excess error, group summaries.
 
 Definitions follow "Lost in Pruning" (Liebenwein et al., MLSys 2021) and
-DESIGN.md section 2. Nothing here imports torch; inputs are plain numbers.
+DESIGN.md section 2. Nothing here imports torch; inputs are plain numbers, except
+:func:`prune_potentials`, which takes numpy arrays (numpy imported on first use).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 # Accuracies are ratios of integer counts; comparing them to acc - delta in
 # floating point must not flip a boundary case that is exactly equal.
@@ -31,6 +33,21 @@ def prune_potential(
     threshold = parent_accuracy - delta
     qualifying = [r for r, a in zip(ratios, accuracies) if a >= threshold - _EPS]
     return max(qualifying, default=0.0)
+
+
+def prune_potentials(ratios: Sequence[float], accuracies: Any, parent_accuracy: Any, delta: float) -> Any:
+    """:func:`prune_potential` of many curves at once: ``accuracies`` has a row per ratio and a column per
+    curve (e.g. per bootstrap resample), ``parent_accuracy`` a value per column; returns a value per column."""
+    import numpy as np
+
+    accuracies = np.asarray(accuracies, dtype=float)
+    if accuracies.shape[0] != len(ratios):
+        raise ValueError(f"{len(ratios)} ratios but {accuracies.shape[0]} rows of accuracies")
+    if delta < 0:
+        raise ValueError(f"delta must be >= 0, got {delta}")
+    qualifying = accuracies >= np.asarray(parent_accuracy, dtype=float) - delta - _EPS
+    grid = np.asarray(ratios, dtype=float).reshape((len(ratios),) + (1,) * (accuracies.ndim - 1))
+    return np.where(qualifying, grid, 0.0).max(axis=0, initial=0.0)
 
 
 def excess_error(error_shifted: float, error_nominal: float) -> float:

@@ -7,18 +7,21 @@ keys, never networks or tensors.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .shifts import NOMINAL, Shift, ShiftEntry
 from .suite import Suite
+from .uncertainty import Resampling
 
 __all__ = [
     "CaseError",
     "CaseKey",
     "CaseResult",
     "FeaturesResult",
+    "RepeatCurves",
     "SimilarityBaseline",
     "SimilarityCurve",
     "SimilarityResult",
@@ -150,30 +153,102 @@ class FeaturesResult:
 # --------------------------------------------------------------------------- cases
 
 
+@dataclass(frozen=True)
+class RepeatCurves:
+    """One repeat of a case: its parent and cascade, evaluated on every shift.
+
+    ``accuracy[shift][draw]`` is ``[parent, step 1, ...]`` on the whole test set
+    (a noise shift has several independent draws, every other shift one);
+    ``replicates[shift][draw][network][b]`` is the same network's accuracy on
+    bootstrap image resample ``b`` (``None`` without a bootstrap).
+    """
+
+    seed: int
+    achieved: tuple[float, ...]
+    parent_key: str
+    step_keys: tuple[str, ...]
+    accuracy: Mapping[str, tuple[tuple[float, ...], ...]]
+    replicates: Mapping[str, tuple[tuple[Sequence[float], ...], ...]] | None = None
+
+    def draws(self, shift: str) -> int:
+        return len(self.accuracy[shift])
+
+    def curve(self, shift: str, draw: int = 0, sample: int | None = None) -> list[float]:
+        """``[parent, step 1, ...]`` on ``shift`` (draw ``draw``), on the whole set or on bootstrap ``sample``."""
+        if sample is None:
+            return list(self.accuracy[shift][draw])
+        assert self.replicates is not None
+        return [network[sample] for network in self.replicates[shift][draw]]
+
+    def mean_curve(self, shift: str) -> list[float]:
+        """The curve averaged over the shift's draws."""
+        draws = self.accuracy[shift]
+        return [math.fsum(d[i] for d in draws) / len(draws) for i in range(len(draws[0]))]
+
+
 @dataclass
 class CaseResult:
-    """Accuracy curves of one case on nominal and every shift, with what else the suite asked for."""
+    """One case: the curves of each repeat on nominal and every shift, with what else the suite asked for.
+
+    ``repeats`` holds one entry per independently trained parent and cascade
+    (a pruned checkpoint has one); the numbers checks read are means over them,
+    with the spread ``resampling`` describes (:mod:`robustprune.core.uncertainty`).
+    """
 
     case: CaseKey
     method: dict[str, Any]  # the method's identity, "structured", "data_informed" (report and export read it)
     ratios: tuple[float, ...]
-    achieved: tuple[float, ...]
-    parent_key: str
-    step_keys: tuple[str, ...]
-    accuracy: dict[str, list[float]]  # shift label -> [parent, step 1, ...]
+    repeats: tuple[RepeatCurves, ...]
+    resampling: Resampling
     seconds: float = 0.0
-    # [parent, step 1, ...]: params, macs, and for structured methods latency (s) and speedup vs the parent
+    # the first repeat's [parent, step 1, ...]: params, macs, and for structured methods latency (s) and speedup
     costs: list[dict[str, Any]] = field(default_factory=list)
     # shift label -> "generated" or "published: <path>" (CIFAR-10-C arrays, CIFAR-10.1 on disk)
     shift_sources: dict[str, str] = field(default_factory=dict)
-    similarity: SimilarityResult | None = None
-    features: FeaturesResult | None = None
+    similarity: SimilarityResult | None = None  # the first repeat's
+    features: FeaturesResult | None = None  # the first repeat's
+
+    @classmethod
+    def from_curves(cls, case: CaseKey, method: dict[str, Any], ratios: Sequence[float], achieved: Sequence[float],
+                    accuracy: Mapping[str, Sequence[float]], *, parent_key: str = "", step_keys: Sequence[str] = (),
+                    seed: int = 0, **fields: Any) -> CaseResult:
+        """A one-repeat result without a bootstrap, from plain curves (``shift -> [parent, step 1, ...]``):
+        numbers computed from it have no spread. For tests and hand-made examples."""
+        curves = RepeatCurves(seed, tuple(achieved), parent_key, tuple(step_keys),
+                              {label: (tuple(values),) for label, values in accuracy.items()})
+        return cls(case=case, method=method, ratios=tuple(ratios), repeats=(curves,),
+                   resampling=Resampling(repeats=1, samples=0, level=0.95, seed=seed), **fields)
+
+    @property
+    def achieved(self) -> tuple[float, ...]:
+        """The ratio each step reached, averaged over repeats."""
+        return tuple(math.fsum(r.achieved[i] for r in self.repeats) / len(self.repeats)
+                     for i in range(len(self.ratios)))
+
+    @property
+    def parent_key(self) -> str:
+        """The first repeat's parent (the store key of the network deployed and exported)."""
+        return self.repeats[0].parent_key
+
+    @property
+    def step_keys(self) -> tuple[str, ...]:
+        """The first repeat's cascade steps."""
+        return self.repeats[0].step_keys
+
+    @property
+    def accuracy(self) -> dict[str, list[float]]:
+        """shift label -> ``[parent, step 1, ...]``, averaged over repeats and draws."""
+        out = {}
+        for shift in self.repeats[0].accuracy:
+            curves = [r.mean_curve(shift) for r in self.repeats]
+            out[shift] = [math.fsum(c[i] for c in curves) / len(curves) for i in range(len(curves[0]))]
+        return out
 
     def parent_accuracy(self, shift: str = NOMINAL) -> float:
         return self.accuracy[shift][0]
 
     def accuracies(self, shift: str = NOMINAL) -> list[float]:
-        """The pruned networks' accuracies on ``shift``, one per ratio."""
+        """The pruned networks' accuracies on ``shift``, one per ratio (means over repeats and draws)."""
         return self.accuracy[shift][1:]
 
 

@@ -129,13 +129,16 @@ def parse_shifts(texts: Sequence[str], registry: Registry) -> list[ShiftEntry]:
     return entries
 
 
-def image_seeds(base_seed: int, dataset_key: str, shift: Shift, count: int) -> list[int]:
-    """One 63-bit seed per image, from the dataset, the shift and the image's index.
+def image_seeds(base_seed: int, dataset_key: str, shift: Shift, count: int, draw: int = 0) -> list[int]:
+    """One 63-bit seed per image, from the dataset, the shift, the draw and the image's index.
 
     Derived by hashing so that a shifted set never depends on batch sizes,
-    worker counts or which other shifts ran before it.
+    worker counts or which other shifts ran before it. ``draw`` numbers the
+    independent draws of a noise shift (``Suite.noise_draws``); draw 0 is the
+    set every suite evaluates.
     """
-    prefix = f"{base_seed}|{dataset_key}|{shift.label}|".encode()
+    salt = f"draw{draw}|" if draw else ""
+    prefix = f"{base_seed}|{dataset_key}|{shift.label}|{salt}".encode()
     seeds = []
     for i in range(count):
         digest = hashlib.blake2b(prefix + str(i).encode(), digest_size=8).digest()

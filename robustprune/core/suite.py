@@ -118,6 +118,16 @@ class Suite:
             ``{"model": ..., "path": ...}`` mapping): networks pruned elsewhere,
             each evaluated as one more case against its parent, which must be
             the suite's ``parent_checkpoints[model]``. ``methods`` may then be empty.
+        repeats: independent parents (seeds ``seed``, ``seed + 1``, ...), each
+            with its own cascade: every number is the mean over them, with their
+            spread. Test and shifted sets are shared. The paper uses 3.
+        bootstrap: resamples of the test images (paired: the same images for
+            the parent and every pruned network) combined with resamples of the
+            repeats, for the intervals; 0 turns the bootstrap off.
+        confidence: the level of the reported intervals (0.95).
+        noise_draws: independent draws of every noise shift (a tensor shift
+            such as ``uniform_noise``); prune potential under noise is the mean
+            of the per-draw prune potentials, as the paper estimates it.
     """
 
     models: Sequence[str]
@@ -141,6 +151,10 @@ class Suite:
     held_out: Sequence[str] = ()
     gate: DeployGate | None = None
     pruned_checkpoints: Mapping[str, PrunedCheckpoint | Mapping[str, Any]] = field(default_factory=dict)
+    repeats: int = 1
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    noise_draws: int = 1
 
     def __post_init__(self) -> None:
         for attr in ("models", "datasets", "methods", "shifts", "plugins"):
@@ -169,10 +183,24 @@ class Suite:
             raise ValueError(f"retrain_epochs must be >= 0, got {self.retrain_epochs}")
         if self.search not in ("grid", "bisect"):
             raise ValueError(f"search must be 'grid' or 'bisect', got {self.search!r}")
+        self._check_uncertainty()
         self._check_beyond()
         self._check_deploy()
         for method in self.methods:
             self.gate_ratio_for(method)  # validates
+
+    def _check_uncertainty(self) -> None:
+        """Repeats, bootstrap, confidence and noise draws: whole numbers and a level that make sense."""
+        for name, low in (("repeats", 1), ("bootstrap", 0), ("noise_draws", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Suite.{name} must be a whole number >= {low}, got {value!r}")
+        if not 0 < float(self.confidence) < 1:
+            raise ValueError(f"Suite.confidence is the level of the intervals, in (0, 1) (0.95 = 95 %), "
+                             f"got {self.confidence!r}")
+        if self.search == "bisect" and self.repeats > 1:
+            raise ValueError("search='bisect' probes different ratios on each repeat, so their curves would not "
+                             "line up: use the grid with repeats > 1, or one repeat with bisection")
 
     def _check_beyond(self) -> None:
         """Normalise and check the beyond-accuracy settings (names are checked against the registry later)."""

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..compute.data import ProgressFn, default_workers
+from ..compute.data import ProgressFn
 from ..compute.store import Store
+from ..core.machine import available_cores
 from ..core.results import CaseKey
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +46,7 @@ class RunOptions:
     store: Store
     device: str = "cpu"
     threads: int = 1
-    workers: int = field(default_factory=default_workers)
+    workers: int = field(default_factory=available_cores)
     data_root: Path | None = None
     download: bool = False
     progress: ProgressFn = _silent

@@ -9,8 +9,10 @@ second run trains nothing.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Mapping
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,26 +24,48 @@ from ..compute.checkpoints import CheckpointError, file_digest, fit_problems, re
 from ..compute.data import PreparedData, content_hash, prepare
 from ..compute.evaluation import accuracy, predict
 from ..compute.numerics import numerics
-from ..compute.store import make_key
+from ..compute.store import NotStored, make_key
 from ..compute.training import train
 from ..core.cases import Case
 from ..core.datasource import dataset_request
 from ..core.gate import resolve_entries
 from ..core.metrics import bisect_last_qualifying
-from ..core.results import CaseError, CaseKey, CaseResult, SuiteRun
+from ..core.results import (
+    CaseError,
+    CaseKey,
+    CaseResult,
+    FeaturesResult,
+    RepeatCurves,
+    SimilarityResult,
+    SuiteRun,
+)
 from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, parse_shifts
 from ..core.suite import Suite
+from ..core.uncertainty import Resampling
 from ..plugin.api import DatasetSpec, ModelSpec, PruneContext, PruneMethod, Recipe
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
 from ..plugin.registry import Registered, Registry
+from .bootstrap import ImageResamples
 from .context import CaseContext, NetworkRecord, RunOptions, tagged
 from .costing import curve_costs
 from .features import case_features
 from .robust_training import RobustTraining, TrainingPool, resolve_mix
 from .shifted import ShiftedSets
-from .similarity import case_similarity
+from .similarity import baseline_seed, case_similarity
 
-__all__ = ["Engine", "TrainedNetwork"]
+__all__ = ["Engine", "TrainedNetwork", "WorkPlan"]
+
+
+ParentKey = tuple[str, str, int | None]  # (model, dataset, seed); seed None: the suite's checkpoint
+
+
+@dataclass(frozen=True)
+class WorkPlan:
+    """The independent pieces of work behind a set of cases, with what each one waits for."""
+
+    parents: tuple[ParentKey, ...]
+    repeats: tuple[tuple[CaseKey, int, ParentKey], ...]  # one repeat's cascade with its evaluations, its parent
+    measures: tuple[tuple[CaseKey, tuple[ParentKey, ...]], ...]  # similarity and features of repeat 0; parents
 
 
 @dataclass(frozen=True)
@@ -87,8 +111,11 @@ class Engine:
         self.shifts: list[Shift] = all_members(self.shift_entries)
         self.shifted = ShiftedSets(options.store, suite.seed, options.workers, options.progress)
         self._data: dict[str, PreparedData] = {}
-        self._parents: dict[tuple[str, str, int], NetworkRecord | CaseError] = {}  # (model, dataset, seed)
+        # (model, dataset, seed), or (model, dataset, None) for the suite's parent checkpoint
+        self._parents: dict[tuple[str, str, int | None], NetworkRecord | CaseError] = {}
+        self.resamples = ImageResamples(suite.seed, suite.bootstrap)
         self._results: dict[CaseKey, CaseResult | CaseError] = {}
+        self._repeats: dict[tuple[CaseKey, int], tuple[RepeatCurves, list[NetworkRecord]]] = {}
         if suite.gate is not None:  # a gated entry the suite does not evaluate is a collection error
             resolve_entries(suite.gate, {e.label: [m.label for m in e.members] for e in self.shift_entries})
 
@@ -190,13 +217,23 @@ class Engine:
 
     # ------------------------------------------------------------------ parents
 
-    def parent(self, model: str, dataset: str, seed: int | None = None) -> NetworkRecord:
-        """The trained parent of a model x dataset, trained once per store.
+    def parent(self, model: str, dataset: str, repeat: int = 0) -> NetworkRecord:
+        """The parent of repeat ``repeat`` of a model x dataset, trained once per store.
 
-        ``seed`` (default: the suite's) seeds initialisation and training order only, not the data
-        split: another seed gives the "separately trained parent" of functional similarity.
+        Repeat ``r`` trains with seed ``suite.seed + r`` (initialisation and data order; the data split
+        is the suite's). With ``Suite.parent_checkpoints`` every repeat starts from the checkpoint, and the
+        repeats differ in their pruning and retraining only.
         """
-        seed = self.suite.seed if seed is None else int(seed)
+        seed = None if model in self.suite.parent_checkpoints else self.suite.seed + repeat
+        return self.parent_of(model, dataset, seed)
+
+    def trained_parent(self, model: str, dataset: str, seed: int) -> NetworkRecord:
+        """A parent trained with ``seed`` whatever the suite says: the separately trained parent of
+        functional similarity."""
+        return self.parent_of(model, dataset, int(seed))
+
+    def parent_of(self, model: str, dataset: str, seed: int | None) -> NetworkRecord:
+        """The parent trained with ``seed``, or (``None``) the suite's parent checkpoint of ``model``."""
         cached = self._parents.get((model, dataset, seed))
         if isinstance(cached, CaseError):
             raise cached
@@ -204,6 +241,8 @@ class Engine:
             return cached
         try:
             record = self._parent(model, dataset, seed)
+        except NotStored:
+            raise  # a lookup found it missing (see work_plan): nothing failed, nothing to remember
         except CaseError as exc:
             self._parents[(model, dataset, seed)] = exc
             raise
@@ -215,10 +254,10 @@ class Engine:
         self._parents[(model, dataset, seed)] = record
         return record
 
-    def _parent(self, model: str, dataset: str, seed: int) -> NetworkRecord:
+    def _parent(self, model: str, dataset: str, seed: int | None) -> NetworkRecord:
         data = self.data(dataset)
-        checkpoint = self.suite.parent_checkpoints.get(model)
-        if checkpoint is not None and seed == self.suite.seed:  # a parent of another seed is always trained
+        if seed is None:
+            checkpoint = self.suite.parent_checkpoints[model]
             return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
         recipe = self.recipes[model]
         spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
@@ -288,17 +327,107 @@ class Engine:
             raise cached
         return cached
 
+    def work_plan(self, cases: Sequence[CaseKey]) -> WorkPlan:
+        """The pieces of work behind ``cases`` that the store does not hold yet, for worker processes: every
+        parent, every repeat's cascade with its evaluations (after its parent), the measures beyond accuracy
+        (after the first repeat and the parents they compare with). Pruned checkpoints (one evaluation
+        each) are left to :meth:`result`.
+
+        What is stored is found by reading it (see :meth:`_stored`), and kept: the checks then use it."""
+        methods = [c for c in cases if c.method not in self.suite.pruned_checkpoints]
+        parents: dict[ParentKey, None] = {}
+        repeats: list[tuple[CaseKey, int, ParentKey]] = []
+        measures: list[tuple[CaseKey, tuple[ParentKey, ...]]] = []
+        measured = self.suite.similarity is not None or self.suite.features is not None
+        for case in methods:
+            for repeat in range(self.suite.repeats):
+                seed = None if case.model in self.suite.parent_checkpoints else self.suite.seed + repeat
+                parents[(case.model, case.dataset, seed)] = None
+                repeats.append((case, repeat, (case.model, case.dataset, seed)))
+            compared: tuple[ParentKey, ...] = ()
+            if self.suite.similarity is not None and self.suite.similarity.baseline:
+                compared = ((case.model, case.dataset, baseline_seed(self.suite.similarity, self.suite.seed)),)
+                parents[compared[0]] = None
+            if measured:
+                measures.append((case, compared))
+        return WorkPlan(
+            parents=tuple(p for p in parents if not self._stored(functools.partial(self.parent_of, *p))),
+            repeats=tuple(r for r in repeats if not self._stored(functools.partial(self._stored_repeat, r[0], r[1]))),
+            measures=tuple(m for m in measures if not self._stored(functools.partial(self._first_measures, m[0]))),
+        )
+
+    def _stored(self, compute: Callable[[], object]) -> bool:
+        """Whether ``compute`` finds everything it needs in the store: run it reading only."""
+        try:
+            with self.options.store.lookup_only():
+                compute()
+        except NotStored:
+            return False
+        except CaseError:
+            return False  # it fails: let a worker meet the failure, the checks report it
+        return True
+
+    def prepare_shifted_sets(self, cases: Sequence[CaseKey]) -> None:
+        """Load or generate every pixel-shifted test set the cases need, with all of this process's workers
+        (before the work is spread over processes that would each want every core)."""
+        pixel = [s for s in self.shifts if s.kind == "pixel"]
+        for dataset in dict.fromkeys(c.dataset for c in cases):
+            self.shifted.ensure_pixel_sets(self.data(dataset), pixel)
+
+    def compute_repeat(self, case: CaseKey, repeat: int) -> None:
+        """Train, prune and evaluate one repeat of a case into the store (a worker process's unit of work);
+        :meth:`result` then reads it from there."""
+        self._repeat(case, self.data(case.dataset), repeat)
+        self._repeats.pop((case, repeat), None)  # a worker moves on to other pieces
+
+    def compute_measures(self, case: CaseKey) -> None:
+        """Similarity and features of a case's first repeat into the store (a worker process's unit of work)."""
+        self._first_measures(case)
+        self._repeats.pop((case, 0), None)
+
+    def _stored_repeat(self, case: CaseKey, repeat: int) -> None:
+        self._repeat(case, self.data(case.dataset), repeat)
+
+    def _first_measures(self, case: CaseKey) -> None:
+        data = self.data(case.dataset)
+        _, records = self._repeat(case, data, 0)
+        self._measures(case, data, records)
+
     def _compute(self, case: CaseKey) -> CaseResult:
         if case.method in self.suite.pruned_checkpoints:
             return self._compute_pruned(case)
         started = time.monotonic()
         data = self.data(case.dataset)
-        parent = self.parent(case.model, case.dataset)
-        steps = self._cascade(case, data, parent)
-        records = [parent, *steps]
-        curves = self._evaluate(case, data, records)
+        repeats, first = [], []
+        for repeat in range(self.suite.repeats):
+            curves, records = self._repeat(case, data, repeat)
+            repeats.append(curves)
+            if repeat == 0:
+                first = records
+        for repeat in range(self.suite.repeats):
+            self._repeats.pop((case, repeat), None)
         method = self.methods[case.method]
-        costs = self._costs(case, data, records, structured=bool(method.item.structured))
+        # costs, similarity and features are read on the first repeat's networks (the one exported)
+        costs = self._costs(case, data, first, structured=bool(method.item.structured))
+        similarity, features = self._measures(case, data, first)
+        return CaseResult(
+            case=case,
+            method={**method.identity(), "structured": bool(method.item.structured),
+                    "data_informed": bool(method.item.data_informed)},
+            ratios=tuple(r.ratio for r in first[1:]),
+            repeats=tuple(repeats),
+            resampling=self._resampling(len(repeats)),
+            costs=costs,
+            seconds=time.monotonic() - started,
+            shift_sources=self._shift_sources(data),
+            similarity=similarity,
+            features=features,
+        )
+
+    def _measures(self, case: CaseKey, data: PreparedData,
+                  records: list[NetworkRecord]) -> tuple[SimilarityResult | None, FeaturesResult | None]:
+        """Functional similarity and informative features of one repeat's networks, as the suite asks."""
+        parent, steps = records[0], records[1:]
         context = self._context(case, data)
         similarity = features = None
         if self.suite.similarity is not None:
@@ -306,22 +435,30 @@ class Engine:
         if self.suite.features is not None:
             features = case_features(context, self.suite.features, parent, steps)
         for record in steps:
-            record.state = None  # curves are all that is kept in memory
-        return CaseResult(
-            case=case,
-            method={**method.identity(), "structured": bool(method.item.structured),
-                    "data_informed": bool(method.item.data_informed)},
-            ratios=tuple(r.ratio for r in steps),
-            achieved=tuple(r.achieved for r in steps),
-            parent_key=parent.key,
-            step_keys=tuple(r.key for r in steps),
-            accuracy=curves,
-            costs=costs,
-            seconds=time.monotonic() - started,
-            shift_sources=self._shift_sources(data),
-            similarity=similarity,
-            features=features,
-        )
+            record.state = None
+        return similarity, features
+
+    def _repeat(self, case: CaseKey, data: PreparedData, repeat: int) -> tuple[RepeatCurves, list[NetworkRecord]]:
+        """One repeat of a case: its parent, its cascade (seeded by ``suite.seed + repeat``), every evaluation.
+
+        Kept until the case's result is made, so what :meth:`work_plan` read is not read again."""
+        done = self._repeats.get((case, repeat))
+        if done is not None:
+            return done
+        seed = self.suite.seed + repeat
+        parent = self.parent(case.model, case.dataset, repeat)
+        steps = self._cascade(case, data, parent, seed)
+        records = [parent, *steps]
+        curves = self._evaluate(case, data, records, seed)
+        if repeat > 0:
+            for record in steps:
+                record.state = None  # read again if needed; curves are what later repeats are kept for
+        self._repeats[(case, repeat)] = curves, records
+        return curves, records
+
+    def _resampling(self, repeats: int) -> Resampling:
+        return Resampling(repeats=repeats, samples=self.suite.bootstrap, level=self.suite.confidence,
+                          seed=self.suite.seed)
 
     def _context(self, case: CaseKey, data: PreparedData) -> CaseContext:
         """The narrow view of this run that the measures beyond accuracy receive."""
@@ -331,7 +468,7 @@ class Engine:
             gate_ratio=self.suite.gate_ratio_for(case.method), progress=self._progress(case.id),
             load=lambda record: self._load(case, data, record).eval(),
             test_inputs=lambda: self.test_inputs(data),
-            parent_of_seed=lambda seed: self.parent(case.model, case.dataset, seed=seed),
+            parent_of_seed=lambda seed: self.trained_parent(case.model, case.dataset, seed),
         )
 
     def _shift_sources(self, data: PreparedData) -> dict[str, str]:
@@ -346,7 +483,7 @@ class Engine:
         parent = self.parent(case.model, case.dataset)
         record, info = self._pruned_record(case, data, parent)
         records = [parent, record]
-        curves = self._evaluate(case, data, records)
+        curves = self._evaluate(case, data, records, self.suite.seed)  # one network: one repeat
         # a pruned checkpoint is costed as masked: nothing says its zeros form whole channels
         costs = self._costs(case, data, records, structured=False)
         return CaseResult(
@@ -354,10 +491,8 @@ class Engine:
             method={"name": case.method, "plugin": "pruned checkpoint", "version": info["sha256"][:12],
                     "structured": False, "data_informed": False, "pruned_checkpoint": info},
             ratios=(record.ratio,),
-            achieved=(record.achieved,),
-            parent_key=parent.key,
-            step_keys=(record.key,),
-            accuracy=curves,
+            repeats=(curves,),
+            resampling=self._resampling(1),
             costs=costs,
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
@@ -399,22 +534,28 @@ class Engine:
 
     # ------------------------------------------------------------------ cascades
 
-    def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
-        """Prune to each ratio in turn, starting from the previous retrained network."""
+    def _cascade(self, case: CaseKey, data: PreparedData, parent: NetworkRecord, seed: int) -> list[NetworkRecord]:
+        """Prune to each ratio in turn, starting from the previous retrained network (``seed``: the repeat's)."""
         if self.suite.search == "bisect":
-            return self._bisect(case, data, parent)
+            return self._bisect(case, data, parent, seed)
         previous = parent
         steps: list[NetworkRecord] = []
         for index, ratio in enumerate(self.suite.ratios):
-            where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})"
-            record = self._step(case, data, previous, ratio, where)
+            where = f"ratio {ratio:.3g} ({index + 1}/{len(self.suite.ratios)})" + self._repeat_tag(seed)
+            record = self._step(case, data, previous, ratio, where, seed)
             if previous is not parent:
                 previous.state = None  # only the newest network's weights are needed for the next step
             steps.append(record)
             previous = record
         return steps
 
-    def _bisect(self, case: CaseKey, data: PreparedData, parent: NetworkRecord) -> list[NetworkRecord]:
+    def _repeat_tag(self, seed: int) -> str:
+        """`` repeat 2/3`` in progress lines and work-log labels, when there is more than one repeat."""
+        if self.suite.repeats == 1:
+            return ""
+        return f" repeat {seed - self.suite.seed + 1}/{self.suite.repeats}"
+
+    def _bisect(self, case: CaseKey, data: PreparedData, parent: NetworkRecord, seed: int) -> list[NetworkRecord]:
         """Find the nominal prune potential by bisection over the grid, retraining only the probed ratios.
 
         Each probe prunes from the largest probed ratio below it (the cascade's
@@ -430,7 +571,7 @@ class Engine:
             below = [i for i in probed if i < index]
             previous = probed[max(below)] if below else parent
             where = f"ratio {ratios[index]:.3g} (bisection probe {len(probed) + 1})"
-            probed[index] = self._step(case, data, previous, ratios[index], where)
+            probed[index] = self._step(case, data, previous, ratios[index], where, seed)
             return self._accuracy(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
 
         bisect_last_qualifying(len(ratios), probe)
@@ -441,7 +582,7 @@ class Engine:
         return [probed[i] for i in sorted(probed)]
 
     def _step(self, case: CaseKey, data: PreparedData, previous: NetworkRecord, ratio: float,
-              where: str) -> NetworkRecord:
+              where: str, seed: int) -> NetworkRecord:
         """One prune + retrain step from ``previous`` (loaded from the store when already done)."""
         method_reg = self.methods[case.method]
         method = method_reg.item
@@ -450,7 +591,7 @@ class Engine:
         epochs = self.suite.retrain_epochs
         if epochs is None:
             epochs = recipe.epochs if recipe.retrain_epochs is None else recipe.retrain_epochs
-        step_seed = int(make_key([self.suite.seed, case.method, ratio])[:8], 16)
+        step_seed = int(make_key([seed, case.method, ratio])[:8], 16)
         spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
                 "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
                 "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
@@ -511,9 +652,15 @@ class Engine:
 
     # ------------------------------------------------------------------ evaluations and costs
 
-    def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift) -> str:
-        spec = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
-                "seed": self.suite.seed, "numerics": self.numerics}
+    def _draws(self, shift: Shift) -> int:
+        """Independent draws of a noise (tensor) shift; every other shift is one fixed set."""
+        return self.suite.noise_draws if shift.kind == "tensor" else 1
+
+    def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift, draw: int = 0) -> str:
+        spec: dict[str, Any] = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
+                                "seed": self.suite.seed, "numerics": self.numerics}
+        if draw:
+            spec["draw"] = draw
         published = self.shifted.published(data, shift)
         if published is not None:  # what was evaluated is the file's content, not a generated set
             spec["published"] = published.digest
@@ -530,55 +677,77 @@ class Engine:
                                                    "shift": shift.identity()}, f"{case.id} {shift.label}")
         return accuracy(preds, self.shifted.labels(data, shift))
 
-    def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord]) -> dict[str, list[float]]:
-        """Accuracy of every network on every shift, each evaluation cached.
+    def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], seed: int) -> RepeatCurves:
+        """Every network on every shift (and every draw of a noise shift), each evaluation cached; then the
+        accuracies on the whole sets and on the bootstrap's image resamples, from the stored predictions.
 
         Each shift is scored against its own labels: a published set (CIFAR-10.1)
         has other images and labels than the nominal test set.
         """
         labels = {shift.label: self.shifted.labels(data, shift) for shift in self.shifts}
-        eval_keys = {(i, shift.label): self._eval_key(record, data, shift)
-                     for i, record in enumerate(records) for shift in self.shifts}
-        predictions: dict[tuple[int, str], torch.Tensor] = {}
-        missing: list[tuple[int, Shift]] = []
+        pairs = [(shift, draw) for shift in self.shifts for draw in range(self._draws(shift))]
+        eval_keys = {(i, shift.label, draw): self._eval_key(record, data, shift, draw)
+                     for i, record in enumerate(records) for shift, draw in pairs}
+        predictions: dict[tuple[int, str, int], torch.Tensor] = {}
+        missing: list[tuple[int, Shift, int]] = []
         for i, _ in enumerate(records):
-            for shift in self.shifts:
-                stored = self.options.store.load("eval", eval_keys[(i, shift.label)])
+            for shift, draw in pairs:
+                stored = self.options.store.load("eval", eval_keys[(i, shift.label, draw)])
                 if stored is None or len(stored) != len(labels[shift.label]):
-                    missing.append((i, shift))
+                    missing.append((i, shift, draw))
                 else:
-                    predictions[(i, shift.label)] = stored
+                    predictions[(i, shift.label, draw)] = stored
         if missing:
-            progress = self._progress(case.id)
-            started = time.monotonic()
-            progress(f"evaluating {len(missing)} network x shift pairs")
-            self.shifted.ensure_pixel_sets(data, sorted({s.label: s for _, s in missing if s.kind == "pixel"}.values(),
-                                                        key=self.shifts.index))
-            by_network: dict[int, list[Shift]] = {}
-            for i, shift in missing:
-                by_network.setdefault(i, []).append(shift)
-            for i, shifts in by_network.items():
-                # one claim per network: cases sharing the parent evaluate it once
-                with self.options.store.claim("eval", records[i].key):
-                    network: nn.Module | None = None
-                    for shift in shifts:
-                        key = eval_keys[(i, shift.label)]
-                        preds = self.options.store.load("eval", key)  # done by another process meanwhile?
-                        if preds is None or len(preds) != len(labels[shift.label]):
-                            if network is None:
-                                network = self._load(case, data, records[i])
-                            preds = predict(network, self.test_inputs(data, shift), self.options.device)
-                            self.options.store.save("eval", key, preds,
-                                                    {"network": records[i].key, "shift": shift.identity()})
-                            self.options.store.log_work("eval", key, f"{case.id} network {i} {shift.label}")
-                        predictions[(i, shift.label)] = preds
-            progress(f"evaluated in {time.monotonic() - started:.1f} s")
+            self._predict_missing(case, data, records, missing, eval_keys, labels, predictions, seed)
         for record in records[1:]:
             record.state = None  # curves are all that is kept in memory
-        return {
-            shift.label: [accuracy(predictions[(i, shift.label)], labels[shift.label]) for i in range(len(records))]
-            for shift in self.shifts
-        }
+        accuracies: dict[str, tuple[tuple[float, ...], ...]] = {}
+        replicates: dict[str, tuple[tuple[Sequence[float], ...], ...]] | None = {} if self.suite.bootstrap else None
+        for shift in self.shifts:
+            draws_accuracy, draws_replicates = [], []
+            for draw in range(self._draws(shift)):
+                correct = torch.stack([predictions[(i, shift.label, draw)] == labels[shift.label]
+                                       for i in range(len(records))]).numpy()
+                draws_accuracy.append(tuple(float(c.sum()) / len(c) for c in correct))
+                if replicates is not None:
+                    draws_replicates.append(tuple(array("d", row) for row in self.resamples.accuracies(correct)))
+            accuracies[shift.label] = tuple(draws_accuracy)
+            if replicates is not None:
+                replicates[shift.label] = tuple(draws_replicates)
+        steps = records[1:]
+        return RepeatCurves(seed=seed, achieved=tuple(r.achieved for r in steps), parent_key=records[0].key,
+                            step_keys=tuple(r.key for r in steps), accuracy=accuracies, replicates=replicates)
+
+    def _predict_missing(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord],
+                         missing: list[tuple[int, Shift, int]], eval_keys: Mapping[tuple[int, str, int], str],
+                         labels: Mapping[str, torch.Tensor], predictions: dict[tuple[int, str, int], torch.Tensor],
+                         seed: int) -> None:
+        """Run the networks on the (shift, draw) pairs whose predictions are not in the store yet."""
+        progress = self._progress(case.id)
+        started = time.monotonic()
+        progress(f"evaluating {len(missing)} network x shift pairs{self._repeat_tag(seed)}")
+        self.shifted.ensure_pixel_sets(data, sorted({s.label: s for _, s, _ in missing if s.kind == "pixel"}.values(),
+                                                    key=self.shifts.index))
+        by_network: dict[int, list[tuple[Shift, int]]] = {}
+        for i, shift, draw in missing:
+            by_network.setdefault(i, []).append((shift, draw))
+        for i, shifts in by_network.items():
+            # one claim per network: cases sharing the parent evaluate it once
+            with self.options.store.claim("eval", records[i].key):
+                network: nn.Module | None = None
+                for shift, draw in shifts:
+                    key = eval_keys[(i, shift.label, draw)]
+                    preds = self.options.store.load("eval", key)  # done by another process meanwhile?
+                    if preds is None or len(preds) != len(labels[shift.label]):
+                        if network is None:
+                            network = self._load(case, data, records[i])
+                        preds = predict(network, self.shifted.inputs(data, shift, draw), self.options.device)
+                        spec = {"network": records[i].key, "shift": shift.identity()}
+                        self.options.store.save("eval", key, preds, {**spec, "draw": draw} if draw else spec)
+                        label = shift.label + (f" draw {draw + 1}" if draw else "")
+                        self.options.store.log_work("eval", key, f"{case.id} network {i} {label}")
+                    predictions[(i, shift.label, draw)] = preds
+        progress(f"evaluated in {time.monotonic() - started:.1f} s")
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
                structured: bool) -> list[dict[str, Any]]:

@@ -1,46 +1,146 @@
-"""Where the heavy work runs: in the pytest process (default) or on a Ray cluster.
+"""Where the heavy work runs: worker processes on this machine (default), this process, or a Ray cluster.
 
 The engine is lazy: each case is computed the first time a check needs it.
-An executor may *prefetch* the collected cases before the checks run: the Ray
-executor sends the independent jobs (parents first, then each method's
-cascade with its evaluations) to Ray tasks that compute them into the shared
-store; the checks then read everything from the store. Store claims make sure
-no job is done twice, whoever runs it.
+An executor may *prefetch* the collected cases before the checks run: it
+sends the independent pieces of work (:meth:`Engine.work_plan`: parents,
+each repeat's cascade with its evaluations once its parent is there, the
+measures beyond accuracy once their first repeat is there) to other
+processes, which compute them into the shared store; the checks then read everything from the store. Store claims make
+sure no piece is done twice, whoever runs it.
 
-The store must be reachable from every Ray node at the same path (a shared
-filesystem); on one machine, any local folder works.
+Every process runs torch with the same fixed thread count, and every piece
+of work is a pure function of its store key, so a run gives the same
+numbers serially and in parallel, bit for bit.
+
+- ``process``: a pool of ``--workers`` processes on this machine (default:
+  every core). Progress lines come back to this process.
+- ``local``: nothing is prefetched; each case is computed in this process
+  when its first check runs (what ``-k`` selection and xdist workers want).
+- ``ray``: Ray tasks on a local instance or a cluster; the store must be
+  reachable from every node at the same path (a shared filesystem).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import queue
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.results import CaseError, CaseKey
 from .factory import EngineJob
 
-__all__ = ["EXECUTORS", "LocalExecutor", "RayExecutor", "make_executor"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine, WorkPlan
 
-EXECUTORS = ("local", "ray")
+__all__ = [
+    "EXECUTORS", "LocalExecutor", "Piece", "ProcessExecutor", "RayExecutor", "make_executor", "pieces_of", "run_pieces",
+]
+
+EXECUTORS = ("process", "local", "ray")
+
+ProgressFn = Callable[[str], None]
+H = TypeVar("H", bound=Hashable)  # a running piece's handle: a future, a Ray object reference
+
+# --------------------------------------------------------------------------- the work, in any process
+
+_ENGINES: dict[bytes, Engine] = {}  # per worker process: one engine per job
+_PROGRESS: Any = None  # per worker process: where progress lines go (a queue back to the main process)
 
 
-def _remote_parent(job: EngineJob, model: str, dataset: str) -> str | None:
-    """Ray task: train (or find) one parent. Errors come back as text; the checks report them."""
+def _engine(job: EngineJob) -> Engine:
+    key = pickle.dumps(job)
+    if key not in _ENGINES:
+        _ENGINES[key] = job.build(_PROGRESS.put if _PROGRESS is not None else None)
+    return _ENGINES[key]
+
+
+def _run(piece: Callable[[Engine], object], job: EngineJob) -> str | None:
+    """Do one piece of work; a failure comes back as text (the checks report it when they recompute)."""
     try:
-        job.build().parent(model, dataset)
+        piece(_engine(job))
     except CaseError as exc:
         return str(exc)
     return None
 
 
-def _remote_case(job: EngineJob, method: str, model: str, dataset: str) -> str | None:
-    """Ray task: one method's cascade and all its evaluations."""
-    try:
-        job.build().result(CaseKey(method, model, dataset))
-    except CaseError as exc:
-        return str(exc)
-    return None
+def _parent(job: EngineJob, model: str, dataset: str, seed: int | None) -> str | None:
+    return _run(lambda engine: engine.parent_of(model, dataset, seed), job)
+
+
+def _repeat(job: EngineJob, case: CaseKey, repeat: int) -> str | None:
+    return _run(lambda engine: engine.compute_repeat(case, repeat), job)
+
+
+def _measures(job: EngineJob, case: CaseKey) -> str | None:
+    return _run(lambda engine: engine.compute_measures(case), job)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One unit of work for a worker: ``function(job, *args)``, started once every piece in ``after`` is done."""
+
+    name: Hashable
+    function: Callable[..., str | None]
+    args: tuple[Any, ...]
+    what: str
+    after: tuple[Hashable, ...] = ()
+
+
+def pieces_of(plan: WorkPlan) -> list[Piece]:
+    """The plan as pieces in the order they are preferred: parents, then cascades, then measures.
+
+    A cascade waits only for its own parent and measures only for their first
+    repeat and the parents they compare with, so the workers never idle at a
+    stage boundary while other work is ready.
+    """
+    pieces = [Piece(("parent", p), _parent, p, f"parent {p[0]}-{p[1]}" + (f" seed {p[2]}" if p[2] is not None else ""))
+              for p in plan.parents]
+    pieces += [Piece(("repeat", case, r), _repeat, (case, r), f"{case.id} repeat {r + 1}", after=(("parent", parent),))
+               for case, r, parent in plan.repeats]
+    pieces += [Piece(("measures", case), _measures, (case,), f"{case.id} similarity and features",
+                     after=(("repeat", case, 0), *(("parent", p) for p in compared)))
+               for case, compared in plan.measures]
+    planned = {piece.name for piece in pieces}  # what the plan leaves out is in the store already
+    return [replace(piece, after=tuple(a for a in piece.after if a in planned)) for piece in pieces]
+
+
+def run_pieces(pieces: Sequence[Piece], slots: int, start: Callable[[Piece], H],
+               finished: Callable[[list[H]], list[tuple[H, str | None]]], progress: ProgressFn) -> None:
+    """Keep up to ``slots`` pieces running, each started as soon as what it waits for is done.
+
+    ``start`` launches a piece and returns a handle; ``finished`` waits a while
+    for the running handles and returns those that are done, with the error
+    text their piece returned (``None`` when it succeeded).
+    """
+    waiting = list(pieces)
+    done: set[Hashable] = set()
+    running: dict[H, Piece] = {}
+    began = time.monotonic()
+    while waiting or running:
+        ready = [p for p in waiting if all(name in done for name in p.after)]
+        for piece in ready[: max(0, slots - len(running))]:
+            waiting.remove(piece)
+            running[start(piece)] = piece
+        if not running:  # pragma: no cover - pieces_of only waits on pieces it plans
+            raise RuntimeError(f"work waits on pieces that are not planned: {[p.after for p in waiting]}")
+        for handle, error in finished(list(running)):
+            piece = running.pop(handle)
+            done.add(piece.name)  # a failed piece counts as done: its dependants fail on their own, with a reason
+            status = f"failed: {error.splitlines()[0]}" if error else "done"
+            progress(f"{len(done)}/{len(pieces)} {piece.what} {status} ({time.monotonic() - began:.0f} s)")
+
+
+def _initialise(progress: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = progress
+
+
+# --------------------------------------------------------------------------- executors
 
 
 class LocalExecutor:
@@ -48,19 +148,64 @@ class LocalExecutor:
 
     name = "local"
 
-    def prefetch(self, job: EngineJob, cases: Sequence[CaseKey], progress: Callable[[str], None]) -> None:
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
         return None
 
 
+class ProcessExecutor:
+    """A pool of worker processes on this machine, each piece started when what it needs is done."""
+
+    name = "process"
+
+    def __init__(self, workers: int):
+        self.workers = workers
+
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
+        if self.workers < 2:
+            return  # nothing to spread: the checks compute in this process
+        plan = engine.work_plan(cases)
+        if not plan.parents and not plan.repeats and not plan.measures:
+            return  # everything is in the store
+        engine.prepare_shifted_sets(cases)  # with every core, before the pool wants them
+        pieces = pieces_of(plan)
+        # spawn, not fork: this process has torch's thread pools running, which a fork would copy broken
+        context = multiprocessing.get_context("spawn")
+        lines = context.Manager().Queue()
+        job = job.with_workers(1)  # a worker never starts a pool of its own
+        progress(f"{self.workers} worker processes: {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
+                 f"{len(plan.measures)} measures")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
+                                 initargs=(lines,)) as pool:
+
+            def start(piece: Piece) -> Future[str | None]:
+                return pool.submit(piece.function, job, *piece.args)
+
+            def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
+                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(lines, progress)
+                return [(future, future.result()) for future in done]
+
+            run_pieces(pieces, self.workers, start, finished, progress)
+            _drain(lines, progress)
+
+
+def _drain(lines: Any, progress: ProgressFn) -> None:
+    while True:
+        try:
+            progress(lines.get_nowait())
+        except queue.Empty:
+            return
+
+
 class RayExecutor:
-    """Send parents, then cascades, to Ray tasks (a local instance, or the cluster at ``address``)."""
+    """Send parents, then cascades, then measures to Ray tasks (a local instance, or the cluster at ``address``)."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None):
         self.address = address
 
-    def _connect(self, progress: Callable[[str], None]) -> Any:
+    def _connect(self, progress: ProgressFn) -> Any:
         try:
             import ray
         except ImportError:
@@ -72,32 +217,35 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         return ray
 
-    def prefetch(self, job: EngineJob, cases: Sequence[CaseKey], progress: Callable[[str], None]) -> None:
-        if not cases:
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
+        plan = engine.work_plan(cases)
+        if not plan.parents and not plan.repeats and not plan.measures:
             return
         job = job.with_workers(1)  # a task generates shifted sets in its own process
         ray = self._connect(progress)
-        started = time.monotonic()
-        # each task asks for as many CPUs as it runs torch threads: no oversubscription
-        parent_task = ray.remote(num_cpus=job.threads)(_remote_parent)
-        case_task = ray.remote(num_cpus=job.threads)(_remote_case)
-        parents = sorted({(c.model, c.dataset) for c in cases})
-        progress(f"ray: training {len(parents)} parent(s) on {int(ray.cluster_resources().get('CPU', 0))} CPUs")
-        ray.get([parent_task.remote(job, model, dataset) for model, dataset in parents])
-        progress(f"ray: {len(cases)} cascade(s) with their evaluations ({time.monotonic() - started:.0f} s)")
-        pending = {case_task.remote(job, c.method, c.model, c.dataset): c for c in cases}
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            case = pending.pop(done[0])
-            error = ray.get(done[0])
-            status = f"failed: {error.splitlines()[0]}" if error else "done"
-            progress(f"ray: {case.id} {status} ({time.monotonic() - started:.0f} s)")
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        progress(f"ray: {cpus} CPUs, {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
+                 f"{len(plan.measures)} measures")
+
+        def start(piece: Piece) -> Any:
+            # each task asks for as many CPUs as it runs torch threads: no oversubscription
+            return ray.remote(num_cpus=job.threads)(piece.function).remote(job, *piece.args)
+
+        def finished(running: list[Any]) -> list[tuple[Any, str | None]]:
+            done, _ = ray.wait(running, num_returns=1)
+            return [(ref, ray.get(ref)) for ref in done]
+
+        # Ray queues tasks on its own resources: every ready piece goes out at once
+        run_pieces(pieces_of(plan), len(plan.parents) + len(plan.repeats) + len(plan.measures), start, finished,
+                   lambda line: progress(f"ray: {line}"))
 
 
-def make_executor(name: str, address: str | None = None) -> LocalExecutor | RayExecutor:
-    """The executor called ``name`` (one of :data:`EXECUTORS`)."""
+def make_executor(name: str, workers: int, address: str | None = None) -> LocalExecutor | ProcessExecutor | RayExecutor:
+    """The executor called ``name`` (one of :data:`EXECUTORS`); ``workers`` sizes the ``process`` pool."""
     if name == "local":
         return LocalExecutor()
+    if name == "process":
+        return ProcessExecutor(workers)
     if name == "ray":
         return RayExecutor(address)
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

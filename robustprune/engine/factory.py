@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.datasource import default_store_root, with_resolved_paths
+from ..core.machine import available_cores
 from ..core.suite import Suite
 from ..plugin.host import local_modules_from_env
 from ..plugin.registry import load_registry
@@ -72,7 +73,6 @@ class EngineJob:
     def build(self, progress: ProgressFn | None = None) -> Engine:
         """Load the plugins and build the engine. Unknown names and malformed shifts raise
         ``LookupError`` / ``ValueError`` here, before any work."""
-        from ..compute.data import default_workers
         from ..compute.store import Store
         from .context import RunOptions
         from .engine import Engine  # torch: only once an engine is really needed
@@ -80,7 +80,7 @@ class EngineJob:
         registry = load_registry(self.plugins, search_path=self.search_path)
         options = RunOptions(
             store=Store(self.store_root), device=self.device, threads=self.threads,
-            workers=self.workers if self.workers is not None else default_workers(),
+            workers=self.workers if self.workers is not None else available_cores(),
             data_root=Path(self.data_root) if self.data_root else None, download=self.download,
             **({"progress": progress} if progress is not None else {}),
         )

@@ -58,7 +58,7 @@ class ShiftedSets:
         self.seed = seed
         self.workers = workers
         self.progress = progress
-        self._inputs: dict[tuple[str, str], torch.Tensor] = {}  # normalized, by (dataset, shift label)
+        self._inputs: dict[tuple[str, str, int], torch.Tensor] = {}  # normalized, by (dataset, shift label, draw)
         self._pixel_images: dict[tuple[str, str], np.ndarray] = {}  # uint8 sets loaded but not yet normalized
         self._bytes = 0
         self._published: dict[tuple[str, str], PublishedSet | None] = {}
@@ -114,9 +114,14 @@ class ShiftedSets:
 
     # ------------------------------------------------------------------ inputs
 
-    def inputs(self, data: PreparedData, shift: Shift) -> torch.Tensor:
-        """The normalized test inputs under ``shift`` (generated, read from disk or loaded as needed)."""
-        cached = self._inputs.get((data.name, shift.label))
+    def inputs(self, data: PreparedData, shift: Shift, draw: int = 0) -> torch.Tensor:
+        """The normalized test inputs under ``shift`` (generated, read from disk or loaded as needed).
+
+        ``draw`` > 0 is another independent draw of a tensor (noise) shift; other shifts have one draw.
+        """
+        if draw and shift.kind != "tensor":
+            raise ValueError(f"{shift.label} is not a noise (tensor) shift: it has one draw, not {draw + 1}")
+        cached = self._inputs.get((data.name, shift.label, draw))
         if cached is not None:
             return cached
         if self.published(data, shift) is not None:
@@ -132,16 +137,16 @@ class ShiftedSets:
         elif shift.kind == NOMINAL:
             inputs = data.normalize(data.splits.test.images)
         else:
-            seeds = np.array(image_seeds(self.seed, data.key, shift, len(data.test_labels)), dtype=np.int64)
+            seeds = np.array(image_seeds(self.seed, data.key, shift, len(data.test_labels), draw), dtype=np.int64)
             assert shift.registered is not None
             inputs = shift.registered.item.apply(data.normalize(data.splits.test.images), shift.param, seeds)
-        self._remember(data, shift, inputs)
+        self._remember(data, shift, inputs, draw)
         return inputs
 
-    def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor) -> None:
+    def _remember(self, data: PreparedData, shift: Shift, inputs: torch.Tensor, draw: int = 0) -> None:
         size = inputs.numel() * inputs.element_size()
         if self._bytes + size <= _MEMORY_BUDGET:
-            self._inputs[(data.name, shift.label)] = inputs
+            self._inputs[(data.name, shift.label, draw)] = inputs
             self._bytes += size
 
     # ------------------------------------------------------------------ generated pixel shifts
@@ -161,7 +166,7 @@ class ShiftedSets:
 
     def ensure_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
         """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
-        wanted = [s for s in shifts if (data.name, s.label) not in self._inputs
+        wanted = [s for s in shifts if (data.name, s.label, 0) not in self._inputs
                   and (data.name, s.label) not in self._pixel_images and self.published(data, s) is None]
         if not self._load_pixel_sets(data, wanted):
             return

@@ -58,7 +58,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("store", "artifact store (default: $ROBUSTPRUNE_STORE or .robustprune/ in the working directory)", "DIR"),
     Option("device", f"torch device for training and evaluation: cpu (default, or ${DEVICE_ENV}), cuda, cuda:1",
            "DEVICE"),
-    Option("workers", "worker processes for shifted-set generation (default: all cores)", "N", int),
+    Option("workers", "worker processes for independent work (parents, each repeat's cascade, shifted sets; "
+                      "default: every core); 1 computes everything in this process", "N", int),
     Option("threads", f"torch threads per process (default 1, or ${THREADS_ENV}): results depend on it, so it is "
                       "part of every store key; with 1 they are the same serially, with -n N and on Ray", "N", int),
     Option("report", "also write the report as JSON and Markdown into DIR, and its figures into DIR/figures when "
@@ -68,8 +69,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("data", f"root folder of datasets read from disk (default: ${DATA_ENV})", "DIR"),
     Option("download", "let dataset plugins download missing data into the data root (CIFAR via torchvision)",
            default=False),
-    Option("executor", "where parents and cascades run: local (default: in this process) or ray", "NAME",
-           choices=("local", "ray"), default="local"),
+    Option("executor", "where parents and cascades run: process (default: --workers processes on this machine), "
+                       "local (this process, each case when its first check runs) or ray", "NAME",
+           choices=("process", "local", "ray"), default="process"),
     Option("ray-address", "Ray cluster to use with the ray executor (default: $RAY_ADDRESS, else a local instance)",
            "ADDRESS"),
     Option("export", "write the network of every case that passed (its deploy gate and every check) into "

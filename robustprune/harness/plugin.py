@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ..core.cases import Case, GroupCase, Measure, NotApplicable, ShiftCase
+from ..core.machine import available_cores
 from ..core.results import CaseKey
 from ..core.suite import Suite
 from ..engine.executors import make_executor
@@ -114,12 +115,13 @@ def _case_param(item: pytest.Item) -> CaseParam | None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """With a remote executor, send the collected cases' work out before the checks run."""
+    """With the process or ray executor, send the collected cases' work out before the checks run."""
     config = session.config
     if config.getoption("rp_executor") == "local" or getattr(config, "workerinput", None) is not None:
-        return
+        return  # under pytest-xdist every worker is a process already: each computes what its checks need
     state = run_state(config)
-    executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_ray_address"))
+    executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_workers") or available_cores(),
+                             config.getoption("rp_ray_address"))
     wanted: dict[str, dict[str, CaseKey]] = {}
     for item in session.items:
         param = _case_param(item)
@@ -127,7 +129,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             wanted.setdefault(param.suite_file, {})[param.case_id] = param.key
     for suite_file, cases in wanted.items():
         try:
-            executor.prefetch(state.jobs[suite_file], list(cases.values()), state.progress)
+            executor.prefetch(state.jobs[suite_file], state.engines[suite_file], list(cases.values()), state.progress)
         except RuntimeError as exc:
             raise pytest.UsageError(str(exc)) from exc
 

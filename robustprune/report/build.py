@@ -12,8 +12,8 @@ import functools
 from collections.abc import Iterable
 from typing import Any
 
-from ..core.cases import Case
-from ..core.results import CaseError, CaseResult, SuiteRun
+from ..core.cases import Case, Measure
+from ..core.results import CaseError, CaseResult, RepeatCurves, SuiteRun
 from ..core.shifts import NOMINAL
 from . import series
 
@@ -66,10 +66,13 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             group = view.group(entry.label)
             summary = group.summary()
             groups[entry.label] = {"mean": summary.mean, "min": summary.min, "worst": summary.worst,
-                                   "members": summary.values}
+                                   "members": summary.values,
+                                   "mean_estimate": _estimate(group.mean_prune_potential),
+                                   "min_estimate": _estimate(group.min_prune_potential)}
         gate = view.deploy_gate().to_dict() if suite.gate is not None else None
         shifted = [s.label for s in run.shifts if s.label != NOMINAL]
-        dee = {s: float(view.delta_excess_error(s)) for s in shifted}
+        dee_measures = {s: view.delta_excess_error(s) for s in shifted}
+        dee = {s: float(m) for s, m in dee_measures.items()}
         worst_dee = max(dee, key=lambda s: dee[s]) if dee else None
         gate_index = list(result.ratios).index(view.gate_ratio)
         table["rows"].append({
@@ -78,6 +81,8 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             "structured": result.method["structured"],
             "parent_accuracy": result.parent_accuracy(NOMINAL),
             "nominal_prune_potential": None if single else float(view.prune_potential(NOMINAL)),
+            "nominal_prune_potential_estimate": None if single else _estimate(view.prune_potential(NOMINAL)),
+            "repeats": view.repeats,
             "single_network": single,
             "pruned_checkpoint": result.method.get("pruned_checkpoint"),
             "gate": gate,
@@ -86,6 +91,7 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             "gate_achieved_ratio": result.achieved[gate_index],
             "gate_accuracy_loss": float(view.accuracy_loss(NOMINAL)),
             "max_delta_excess_error": dee[worst_dee] if worst_dee else None,
+            "max_delta_excess_error_estimate": _estimate(dee_measures[worst_dee]) if worst_dee else None,
             "max_delta_excess_error_shift": worst_dee,
             "gate_costs": _gate_costs(result.costs, gate_index),
             **_beyond_row_fields(result, view.gate_ratio),
@@ -95,13 +101,15 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             "ratios": list(result.ratios), "achieved_ratios": list(result.achieved),
             "parent_key": result.parent_key, "step_keys": list(result.step_keys),
             "accuracy": result.accuracy, "seconds": round(result.seconds, 2),
+            "repeats": [_repeat(r) for r in result.repeats],
+            "estimates": _estimates(view, run, single),
             "costs": result.costs, "shift_sources": dict(result.shift_sources),
             "single_network": single, "deploy_gate": gate,
             "gate_ratio": view.gate_ratio,
             "similarity": result.similarity.to_dict() if result.similarity is not None else None,
             "features": result.features.to_dict() if result.features is not None else None,
-            "series": series.case_series({"ratios": list(result.ratios), "accuracy": result.accuracy}, suite.delta,
-                                         kinds),
+            "series": series.case_series({"ratios": list(result.ratios),
+                                          "repeats": [_repeat(r) for r in result.repeats]}, suite.delta, kinds),
         })
     return {
         "version": REPORT_VERSION,
@@ -109,6 +117,10 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
         "delta": suite.delta,
         "ratios": list(suite.ratios),
         "methods": [*suite.methods, *suite.pruned_checkpoints],
+        "repeats": suite.repeats,
+        "bootstrap": suite.bootstrap,
+        "confidence": suite.confidence,
+        "noise_draws": suite.noise_draws,
         "shifts": [e.label for e in run.entries],
         "deploy_gate": suite.gate.to_dict() if suite.gate is not None else None,
         "tables": list(tables.values()),
@@ -124,6 +136,46 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
 
 def _identity(result: CaseResult) -> CaseResult:
     return result
+
+
+def _estimate(measure: Measure) -> dict[str, Any] | None:
+    """A number's spread as the JSON carries it: mean, std, per-repeat values, interval and its level."""
+    return measure.estimate.to_dict() if measure.estimate is not None else None
+
+
+def _repeat(curves: RepeatCurves) -> dict[str, Any]:
+    """One repeat as the JSON carries it: its networks and its accuracies (a list of draws per shift)."""
+    return {"seed": curves.seed, "parent_key": curves.parent_key, "step_keys": list(curves.step_keys),
+            "achieved_ratios": list(curves.achieved),
+            "accuracy": {shift: [list(draw) for draw in draws] for shift, draws in curves.accuracy.items()}}
+
+
+def _estimates(view: Case, run: SuiteRun, single: bool) -> dict[str, Any]:
+    """Every reported number of a case with its spread: accuracy and accuracy loss of each network on each shift,
+    prune potential per shift, and excess and delta excess error at each ratio."""
+    labels = [s.label for s in run.shifts]
+    ratios = list(view.ratios)
+    out: dict[str, Any] = {
+        "parent_accuracy": {s: _estimate(view.parent_accuracy(s)) for s in labels},
+        "accuracy": {s: [_estimate(view.accuracy(s, r)) for r in ratios] for s in labels},
+        "accuracy_loss": {s: [_estimate(view.accuracy_loss(s, r)) for r in ratios] for s in labels},
+        "excess_error": {s: [_estimate(view.excess_error(s, r)) for r in ratios] for s in labels if s != NOMINAL},
+        "delta_excess_error": {s: [_estimate(view.delta_excess_error(s, r)) for r in ratios]
+                               for s in labels if s != NOMINAL},
+    }
+    if not single:
+        out["prune_potential"] = {s: _estimate(view.prune_potential(s)) for s in labels}
+        # the paper's aggregates over a group of test sets: mean excess error, and delta e against the ratio
+        groups = [e for e in run.entries if any(m.label != NOMINAL for m in e.members)]
+        out["group_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_excess_error(r)) for r in ratios]
+                                     for e in groups}
+        out["group_delta_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_delta_excess_error_at(r))
+                                                     for r in ratios] for e in groups}
+        out["delta_excess_error_slope"] = {e.label: _estimate(view.group(e.label).delta_excess_error_slope)
+                                           for e in groups}
+        if groups:  # over every shift: what the report's figure fits
+            out["delta_excess_error_slope_all"] = _estimate(view.delta_excess_error_slope())
+    return out
 
 
 def _beyond_row_fields(result: CaseResult, gate_ratio: float) -> dict[str, Any]:

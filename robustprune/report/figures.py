@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..core.shifts import NOMINAL
+from ..core.shifts import NOMINAL, split_label
 from . import series
 
 FIGURE_KINDS = ("accuracy", "prune-potential-vs-noise", "delta-excess-error", "prune-potential-per-shift",
@@ -85,6 +85,30 @@ def _entry_members(report: Mapping[str, Any], case: Mapping[str, Any], entry: st
     return list(members) if members else [entry] if entry in case["accuracy"] else []
 
 
+def _accuracy_band(case: Mapping[str, Any], members: list[str]) -> tuple[list[float], list[float]] | None:
+    """The accuracy interval of a one-shift panel, parent first (reports with spreads only)."""
+    estimates = case.get("estimates")
+    if not estimates or len(members) != 1:
+        return None
+    shift = members[0]
+    points = [estimates["parent_accuracy"].get(shift), *estimates["accuracy"].get(shift, [])]
+    if any(p is None for p in points):
+        return None
+    return [p["interval"][0] for p in points], [p["interval"][1] for p in points]
+
+
+def _noise_band(case: Mapping[str, Any], labels: list[str], eps: list[float]) -> tuple[list[float], list[float]] | None:
+    """The prune-potential interval of a noise family at each level (eps 0: nominal)."""
+    potentials = (case.get("estimates") or {}).get("prune_potential")
+    if not potentials:
+        return None
+    by_eps = {float(split_label(label)[1]): label for label in labels}
+    chosen = [potentials.get(by_eps.get(e, NOMINAL)) for e in eps]
+    if any(c is None for c in chosen):
+        return None
+    return [c["interval"][0] for c in chosen], [c["interval"][1] for c in chosen]
+
+
 def _figure_legend(fig: Any, axes: Any, ncol: int = 4) -> None:
     """One legend for the whole figure, below the panels, so that it never hides a curve."""
     seen: dict[str, Any] = {}
@@ -116,8 +140,12 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
             # the parent is each curve's point at ratio 0
             curves = [case["accuracy"][m] for m in members]
             mean = [sum(col) / len(col) for col in zip(*curves)]
-            ax.plot(_pct([0.0, *case["ratios"]]), _pct(mean), marker="o", ms=2.5, lw=1.2,
-                    color=method_colour(case["method"]["name"]), label=case["method"]["name"])
+            colour = method_colour(case["method"]["name"])
+            x = _pct([0.0, *case["ratios"]])
+            ax.plot(x, _pct(mean), marker="o", ms=2.5, lw=1.2, color=colour, label=case["method"]["name"])
+            band = _accuracy_band(case, members)
+            if band is not None:
+                ax.fill_between(x, _pct(band[0]), _pct(band[1]), color=colour, alpha=0.15, lw=0)
         ax.axhline(100 * parent, color=PARENT_COLOUR, ls="--", lw=0.8, label="parent")
         ax.axhline(100 * (parent - delta), color=PARENT_COLOUR, ls=":", lw=0.8,
                    label=f"parent − δ (δ = {100 * delta:g} %): P is the last ratio above")
@@ -147,6 +175,10 @@ def noise_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
         for index, case in enumerate(cases):
             s = series.noise_series(case, report["delta"], kinds)[name]
             method = case["method"]["name"]
+            band = _noise_band(case, families[name], s["eps"])
+            if band is not None:
+                ax.fill_between(s["eps"], _pct(band[0]), _pct(band[1]), color=method_colour(method), alpha=0.12,
+                                lw=0)
             # prune potentials sit on the grid's ratios, so methods often coincide: later methods are drawn
             # smaller, dashed and with their own marker, so every method stays visible on top of the others
             ax.plot(s["eps"], _pct(s["prune_potential"]), marker=method_marker(method), ms=max(3.0, 10 - 2 * index),
@@ -185,7 +217,14 @@ def delta_excess_error_figure(plt: Any, report: Mapping[str, Any], table: Mappin
         if slope is not None:
             ax.plot([0, 100 * end], [0, 100 * slope * end], "--", color="black", lw=1.2,
                     label="least-squares line through the origin")
-            ax.text(0.03, 0.95, f"Δe ≈ {slope:.3f} × ratio", transform=ax.transAxes, va="top", fontsize=8)
+            interval = (case.get("estimates") or {}).get("delta_excess_error_slope_all")
+            text = f"Δe ≈ {slope:.3f} × ratio"
+            if interval:
+                low, high = interval["interval"]
+                ax.fill_between([0, 100 * end], [0, 100 * low * end], [0, 100 * high * end], color="black",
+                                alpha=0.08, lw=0)
+                text += f"\n{100 * interval['level']:g} % interval [{low:.3f}, {high:.3f}]"
+            ax.text(0.03, 0.95, text, transform=ax.transAxes, va="top", fontsize=8)
         ax.axhline(0, color=PARENT_COLOUR, lw=0.6)
         ax.set_xlim(0, 100 * end * 1.04)
         ax.set_title(f"{method} ({len(per_shift)} shifts, one faint line each)", fontsize=9, color=colour)

@@ -1,8 +1,11 @@
 """Report series derived from a case's curves: what the figures plot, as plain data.
 
-Pure functions over the JSON report's case entries (``ratios``, ``accuracy``
-per shift label, the suite's ``delta``), so ``robustprune report RESULTS.json``
-re-renders figures without torch and without recomputing anything:
+Pure functions over the JSON report's case entries (``ratios``, the curves of
+each repeat and draw, the suite's ``delta``), so ``robustprune report
+RESULTS.json`` re-renders figures without torch and without recomputing
+anything. Like every number of the report, a series value is the mean over
+repeats of the value on each repeat's curve (and over the draws of a noise
+shift):
 
 - prune potential against noise level, per noise family (eps 0 is nominal);
 - prune potential per shift (per corruption);
@@ -13,18 +16,40 @@ re-renders figures without torch and without recomputing anything:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..core import metrics
 from ..core.shifts import NOMINAL, split_label
 
 
+def repeat_curves(case: Mapping[str, Any]) -> list[Mapping[str, Sequence[Sequence[float]]]]:
+    """Per repeat: shift label -> the curves ``[parent, step 1, ...]`` of its draws. A report written before
+    repeats existed has one repeat of one draw: its ``accuracy``."""
+    repeats = case.get("repeats")
+    if repeats:
+        return [r["accuracy"] for r in repeats]
+    return [{label: [curve] for label, curve in case["accuracy"].items()}]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def _averaged(case: Mapping[str, Any], label: str, function: Callable[..., float]) -> float:
+    """``function(curve, nominal curve)`` on every repeat and draw of ``label``, averaged (draws first)."""
+    out = []
+    for curves in repeat_curves(case):
+        nominal = curves[NOMINAL][0]
+        out.append(_mean([function(curve, nominal) for curve in curves[label]]))
+    return _mean(out)
+
+
 def prune_potentials(case: Mapping[str, Any], delta: float) -> dict[str, float]:
     """P(delta, D) for every evaluated shift label of a report case (nominal included)."""
     ratios = case["ratios"]
-    return {label: metrics.prune_potential(ratios, accs[1:], accs[0], delta)
-            for label, accs in case["accuracy"].items()}
+    return {label: _averaged(case, label, lambda c, n: metrics.prune_potential(ratios, c[1:], c[0], delta))
+            for label in repeat_curves(case)[0]}
 
 
 def noise_families(kinds: Mapping[str, str]) -> dict[str, list[str]]:
@@ -52,21 +77,18 @@ def noise_series(case: Mapping[str, Any], delta: float, kinds: Mapping[str, str]
 def per_shift_series(case: Mapping[str, Any], delta: float, kinds: Mapping[str, str]) -> dict[str, float]:
     """Prune potential per non-noise shift (each corruption at its severity), in evaluation order."""
     potentials = prune_potentials(case, delta)
-    return {label: potentials[label] for label in case["accuracy"]
+    return {label: potentials[label] for label in repeat_curves(case)[0]
             if label != NOMINAL and kinds.get(label, "pixel") != "tensor"}
 
 
 def delta_excess_errors(case: Mapping[str, Any]) -> dict[str, list[float]]:
     """Delta e(r, D') at every ratio, per non-nominal shift label."""
-    acc = case["accuracy"]
-    nominal = acc[NOMINAL]
-    out = {}
-    for label, values in acc.items():
-        if label == NOMINAL:
-            continue
-        out[label] = [metrics.delta_excess_error(1 - values[i + 1], 1 - nominal[i + 1], 1 - values[0], 1 - nominal[0])
-                      for i in range(len(case["ratios"]))]
-    return out
+
+    def at(i: int) -> Callable[[Sequence[float], Sequence[float]], float]:
+        return lambda c, n: metrics.delta_excess_error(1 - c[i + 1], 1 - n[i + 1], 1 - c[0], 1 - n[0])
+
+    return {label: [_averaged(case, label, at(i)) for i in range(len(case["ratios"]))]
+            for label in repeat_curves(case)[0] if label != NOMINAL}
 
 
 def fit_through_origin(xs: Sequence[float], ys: Sequence[float]) -> float | None:

@@ -28,6 +28,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}"
 
 
+def _spread(value: float | None, estimate: Mapping[str, Any] | None) -> str:
+    """A percentage with its spread over repeats: ``64.0 ±3.1`` (just the value with one repeat)."""
+    if value is None or not estimate or len(estimate.get("values", ())) < 2:
+        return _pct(value)
+    return f"{_pct(value)} ±{estimate['std'] * 100:.1f}"
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -43,11 +50,13 @@ def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str]
             rows.append([row["method"], *(["-"] * (len(headers) - 2)), row["verdict"]])
             continue
         single = row.get("single_network", False)
-        cells = [row["method"], _pct(row["parent_accuracy"]), "n/a" if single else _pct(row["nominal_prune_potential"])]
+        nominal = _spread(row["nominal_prune_potential"], row.get("nominal_prune_potential_estimate"))
+        cells = [row["method"], _pct(row["parent_accuracy"]), "n/a" if single else nominal]
         for label in report["shifts"]:
             g = row["groups"][label]
             worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
-            cells.append("n/a" if single else f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
+            mean, low = _spread(g["mean"], g.get("mean_estimate")), _spread(g["min"], g.get("min_estimate"))
+            cells.append("n/a" if single else f"{mean} / {low}{worst}")
         dee = row["max_delta_excess_error"]
         shift = f" ({row['max_delta_excess_error_shift']})" if dee is not None else ""
         ratio = "own" if single else f"{row['gate_ratio']:g}"
@@ -102,6 +111,10 @@ def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
     parts = [f"suite {report['suite']}\n  P = prune potential at delta {report['delta'] * 100:g} %; Δe = delta "
              f"excess error; Δe, params, MACs and speed-up are read at each method's gate ratio;\n  speed-up = "
              f"measured CPU latency of the parent / of the compacted network (structured methods)"]
+    repeats = int(report.get("repeats") or 1)
+    if repeats > 1:
+        parts[0] += (f";\n  numbers are means over {repeats} repeats (independently trained parents and cascades) "
+                     f"± their standard deviation")
     for table in report["tables"]:
         headers, rows = table_rows(report, table)
         if fmt != "simple":  # Markdown and most other formats cannot break a header cell
@@ -154,6 +167,32 @@ def chance_notes(report: dict[str, Any], table: dict[str, Any]) -> list[str]:
         return []
     return [f"parent near chance ({100 / classes:.0f} %) under: {', '.join(near)}; prune potential there "
             "says little"]
+
+
+def _interval_cell(estimate: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``0.031 ±0.004 [0.020, 0.041]``: mean, std over repeats (with several), interval."""
+    if not estimate:
+        return "-"
+    text = f"{estimate['mean']:.{digits}f}"
+    if len(estimate.get("values", ())) > 1:
+        text += f" ±{estimate['std']:.{digits}f}"
+    low, high = estimate["interval"]
+    return text + f" [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def slope_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -> str | None:
+    """Delta excess error against the prune ratio, per shift group: the slope of the paper's regression."""
+    cases = [c for c in report.get("cases", []) if (c["model"], c["dataset"]) == (table["model"], table["dataset"])
+             and (c.get("estimates") or {}).get("delta_excess_error_slope")]
+    if not cases:
+        return None
+    entries = list(cases[0]["estimates"]["delta_excess_error_slope"])
+    level = next(iter(cases[0]["estimates"]["delta_excess_error_slope"].values()))["level"]
+    body = [[c["method"]["name"], *[_interval_cell(c["estimates"]["delta_excess_error_slope"].get(e))
+                                    for e in entries]] for c in cases]
+    title = (f"delta excess error against the prune ratio: slope b of the group's mean Δe = b × ratio (through "
+             f"the origin, every ratio), {level * 100:g} % interval")
+    return f"{title}\n" + tabulate(body, headers=["method", *entries], tablefmt=fmt, disable_numparse=True)
 
 
 def similarity_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -> str | None:
@@ -212,4 +251,6 @@ def robust_training_line(report: Mapping[str, Any]) -> str | None:
 
 def beyond_sections(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str = "simple") -> list[str]:
     """The compact tables printed under one model x dataset table (nothing when the suite asks for none)."""
-    return [text for text in (similarity_table(report, table, fmt), features_table(report, table, fmt)) if text]
+    sections = (slope_table(report, table, fmt), similarity_table(report, table, fmt),
+                features_table(report, table, fmt))
+    return [text for text in sections if text]

@@ -1,10 +1,13 @@
 """The quickstart suite: is a pruned small CNN on digits still deployable under noise and corruptions?
 
-The paper's four methods prune the small CNN in a cascade over six ratios:
-WT and SiPP (unstructured; SiPP data-informed) and FT and PFP (structured;
-PFP data-informed), retraining after each step; every network is evaluated on the
+Three independently trained parents (as the paper's three networks), each
+pruned by the paper's four methods in a cascade over six ratios: WT and SiPP
+(unstructured; SiPP data-informed) and FT and PFP (structured; PFP
+data-informed), retraining after each step; every network is evaluated on the
 nominal test set, the 19 corruptions at severity 3 and uniform noise at three
-levels. At the gate ratio, each pruned network is also compared with its
+levels (three noise draws each). Every number is the mean over the three
+repeats, with its spread and a 95 % bootstrap interval over repeats and test
+images. At the gate ratio, each pruned network is also compared with its
 parent beyond accuracy: functional similarity under noise (against a
 separately trained parent as the baseline) and informative features.
 Run it with ``robustprune run`` (or ``pytest suites/quickstart.py``).
@@ -30,6 +33,8 @@ suite = Suite(
     retrain_epochs=5,
     similarity=Similarity(eps=(0.1, 0.2, 0.4), images=200, draws=10, baseline=True),
     features=Features(images=32, patch=4, max_forward=600),  # 4x4 patches: the digits' native 8x8 pixels
+    repeats=3,
+    noise_draws=3,
 )
 
 

@@ -1,0 +1,101 @@
+"""What confidence costs: the quickstart cold with 3 repeats on every core, against one repeat serially.
+
+Runs, in this one process and alternating round by round, each on an empty
+store:
+
+- ``single, serial``: the quickstart as it was before repeats (repeats=1,
+  noise_draws=1), computed in one process (``--executor local``): the
+  baseline;
+- ``single, parallel``: the same suite on the default worker processes;
+- ``3 repeats, parallel``: the quickstart as shipped (repeats=3,
+  noise_draws=3) on the default worker processes.
+
+Prints every wall time, and each configuration's ratio to the baseline of
+the same round (median and range over rounds). Ratios, not seconds, are the
+result: the machines differ.
+
+Usage: python benchmarks/repeats_cost.py [--rounds N] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "robustprune" / "suites" / "quickstart.py"
+
+
+def single_repeat_suite(folder: Path) -> Path:
+    """The quickstart with ``repeats=1, noise_draws=1``: what it computed before repeats existed."""
+    source = QUICKSTART.read_text()
+    single, changed = re.subn(r"\brepeats=\d+", "repeats=1", source)
+    single, changed_draws = re.subn(r"\bnoise_draws=\d+", "noise_draws=1", single)
+    if changed != 1 or changed_draws != 1:
+        raise SystemExit(f"{QUICKSTART} no longer sets repeats= and noise_draws= once each; update this benchmark")
+    path = folder / "quickstart_single.py"
+    path.write_text(single)
+    return path
+
+
+def cold_run(suite: Path | None, store: Path, extra: list[str]) -> float:
+    command = [sys.executable, "-m", "robustprune.cli", "run", *([str(suite)] if suite else []),
+               "--store", str(store), "-q", *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode not in (0, 1):
+        sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
+        raise SystemExit(f"{' '.join(command)} exited {result.returncode}")
+    return seconds
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the three runs (default 1)")
+    parser.add_argument("--workers", type=int, help="worker processes for the parallel runs (default: every core)")
+    args = parser.parse_args()
+    workers = ["--workers", str(args.workers)] if args.workers else []
+    times: dict[str, list[float]] = {"single, serial": [], "single, parallel": [], "3 repeats, parallel": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        single = single_repeat_suite(folder)
+        for round_ in range(args.rounds):
+            runs = {
+                "single, serial": (single, ["--executor", "local"]),
+                "single, parallel": (single, workers),
+                "3 repeats, parallel": (None, workers),
+            }
+            for name, (suite, extra) in runs.items():
+                seconds = cold_run(suite, folder / f"store-{round_}-{len(times[name])}-{name[:6]}", extra)
+                times[name].append(seconds)
+                print(f"round {round_ + 1}: {name:20} {seconds:6.1f} s", flush=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"\nmachine: {cpu_name()}, {cores} cores, Python {platform.python_version()}, {args.rounds} round(s)")
+    baseline = times["single, serial"]
+    for name, seconds in times.items():
+        ratios = [s / b for s, b in zip(seconds, baseline)]
+        spread = f" (range {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        print(f"{name:20} median {statistics.median(seconds):6.1f} s   "
+              f"ratio to single, serial: {statistics.median(ratios):.2f}{spread}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""How sure a number is: per-repeat values and a bootstrap over repeats and test images.
+
+Every number robustprune reports is a statistic of one trained network's
+curve on one test set: a prune potential, an accuracy loss, a delta excess
+error. With ``Suite(repeats=R)`` there are R independently trained parents
+and cascades, and the evaluations keep per-image predictions, so each number
+has two sources of uncertainty, both measured:
+
+- the spread over repeats (``values``: the statistic on each repeat's curve
+  on the whole test set; ``std``);
+- the finite test set: a paired bootstrap over test images, the same
+  resampled images for the parent and every pruned network (and for every
+  shift of the same images).
+
+They combine in one bootstrap: replicate ``b`` draws R repeats with
+replacement, then the statistic of each drawn repeat is read on the image
+resample ``b``, and the replicate is their mean. The point estimate is the
+mean over repeats (what the paper reports); the interval is the percentile
+interval of the replicates. Everything is seeded, so intervals are
+reproducible.
+
+A statistic is carried as a :class:`PerRepeat`: its value on each repeat
+(whole test set) and on each replicate's images. Combining per-repeat
+statistics element-wise (the min over a group's members, a difference)
+combines them within each repeat and replicate, as the definitions ask.
+
+The engine does the heavy part (accuracies on every image resample, a
+matrix product); what is left here is vectorized over the resamples with
+numpy, imported on first use: pytest imports this package at start-up in
+every session, also those that run no suite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from numpy.typing import NDArray
+
+__all__ = ["Estimate", "PerRepeat", "Reducer", "Resampling", "percentile"]
+
+Reducer = Literal["min", "max", "mean"]
+"""How :meth:`PerRepeat.combine` reduces statistics: their minimum, maximum or mean."""
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-quantile (0..1) of ``values``, linearly interpolated between order statistics (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Resampling:
+    """The bootstrap plan of a suite: ``samples`` replicates, each drawing ``repeats`` repeats with replacement.
+
+    Image resamples are the engine's (``robustprune.engine.bootstrap``), made
+    from the same ``seed``; the repeat draws are made here. ``samples=0``
+    turns the bootstrap off: numbers then carry their per-repeat spread only.
+    """
+
+    repeats: int
+    samples: int
+    level: float
+    seed: int
+    draws: tuple[tuple[int, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.samples < 0:
+            raise ValueError(f"bootstrap samples must be >= 0, got {self.samples}")
+        if not 0 < self.level < 1:
+            raise ValueError(f"confidence level must be in (0, 1), got {self.level}")
+        digest = hashlib.blake2b(f"repeat-draws|{self.seed}|{self.repeats}".encode(), digest_size=8).digest()
+        rng = random.Random(int.from_bytes(digest, "little"))
+        draws: tuple[tuple[int, ...], ...] = tuple(
+            tuple(rng.randrange(self.repeats) for _ in range(self.repeats)) if self.repeats > 1 else (0,)
+            for _ in range(self.samples))
+        object.__setattr__(self, "draws", draws)
+
+    def estimate(self, statistic: PerRepeat) -> Estimate:
+        """The statistic's point estimate, per-repeat values and bootstrap replicates."""
+        if len(statistic.values) != self.repeats:
+            raise ValueError(f"{len(statistic.values)} per-repeat values for {self.repeats} repeats")
+        replicates: tuple[float, ...] = ()
+        if self.samples and statistic.replicates is not None:
+            import numpy as np
+
+            rows = np.stack([np.asarray(row, dtype=float) for row in statistic.replicates])  # (repeats, samples)
+            if self.repeats == 1:
+                replicates = tuple(rows[0].tolist())
+            else:
+                drawn = np.asarray(self.draws).T  # (repeats drawn, samples): replicate b reads row drawn[j, b]
+                replicates = tuple(np.take_along_axis(rows, drawn, axis=0).mean(axis=0).tolist())
+        return Estimate(tuple(statistic.values), replicates, self.level, statistic.draws)
+
+
+@dataclass(frozen=True, eq=False)
+class PerRepeat:
+    """A statistic on each repeat: ``values[r]`` on the whole test set, ``replicates[r][b]`` on image resample ``b``.
+
+    ``replicates`` is ``None`` without a bootstrap; each row is a numpy array
+    (or any sequence of floats). Under a noise shift evaluated with several
+    noise draws, ``values[r]`` is the mean over draws (the paper's estimator)
+    and ``draws[r]`` holds the statistic on each draw; ``draws`` is ``None``
+    when nothing was drawn more than once.
+    """
+
+    values: tuple[float, ...]
+    replicates: tuple[Sequence[float] | NDArray[Any], ...] | None = None
+    draws: tuple[tuple[float, ...], ...] | None = None
+
+    @classmethod
+    def combine(cls, parts: Sequence[PerRepeat], how: Reducer) -> PerRepeat:
+        """The ``how`` (min, max or mean) of ``parts`` within each repeat and replicate (the min over a group's
+        members, ...); within each draw too, when every part has the same number of draws."""
+        if not parts:
+            raise ValueError("nothing to combine")
+        if how not in _REDUCERS:
+            raise ValueError(f"unknown reducer {how!r}; use one of {', '.join(_REDUCERS)}")
+        reduce = _REDUCERS[how]
+        values = tuple(reduce([p.values[r] for p in parts]) for r in range(len(parts[0].values)))
+        replicates = None
+        if all(p.replicates is not None for p in parts):
+            import numpy as np
+
+            stacked = [np.stack([np.asarray(p.replicates[r], dtype=float) for p in parts])  # type: ignore[index]
+                       for r in range(len(values))]
+            replicates = tuple(getattr(np, how)(rows, axis=0) for rows in stacked)
+        draws = None
+        shapes = {None if p.draws is None else tuple(map(len, p.draws)) for p in parts}
+        if len(shapes) == 1 and None not in shapes:
+            draws = tuple(tuple(reduce([p.draws[r][d] for p in parts])  # type: ignore[index]
+                                for d in range(len(parts[0].draws[r])))  # type: ignore[index]
+                          for r in range(len(values)))
+        return cls(values, replicates, draws)
+
+    def map(self, how: Callable[[Any], Any]) -> PerRepeat:
+        """``how`` applied to every value, replicate row and draw; written with arithmetic (``1 - v``), it
+        works on a float and on a row of replicates alike."""
+        import numpy as np
+
+        replicates = None if self.replicates is None else tuple(how(np.asarray(row, dtype=float))
+                                                                for row in self.replicates)
+        draws = None if self.draws is None else tuple(tuple(float(how(v)) for v in row) for row in self.draws)
+        return PerRepeat(tuple(float(how(v)) for v in self.values), replicates, draws)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+_REDUCERS: dict[str, Callable[[Sequence[float]], float]] = {"min": min, "max": max, "mean": _mean}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A number with its spread: the per-repeat values and the bootstrap replicates of their mean."""
+
+    values: tuple[float, ...]
+    replicates: tuple[float, ...]
+    level: float
+    draws: tuple[tuple[float, ...], ...] | None = None  # per repeat, the value on each noise draw
+
+    @property
+    def point(self) -> float:
+        """The mean over repeats: the number reported and compared."""
+        return math.fsum(self.values) / len(self.values)
+
+    @property
+    def repeats(self) -> int:
+        return len(self.values)
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation over repeats (0 with one repeat)."""
+        if len(self.values) < 2:
+            return 0.0
+        mean = self.point
+        return math.sqrt(math.fsum((v - mean) ** 2 for v in self.values) / (len(self.values) - 1))
+
+    @property
+    def draw_std(self) -> float | None:
+        """How much the noise draws differ: the standard deviation over draws within a repeat, pooled over
+        repeats; ``None`` when nothing was drawn more than once."""
+        if self.draws is None or all(len(row) < 2 for row in self.draws):
+            return None
+        squares, freedom = 0.0, 0
+        for row in self.draws:
+            mean = math.fsum(row) / len(row)
+            squares += math.fsum((v - mean) ** 2 for v in row)
+            freedom += len(row) - 1
+        return math.sqrt(squares / freedom)
+
+    def interval(self, level: float | None = None) -> tuple[float, float]:
+        """The two-sided percentile interval at ``level`` (default: the suite's); the point itself without
+        replicates."""
+        level = self.level if level is None else level
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        if not self.replicates:
+            return self.point, self.point
+        tail = (1 - level) / 2
+        return percentile(self.replicates, tail), percentile(self.replicates, 1 - tail)
+
+    def lower(self, level: float | None = None) -> float:
+        """The lower end of :meth:`interval`."""
+        return self.interval(level)[0]
+
+    def upper(self, level: float | None = None) -> float:
+        """The upper end of :meth:`interval`."""
+        return self.interval(level)[1]
+
+    def bound(self, level: float, side: str) -> float:
+        """A one-sided bound at ``level``: ``"upper"`` is exceeded by the statistic with probability
+        ``1 - level`` (by the bootstrap), ``"lower"`` likewise from below."""
+        if side not in ("upper", "lower"):
+            raise ValueError(f"side must be 'upper' or 'lower', got {side!r}")
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level}")
+        if not self.replicates:
+            return self.point
+        return percentile(self.replicates, level if side == "upper" else 1 - level)
+
+    def to_dict(self) -> dict[str, object]:
+        """The report's JSON form: mean, std, per-repeat values and the interval at the suite's level."""
+        low, high = self.interval()
+        out: dict[str, object] = {"mean": self.point, "std": self.std, "values": list(self.values),
+                                  "interval": [low, high], "level": self.level}
+        if self.draws is not None:
+            out["draws"] = [list(row) for row in self.draws]
+            out["draw_std"] = self.draw_std
+        return out

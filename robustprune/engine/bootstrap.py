@@ -1,0 +1,49 @@
+"""Accuracies on bootstrap resamples of the test images, from stored per-image predictions.
+
+A resample of ``n`` test images is a vector of counts (how often each image
+was drawn, summing to ``n``). Every set of ``n`` images shares the same
+resamples, so a parent and its pruned networks are compared on the same
+images (a *paired* bootstrap), and so are the nominal test set and every
+shift generated from it. The accuracies of all networks on all resamples are
+one matrix product: ``correct (networks x n) @ counts.T (n x samples)``. No
+inference runs: the predictions are in the store.
+
+Counts are integers below 2**24 and the product is taken in float32, so
+every sum is exact: the replicates are bit-identical on every machine and
+thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+__all__ = ["ImageResamples"]
+
+
+class ImageResamples:
+    """The seeded image resamples of a run: ``samples`` count vectors per test-set size, made once."""
+
+    def __init__(self, seed: int, samples: int):
+        self.seed, self.samples = seed, samples
+        self._counts: dict[int, np.ndarray] = {}
+
+    def counts(self, n: int) -> np.ndarray:
+        """``(samples, n)`` float32 counts: row ``b`` says how often each of the ``n`` images is in resample ``b``."""
+        if n not in self._counts:
+            digest = hashlib.blake2b(f"image-resamples|{self.seed}|{n}".encode(), digest_size=8).digest()
+            rng = np.random.default_rng(int.from_bytes(digest, "little"))
+            drawn = rng.integers(0, n, size=(self.samples, n)) + np.arange(self.samples)[:, None] * n
+            counts = np.bincount(drawn.ravel(), minlength=self.samples * n).reshape(self.samples, n)
+            self._counts[n] = counts.astype(np.float32)
+        return self._counts[n]
+
+    def accuracies(self, correct: np.ndarray) -> np.ndarray:
+        """``(networks, samples)`` float64: each network's accuracy on each resample, from ``correct``
+        (``(networks, n)`` booleans: which images each network classifies right)."""
+        n = correct.shape[1]
+        if n == 0:
+            raise ValueError("cannot resample an empty test set")
+        hits = correct.astype(np.float32) @ self.counts(n).T  # exact: integers below 2**24
+        return hits.astype(np.float64) / n
