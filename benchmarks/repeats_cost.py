@@ -10,8 +10,9 @@ store:
 - ``3 repeats, parallel``: the quickstart as shipped (repeats=3,
   noise_draws=3) on the default worker processes.
 
-Prints every wall time, and each configuration's ratio to the baseline of
-the same round (median and range over rounds). Ratios, not seconds, are the
+Prints every wall time with the cores it kept busy on average (CPU time of
+the run and its workers over wall time), and each configuration's ratio to
+the baseline of the same round (median and range over rounds). Ratios, not seconds, are the
 result: the machines differ.
 
 Usage: python benchmarks/repeats_cost.py [--rounds N] [--workers N]
@@ -23,6 +24,7 @@ import argparse
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,16 +47,20 @@ def single_repeat_suite(folder: Path) -> Path:
     return path
 
 
-def cold_run(suite: Path | None, store: Path, extra: list[str]) -> float:
+def cold_run(suite: Path | None, store: Path, extra: list[str]) -> tuple[float, float]:
+    """Wall seconds of one cold run, and the CPU seconds it and its worker processes used."""
     command = [sys.executable, "-m", "robustprune.cli", "run", *([str(suite)] if suite else []),
                "--store", str(store), "-q", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode not in (0, 1):
         sys.stderr.write(result.stdout[-3000:] + result.stderr[-3000:])
         raise SystemExit(f"{' '.join(command)} exited {result.returncode}")
-    return seconds
+    return seconds, cpu
 
 
 def cpu_name() -> str:
@@ -74,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     workers = ["--workers", str(args.workers)] if args.workers else []
     times: dict[str, list[float]] = {"single, serial": [], "single, parallel": [], "3 repeats, parallel": []}
+    busy: dict[str, list[float]] = {name: [] for name in times}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         single = single_repeat_suite(folder)
@@ -83,10 +90,11 @@ def main() -> None:
                 "single, parallel": (single, workers),
                 "3 repeats, parallel": (None, workers),
             }
-            for name, (suite, extra) in runs.items():
-                seconds = cold_run(suite, folder / f"store-{round_}-{len(times[name])}-{name[:6]}", extra)
+            for index, (name, (suite, extra)) in enumerate(runs.items()):
+                seconds, cpu = cold_run(suite, folder / f"store-{round_}-{index}", extra)  # each run cold
                 times[name].append(seconds)
-                print(f"round {round_ + 1}: {name:20} {seconds:6.1f} s", flush=True)
+                busy[name].append(cpu / seconds)
+                print(f"round {round_ + 1}: {name:20} {seconds:6.1f} s, {cpu / seconds:.2f} cores busy", flush=True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"\nmachine: {cpu_name()}, {cores} cores, Python {platform.python_version()}, {args.rounds} round(s)")
     baseline = times["single, serial"]
@@ -94,7 +102,8 @@ def main() -> None:
         ratios = [s / b for s, b in zip(seconds, baseline)]
         spread = f" (range {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
         print(f"{name:20} median {statistics.median(seconds):6.1f} s   "
-              f"ratio to single, serial: {statistics.median(ratios):.2f}{spread}")
+              f"ratio to single, serial: {statistics.median(ratios):.2f}{spread}   "
+              f"cores busy: {statistics.median(busy[name]):.2f}")
 
 
 if __name__ == "__main__":

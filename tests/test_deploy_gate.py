@@ -326,3 +326,49 @@ def test_ci_recipe_shows_the_example_projects_files():
         start = plugin.index(part)
         end = plugin.find("\n\n\n", start)
         assert plugin[start:end if end > 0 else None].strip() in text, part
+
+
+# --------------------------------------------------------------------------- a gate with a confidence, by hand
+#
+# three repeats, no image bootstrap: the accuracy loss on each repeat
+#   nominal      0.002 0.004 0.006  -> mean 0.004, std 0.002
+#   glass_blur@3 0.000 0.010 0.020  -> mean 0.010, std 0.010
+# one-sided 95 % upper bound = mean + t(0.95, 2) * std / sqrt(3), t(0.95, 2) = 2.92
+#   nominal: 0.004 + 2.92 * 0.002 / 1.732 = 0.00737;  glass_blur@3: 0.010 + 2.92 * 0.010 / 1.732 = 0.02686
+
+
+def _confident_judge(gate: DeployGate):
+    from robustprune.core.gate import ShiftStatistics
+    from robustprune.core.uncertainty import PerRepeat, Resampling
+
+    losses = {"nominal": (0.002, 0.004, 0.006), "glass_blur@3": (0.0, 0.010, 0.020)}
+    curves = {label: [0.9, 0.9 - sum(loss) / 3] for label, loss in losses.items()}
+    statistics = {label: ShiftStatistics(accuracy_loss=PerRepeat(loss), delta_excess_error=None)
+                  for label, loss in losses.items()}
+    entries = resolve_entries(gate, {"blurs@3": ["glass_blur@3"]})
+    return evaluate_gate(gate, name="wt", ratio=0.5, achieved=0.5, numbers=shift_numbers(curves, 1),
+                         entries=entries, delta=0.005, statistics=statistics,
+                         resampling=Resampling(repeats=3, samples=0, level=0.95, seed=0))
+
+
+def test_a_confident_gate_judges_the_upper_bound_not_the_mean():
+    by_means = _confident_judge(DeployGate(shifts=["nominal", "blurs@3"], max_accuracy_loss=0.02))
+    assert by_means.passed  # means 0.4 and 1.0 points: within 2 points
+    confident = _confident_judge(DeployGate(shifts=["nominal", "blurs@3"], max_accuracy_loss=0.02, confidence=0.95))
+    assert not confident.passed
+    assert confident.checks[0].value == pytest.approx(0.010 + 2.919986 * 0.010 / 3 ** 0.5)
+    assert confident.message == ("deploy gate failed for wt at ratio 0.5: accuracy loss 2.7 % (95 % upper bound) "
+                                 "under glass_blur@3 > limit 2 % (worst of blurs@3)")
+    # nominal alone: mean 0.4 points is within the suite's delta of 0.5 points, its bound 0.74 points is not
+    nominal = _confident_judge(DeployGate(shifts=["nominal"], confidence=0.95))
+    assert nominal.checks[0].value == pytest.approx(0.004 + 2.919986 * 0.002 / 3 ** 0.5)
+    assert not nominal.passed and "(95 % upper bound) under nominal > delta 0.5 %" in nominal.message
+    assert _confident_judge(DeployGate(shifts=["nominal"])).passed
+    assert _confident_judge(DeployGate(shifts=["nominal"], max_accuracy_loss=0.008, confidence=0.95)).passed
+
+
+def test_a_confident_gate_needs_the_statistics():
+    with pytest.raises(ValueError, match="needs the per-repeat statistics"):
+        judge(DeployGate(confidence=0.95))
+    with pytest.raises(ValueError, match="confidence is a level in"):
+        DeployGate(confidence=95)

@@ -11,7 +11,13 @@ from robustprune import Suite
 from robustprune.core.cases import Case, Measure
 from robustprune.core.results import CaseKey, CaseResult, RepeatCurves
 from robustprune.core.shifts import NOMINAL
-from robustprune.core.uncertainty import Estimate, PerRepeat, Resampling, percentile
+from robustprune.core.uncertainty import (
+    Estimate,
+    PerRepeat,
+    Resampling,
+    percentile,
+    student_t_quantile,
+)
 from robustprune.engine.bootstrap import ImageResamples
 
 # --------------------------------------------------------------------------- building blocks
@@ -43,18 +49,29 @@ def test_resampled_accuracy_is_the_count_weighted_mean():
     assert np.allclose(accuracies, correct.astype(float) @ counts.T / 4)
 
 
-def test_repeat_draws_and_the_mean_over_drawn_repeats():
-    plan = Resampling(repeats=3, samples=400, level=0.9, seed=5)
-    assert len(plan.draws) == 400 and all(len(d) == 3 for d in plan.draws)
-    assert {r for d in plan.draws for r in d} == {0, 1, 2}
-    # a statistic constant on each repeat: every replicate is the mean over its drawn repeats
-    rows = tuple([float(r)] * 400 for r in range(3))
+def test_image_replicates_are_the_mean_over_repeats_and_training_adds_a_t_interval():
+    plan = Resampling(repeats=3, samples=400, level=0.95, seed=5)
+    # repeat r reads r + 0.001 * b on image resample b: the images move every repeat alike
+    rows = tuple([r + 0.001 * b for b in range(400)] for r in range(3))
     estimate = plan.estimate(PerRepeat((0.0, 1.0, 2.0), rows))
-    assert estimate.point == 1.0
-    assert estimate.std == 1.0  # sample std of 0, 1, 2
-    assert all(math.isclose(v, sum(d) / 3) for v, d in zip(estimate.replicates, plan.draws))
+    assert estimate.point == 1.0 and estimate.std == 1.0  # sample std of 0, 1, 2
+    assert estimate.replicates == pytest.approx([1.0 + 0.001 * b for b in range(400)])
+    # training: t(0.975, 2) * 1 / sqrt(3) = 4.3027 / 1.7321 = 2.4841; images: the 2.5 % and 97.5 % percentiles
+    training = 4.302653 / math.sqrt(3)
+    images_low = 1.0 - float(np.percentile([1.0 + 0.001 * b for b in range(400)], 2.5))
+    images_high = float(np.percentile([1.0 + 0.001 * b for b in range(400)], 97.5)) - 1.0
     low, high = estimate.interval()
-    assert 0.0 <= low < 1.0 < high <= 2.0
+    assert low == pytest.approx(1.0 - math.hypot(training, max(0.0, images_low)), rel=1e-6)
+    assert high == pytest.approx(1.0 + math.hypot(training, images_high), rel=1e-6)
+
+
+def test_without_the_image_bootstrap_repeats_give_the_t_interval():
+    estimate = Resampling(repeats=3, samples=0, level=0.95, seed=0).estimate(PerRepeat((0.4, 0.5, 0.6)))
+    assert estimate.replicates == ()
+    half = 4.302653 * 0.1 / math.sqrt(3)  # 0.2484
+    assert estimate.interval() == (pytest.approx(0.5 - half), pytest.approx(0.5 + half))
+    # one-sided 95 %: t(0.95, 2) = 2.9200
+    assert estimate.bound(0.95, "upper") == pytest.approx(0.5 + 2.919986 * 0.1 / math.sqrt(3))
 
 
 def test_one_repeat_without_resamples_is_its_own_interval():
@@ -127,7 +144,8 @@ def test_measure_prints_its_spread_and_keeps_comparing_as_a_float():
     measure = Measure(estimate.point, "prune potential", "under nominal", "(delta 1 %)", estimate=estimate)
     assert measure == pytest.approx(0.45) and measure < 0.5 and measure.repeats == 3
     assert measure.std == pytest.approx(0.05)
-    assert measure.explain(">=", 0.5) == ("prune potential 0.45 ±0.05 [0.35, 0.55] (3 repeats, 95 %) under nominal "
+    # training t(0.975, 2) * 0.05 / sqrt(3) = 0.124, images 0.45 - 0.355 = 0.095: hypot 0.156 -> [0.29, 0.61]
+    assert measure.explain(">=", 0.5) == ("prune potential 0.45 ±0.05 [0.29, 0.61] (3 repeats, 95 %) under nominal "
                                           "< required 0.50 (delta 1 %)")
     assert Measure(0.3, "accuracy", "under nominal").explain(">=", 0.5) == "accuracy 0.30 under nominal < required 0.50"
 
@@ -203,3 +221,24 @@ def test_delta_excess_error_slope_on_hand_worked_curves():
     slope = case.delta_excess_error_slope()
     assert slope.values == pytest.approx((0.08 / 3, 0.008))
     assert float(slope) == pytest.approx((0.08 / 3 + 0.008) / 2)
+
+
+# --------------------------------------------------------------------------- few repeats: Student's t
+
+
+@pytest.mark.parametrize(("q", "df", "table"), [(0.975, 1, 12.706), (0.975, 2, 4.303), (0.975, 4, 2.776),
+                                                (0.975, 9, 2.262), (0.95, 2, 2.920), (0.975, 30, 2.042),
+                                                (0.025, 3, -3.182)])
+def test_student_t_quantiles_match_the_table(q, df, table):
+    assert student_t_quantile(q, df) == pytest.approx(table, abs=5e-4)
+
+
+def test_identical_repeats_leave_the_image_interval_alone():
+    replicates = tuple(i / 1000 for i in range(1001))
+    same = Estimate(values=(0.5, 0.5, 0.5), replicates=replicates, level=0.95)
+    assert same.std == 0.0
+    assert same.interval() == (pytest.approx(0.025), pytest.approx(0.975))
+    differing = Estimate(values=(0.4, 0.5, 0.6), replicates=replicates, level=0.95)
+    low, high = differing.interval()
+    assert low == pytest.approx(0.5 - math.hypot(0.475, 4.302653 * 0.1 / math.sqrt(3)))
+    assert high == pytest.approx(0.5 + math.hypot(0.475, 4.302653 * 0.1 / math.sqrt(3)))

@@ -152,7 +152,9 @@ def _repeat(curves: RepeatCurves) -> dict[str, Any]:
 
 def _estimates(view: Case, run: SuiteRun, single: bool) -> dict[str, Any]:
     """Every reported number of a case with its spread: accuracy and accuracy loss of each network on each shift,
-    prune potential per shift, and excess and delta excess error at each ratio."""
+    prune potential per shift and per shift entry (mean and min over its members), excess and delta excess
+    error at each ratio, the groups' mean excess and delta excess error at each ratio and the delta excess
+    error's slope."""
     labels = [s.label for s in run.shifts]
     ratios = list(view.ratios)
     out: dict[str, Any] = {
@@ -167,6 +169,9 @@ def _estimates(view: Case, run: SuiteRun, single: bool) -> dict[str, Any]:
         out["prune_potential"] = {s: _estimate(view.prune_potential(s)) for s in labels}
         # the paper's aggregates over a group of test sets: mean excess error, and delta e against the ratio
         groups = [e for e in run.entries if any(m.label != NOMINAL for m in e.members)]
+        out["group_prune_potential"] = {e.label: {"mean": _estimate(view.group(e.label).mean_prune_potential),
+                                                  "min": _estimate(view.group(e.label).min_prune_potential)}
+                                        for e in run.entries}
         out["group_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_excess_error(r)) for r in ratios]
                                      for e in groups}
         out["group_delta_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_delta_excess_error_at(r))
