@@ -7,13 +7,15 @@ machine. Usage: python benchmarks/quickstart_cold_warm.py [--keep STORE_DIR]
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from robustprune.compute.costs import machine_fingerprint
+from robustprune.core.machine import available_cores
 
 
 def run_quickstart(store: Path) -> tuple[float, int]:
@@ -37,8 +39,7 @@ def main() -> None:
         store = args.keep or Path(tmp) / "store"
         cold, rc_cold = run_quickstart(store)
         warm, rc_warm = run_quickstart(store)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"machine: {platform.processor() or platform.machine()}, {cores} cores, Python {platform.python_version()}")
+    print(f"machine: {machine_fingerprint()['cpu']}, {available_cores()} cores, Python {platform.python_version()}")
     print(f"quickstart cold: {cold:6.1f} s (exit {rc_cold})")
     print(f"quickstart warm: {warm:6.1f} s (exit {rc_warm})")
     print(f"cold / warm:     {cold / warm:6.1f}x")

@@ -21,7 +21,6 @@ Usage: python benchmarks/repeats_cost.py [--rounds N] [--workers N]
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import re
 import resource
@@ -31,6 +30,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from robustprune.compute.costs import machine_fingerprint
+from robustprune.core.machine import available_cores
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "robustprune" / "suites" / "quickstart.py"
 
@@ -63,16 +65,6 @@ def cold_run(suite: Path | None, store: Path, extra: list[str]) -> tuple[float, 
     return seconds, cpu
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of the three runs (default 1)")
@@ -95,8 +87,8 @@ def main() -> None:
                 times[name].append(seconds)
                 busy[name].append(cpu / seconds)
                 print(f"round {round_ + 1}: {name:20} {seconds:6.1f} s, {cpu / seconds:.2f} cores busy", flush=True)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\nmachine: {cpu_name()}, {cores} cores, Python {platform.python_version()}, {args.rounds} round(s)")
+    print(f"\nmachine: {machine_fingerprint()['cpu']}, {available_cores()} cores, Python {platform.python_version()}, "
+          f"{args.rounds} round(s)")
     baseline = times["single, serial"]
     for name, seconds in times.items():
         ratios = [s / b for s, b in zip(seconds, baseline)]

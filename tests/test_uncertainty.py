@@ -242,3 +242,22 @@ def test_identical_repeats_leave_the_image_interval_alone():
     low, high = differing.interval()
     assert low == pytest.approx(0.5 - math.hypot(0.475, 4.302653 * 0.1 / math.sqrt(3)))
     assert high == pytest.approx(0.5 + math.hypot(0.475, 4.302653 * 0.1 / math.sqrt(3)))
+
+
+def test_intervals_end_inside_what_the_number_can_be():
+    # a min prune potential of (0, 0.2, 0): t(0.975, 2) * 0.1155 / sqrt(3) = 0.287 reaches below 0
+    clipped = Estimate(values=(0.0, 0.2, 0.0), replicates=(), level=0.95, limits=(0.0, 0.8))
+    low, high = clipped.interval()
+    assert low == 0.0 and high == pytest.approx(0.2 / 3 + 4.302653 * 0.11547 / math.sqrt(3), rel=1e-4)
+    assert Estimate(values=(0.0, 0.2, 0.0), replicates=(), level=0.95).lower() < 0  # unlimited: unclipped
+    # combining keeps the union of the parts' limits
+    a, b = PerRepeat((0.1,), limits=(0.0, 0.8)), PerRepeat((0.3,), limits=(0.0, 0.5))
+    assert PerRepeat.combine([a, b], "min").limits == (0.0, 0.8)
+    assert PerRepeat.combine([a, PerRepeat((0.2,))], "min").limits is None
+
+
+def test_a_case_clips_prune_potential_and_accuracy_intervals():
+    case = _two_repeat_case()
+    p = case.prune_potential(NOISE)  # values 0.25 and 0.5 over two repeats: t(0.975, 1) = 12.7 reaches far
+    assert p.interval() == (0.0, 0.5)  # 0 and the grid's largest ratio
+    assert case.accuracy(NOISE, 0.5).estimate.limits == (0.0, 1.0)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Case", "GroupCase", "Measure", "NotApplicable", "ShiftCase"]
 
+_ACCURACY = (0.0, 1.0)  # what an accuracy can be: its interval ends inside
+
 # The negation of each comparison: what is true when the assert fails.
 _FAILED = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
 
@@ -226,7 +228,8 @@ class Case:
 
     # ------------------------------------------------------------ statistics over repeats and resamples
 
-    def statistic(self, key: Hashable, shifts: Sequence[str], function: Callable[..., Any]) -> PerRepeat:
+    def statistic(self, key: Hashable, shifts: Sequence[str], function: Callable[..., Any],
+                  limits: tuple[float, float] | None = None) -> PerRepeat:
         """``function`` of the curves of ``shifts``, on every repeat and every bootstrap resample at once.
 
         Each curve is a numpy array of shape ``(networks, K)``: row 0 the
@@ -234,7 +237,8 @@ class Case:
         columns the bootstrap resamples. ``function`` returns ``K`` values
         (arithmetic on rows does: ``lambda c: c[0] - c[3]``). A noise shift's
         draws are averaged, each paired with draw 0 of a shift that has only
-        one. Cached under ``key``.
+        one. ``limits``: the range the number can take, which its interval
+        does not leave (``(0, 1)`` for an accuracy). Cached under ``key``.
         """
         cached = self._statistics.get(key)
         if cached is not None:
@@ -255,16 +259,16 @@ class Case:
             draw_values.append(tuple(float(v[0]) for v in per_draw))
             rows.append(combined[1:])
         replicates = tuple(rows) if all(len(row) for row in rows) else None
-        return self._remember(key, PerRepeat(tuple(values), replicates, _drawn(draw_values)))
+        return self._remember(key, PerRepeat(tuple(values), replicates, _drawn(draw_values), limits))
 
     def column_statistic(self, key: Hashable, columns: Sequence[tuple[str, int]],
-                         function: Callable[..., Any]) -> PerRepeat:
+                         function: Callable[..., Any], limits: tuple[float, float] | None = None) -> PerRepeat:
         """``function`` of single networks' accuracies, ``columns`` naming each by shift and position
         (0 = the parent): :meth:`statistic` for numbers read at one ratio. Each argument is the network's
         row: the whole test set, then every bootstrap resample."""
         shifts = list(dict.fromkeys(s for s, _ in columns))
         positions = [(shifts.index(s), i) for s, i in columns]
-        return self.statistic(key, shifts, lambda *curves: function(*[curves[k][i] for k, i in positions]))
+        return self.statistic(key, shifts, lambda *curves: function(*[curves[k][i] for k, i in positions]), limits)
 
     def _remember(self, key: Hashable, statistic: PerRepeat) -> PerRepeat:
         self._statistics[key] = statistic
@@ -318,13 +322,13 @@ class Case:
         delta = self.delta if delta is None else delta
         ratios = self.ratios
         return self.statistic(("P", shift, delta), [shift],
-                              lambda c: metrics.prune_potentials(ratios, c[1:], c[0], delta))
+                              lambda c: metrics.prune_potentials(ratios, c[1:], c[0], delta), (0.0, max(ratios)))
 
     # ------------------------------------------------------------ the numbers
 
     def parent_accuracy(self, shift: str = NOMINAL) -> Measure:
         self._check_shift(shift)
-        statistic = self.column_statistic(("parent", shift), [(shift, 0)], _itself)
+        statistic = self.column_statistic(("parent", shift), [(shift, 0)], _itself, _ACCURACY)
         return self._measure(statistic, "parent accuracy", f"under {shift}", digits=3)
 
     def accuracy(self, shift: str = NOMINAL, ratio: float | None = None) -> Measure:
@@ -332,7 +336,7 @@ class Case:
         self._check_shift(shift)
         ratio = self.gate_ratio if ratio is None else ratio
         index = _ratio_index(self.ratios, ratio)
-        statistic = self.column_statistic(("accuracy", shift, index), [(shift, index + 1)], _itself)
+        statistic = self.column_statistic(("accuracy", shift, index), [(shift, index + 1)], _itself, _ACCURACY)
         return self._measure(statistic, "accuracy", f"under {shift} at ratio {ratio:g}", digits=3)
 
     def prune_potential(self, shift: str = NOMINAL, delta: float | None = None) -> Measure:

@@ -135,7 +135,7 @@ class Resampling:
 
             rows = np.stack([np.asarray(row, dtype=float) for row in statistic.replicates])  # (repeats, samples)
             replicates = tuple(rows.mean(axis=0).tolist())
-        return Estimate(tuple(statistic.values), replicates, self.level, statistic.draws)
+        return Estimate(tuple(statistic.values), replicates, self.level, statistic.draws, statistic.limits)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +152,7 @@ class PerRepeat:
     values: tuple[float, ...]
     replicates: tuple[Sequence[float] | NDArray[Any], ...] | None = None
     draws: tuple[tuple[float, ...], ...] | None = None
+    limits: tuple[float, float] | None = None  # the values the statistic can take (an interval is clipped to it)
 
     @classmethod
     def combine(cls, parts: Sequence[PerRepeat], how: Reducer) -> PerRepeat:
@@ -176,7 +177,10 @@ class PerRepeat:
             draws = tuple(tuple(reduce([p.draws[r][d] for p in parts])  # type: ignore[index]
                                 for d in range(len(parts[0].draws[r])))  # type: ignore[index]
                           for r in range(len(values)))
-        return cls(values, replicates, draws)
+        limits = None  # a min, max or mean of values within limits stays within their union
+        if all(p.limits is not None for p in parts):
+            limits = (min(p.limits[0] for p in parts), max(p.limits[1] for p in parts))  # type: ignore[index]
+        return cls(values, replicates, draws, limits)
 
     def map(self, how: Callable[[Any], Any]) -> PerRepeat:
         """``how`` applied to every value, replicate row and draw; written with arithmetic (``1 - v``), it
@@ -204,6 +208,7 @@ class Estimate:
     replicates: tuple[float, ...]
     level: float
     draws: tuple[tuple[float, ...], ...] | None = None  # per repeat, the value on each noise draw
+    limits: tuple[float, float] | None = None  # the range the number can take: intervals end inside it
 
     @property
     def point(self) -> float:
@@ -272,7 +277,10 @@ class Estimate:
             quantile = percentile(self.replicates, tail if side == "lower" else 1 - tail)
             images = max(0.0, point - quantile if side == "lower" else quantile - point)
         width = math.hypot(training, images)
-        return point - width if side == "lower" else point + width
+        end = point - width if side == "lower" else point + width
+        if self.limits is not None:  # a symmetric t interval can reach past what the number can be
+            end = min(max(end, self.limits[0]), self.limits[1])
+        return end
 
     def to_dict(self) -> dict[str, object]:
         """The report's JSON form: mean, std, per-repeat values and the interval at the suite's level."""

@@ -747,7 +747,7 @@ class Engine:
                         label = shift.label + (f" draw {draw + 1}" if draw else "")
                         self.options.store.log_work("eval", key, f"{case.id} network {i} {label}")
                     predictions[(i, shift.label, draw)] = preds
-        progress(f"evaluated in {time.monotonic() - started:.1f} s")
+        progress(f"evaluated{self._repeat_tag(seed)} in {time.monotonic() - started:.1f} s")
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
                structured: bool) -> list[dict[str, Any]]:

@@ -85,8 +85,15 @@ def _entry_members(report: Mapping[str, Any], case: Mapping[str, Any], entry: st
     return list(members) if members else [entry] if entry in case["accuracy"] else []
 
 
+def _std_band(points: list[Mapping[str, Any]]) -> tuple[list[float], list[float]] | None:
+    """Mean ± standard deviation over repeats (the paper's bands), or None with a single repeat."""
+    if len(points[0]["values"]) < 2:
+        return None
+    return [p["mean"] - p["std"] for p in points], [p["mean"] + p["std"] for p in points]
+
+
 def _accuracy_band(case: Mapping[str, Any], members: list[str]) -> tuple[list[float], list[float]] | None:
-    """The accuracy interval of a one-shift panel, parent first (reports with spreads only)."""
+    """The accuracy's spread over repeats in a one-shift panel, parent first (reports with repeats only)."""
     estimates = case.get("estimates")
     if not estimates or len(members) != 1:
         return None
@@ -94,11 +101,11 @@ def _accuracy_band(case: Mapping[str, Any], members: list[str]) -> tuple[list[fl
     points = [estimates["parent_accuracy"].get(shift), *estimates["accuracy"].get(shift, [])]
     if any(p is None for p in points):
         return None
-    return [p["interval"][0] for p in points], [p["interval"][1] for p in points]
+    return _std_band(points)
 
 
 def _noise_band(case: Mapping[str, Any], labels: list[str], eps: list[float]) -> tuple[list[float], list[float]] | None:
-    """The prune-potential interval of a noise family at each level (eps 0: nominal)."""
+    """The prune potential's spread over repeats for a noise family at each level (eps 0: nominal)."""
     potentials = (case.get("estimates") or {}).get("prune_potential")
     if not potentials:
         return None
@@ -106,7 +113,11 @@ def _noise_band(case: Mapping[str, Any], labels: list[str], eps: list[float]) ->
     chosen = [potentials.get(by_eps.get(e, NOMINAL)) for e in eps]
     if any(c is None for c in chosen):
         return None
-    return [c["interval"][0] for c in chosen], [c["interval"][1] for c in chosen]
+    return _std_band(chosen)
+
+
+def _band_label(report: Mapping[str, Any]) -> str:
+    return f"band: ± std over {report.get('repeats', 1)} repeats"
 
 
 def _figure_legend(fig: Any, axes: Any, ncol: int = 4) -> None:
@@ -146,6 +157,7 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
             band = _accuracy_band(case, members)
             if band is not None:
                 ax.fill_between(x, _pct(band[0]), _pct(band[1]), color=colour, alpha=0.15, lw=0)
+                ax.fill_between([], [], [], color="grey", alpha=0.3, lw=0, label=_band_label(report))
         ax.axhline(100 * parent, color=PARENT_COLOUR, ls="--", lw=0.8, label="parent")
         ax.axhline(100 * (parent - delta), color=PARENT_COLOUR, ls=":", lw=0.8,
                    label=f"parent − δ (δ = {100 * delta:g} %): P is the last ratio above")
@@ -179,6 +191,7 @@ def noise_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any],
             if band is not None:
                 ax.fill_between(s["eps"], _pct(band[0]), _pct(band[1]), color=method_colour(method), alpha=0.12,
                                 lw=0)
+                ax.fill_between([], [], [], color="grey", alpha=0.3, lw=0, label=_band_label(report))
             # prune potentials sit on the grid's ratios, so methods often coincide: later methods are drawn
             # smaller, dashed and with their own marker, so every method stays visible on top of the others
             ax.plot(s["eps"], _pct(s["prune_potential"]), marker=method_marker(method), ms=max(3.0, 10 - 2 * index),

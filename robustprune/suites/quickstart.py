@@ -6,10 +6,11 @@ pruned by the paper's four methods in a cascade over six ratios: WT and SiPP
 data-informed), retraining after each step; every network is evaluated on the
 nominal test set, the 19 corruptions at severity 3 and uniform noise at three
 levels (three noise draws each). Every number is the mean over the three
-repeats, with its spread and a 95 % bootstrap interval over repeats and test
-images. At the gate ratio, each pruned network is also compared with its
-parent beyond accuracy: functional similarity under noise (against a
-separately trained parent as the baseline) and informative features.
+repeats, with its spread and a 95 % interval (Student's t over the repeats,
+a paired bootstrap over the test images; docs/confidence.md). At the gate
+ratio, each pruned network is also compared with its parent beyond
+accuracy: functional similarity under noise (against a separately trained
+parent as the baseline) and informative features.
 Run it with ``robustprune run`` (or ``pytest suites/quickstart.py``).
 
 The digits test set has 360 images, so one image is 0.28 %: delta is 1 %
