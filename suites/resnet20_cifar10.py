@@ -9,7 +9,8 @@ retraining after every step with the full schedule replayed (learning-rate
 rewinding). Every network is evaluated on the
 nominal CIFAR-10 test set, the 19 corruptions at severity 3 (the published
 CIFAR-10-C arrays when they are on disk, else generated) and uniform noise over
-the paper's grid eps = 0, 0.05, ..., 0.7; prune potential at delta = 0.5 %.
+the paper's grid eps = 0, 0.05, ..., 0.7 (three noise draws each); prune
+potential at delta = 0.5 %.
 
 Needs CIFAR-10 on disk (``cifar-10-batches-py`` under the data root) and the
 sipp and pfp method plugins (first-party, registered by robustprune itself);
@@ -37,6 +38,7 @@ suite = Suite(
     ratios=paper_grid("resnet20"),
     delta=0.005,
     repeats=3,
+    noise_draws=3,  # prune potential under noise: the mean of the per-draw prune potentials
 )
 
 skip_unless_data(suite)

@@ -348,7 +348,7 @@ def _confident_judge(gate: DeployGate):
     entries = resolve_entries(gate, {"blurs@3": ["glass_blur@3"]})
     return evaluate_gate(gate, name="wt", ratio=0.5, achieved=0.5, numbers=shift_numbers(curves, 1),
                          entries=entries, delta=0.005, statistics=statistics,
-                         resampling=Resampling(repeats=3, samples=0, level=0.95, seed=0))
+                         resampling=Resampling(repeats=3, samples=0, level=0.95))
 
 
 def test_a_confident_gate_judges_the_upper_bound_not_the_mean():
@@ -372,3 +372,43 @@ def test_a_confident_gate_needs_the_statistics():
         judge(DeployGate(confidence=0.95))
     with pytest.raises(ValueError, match="confidence is a level in"):
         DeployGate(confidence=95)
+
+
+# mode mean with a confidence, and a delta excess error limit; three repeats, no image bootstrap
+#   accuracy loss   glass_blur@3 0.00 0.01 0.02   contrast@3 0 0 0   -> blurs@3 per repeat 0 0.005 0.01
+#   bound of the entry's mean: 0.005 + 2.92 * 0.005 / sqrt(3) = 0.01343; of glass_blur@3 alone: 0.02686
+#   delta excess error glass_blur@3 0.00 0.01 0.02 -> bound 0.02686; contrast@3 0 0 0 -> 0
+
+
+def _confident_group_judge(gate: DeployGate):
+    from robustprune.core.gate import ShiftStatistics
+    from robustprune.core.uncertainty import PerRepeat, Resampling
+
+    losses = {"glass_blur@3": (0.0, 0.01, 0.02), "contrast@3": (0.0, 0.0, 0.0)}
+    curves = {"nominal": [0.9, 0.9], "glass_blur@3": [0.5, 0.49], "contrast@3": [0.3, 0.3]}
+    statistics = {label: ShiftStatistics(accuracy_loss=PerRepeat(loss), delta_excess_error=PerRepeat(loss))
+                  for label, loss in losses.items()}
+    entries = resolve_entries(gate, {"blurs@3": ["glass_blur@3", "contrast@3"]})
+    return evaluate_gate(gate, name="wt", ratio=0.5, achieved=0.5, numbers=shift_numbers(curves, 1),
+                         entries=entries, delta=0.005, statistics=statistics,
+                         resampling=Resampling(repeats=3, samples=0, level=0.95))
+
+
+def test_a_confident_gate_in_mean_mode_bounds_each_entrys_mean_per_repeat():
+    result = _confident_group_judge(DeployGate(mode="mean", shifts=["blurs@3"], max_accuracy_loss=0.012,
+                                               confidence=0.95))
+    assert result.checks[0].value == pytest.approx(0.005 + 2.919986 * 0.005 / 3 ** 0.5)
+    assert result.message == ("deploy gate failed for wt at ratio 0.5: mean accuracy loss 1.3 % (95 % upper bound) "
+                              "over blurs@3 > limit 1.2 % (worst member glass_blur@3: 2.7 % upper bound)")
+    assert _confident_group_judge(DeployGate(mode="mean", shifts=["blurs@3"], max_accuracy_loss=0.014,
+                                             confidence=0.95)).passed
+
+
+def test_a_confident_gate_bounds_the_delta_excess_error_too():
+    result = _confident_group_judge(DeployGate(shifts=["blurs@3"], max_accuracy_loss=0.03,
+                                               max_delta_excess_error=0.02, confidence=0.95))
+    loss, dee = result.checks
+    assert loss.passed and not dee.passed
+    assert dee.value == pytest.approx(0.01 + 2.919986 * 0.01 / 3 ** 0.5)
+    assert ("delta excess error 2.7 % (95 % upper bound) under glass_blur@3 > limit 2 % (worst of blurs@3)"
+            in result.message)

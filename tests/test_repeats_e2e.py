@@ -64,7 +64,8 @@ def test_another_instruction_set_recomputes_and_agrees_within_the_intervals(tmp_
     base = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     default = _capability(base)
     other = "default" if default == "AVX2" else "avx2"
-    assert _capability({**base, "ATEN_CPU_CAPABILITY": other}) != default
+    if _capability({**base, "ATEN_CPU_CAPABILITY": other}) == default:
+        pytest.skip(f"this CPU dispatches to {default} whatever ATEN_CPU_CAPABILITY says (no second instruction set)")
 
     write_suite(tmp_path, shifts=("contrast@3", "uniform_noise@0.2"),
                 fields="repeats=3, noise_draws=2, bootstrap=400,")

@@ -67,13 +67,17 @@ def test_never_more_than_slots_and_everything_runs_once():
         assert sum(start <= tick < end for start, end in spans.values()) <= 3
 
 
-def test_a_failed_piece_is_reported_and_its_dependants_still_run():
-    # a dependant of a failed piece runs anyway and fails with its own, more specific reason
-    spans, lines = simulate([piece("p0"), piece("c0", "p0")], slots=2, durations={"p0": 1, "c0": 1},
+def test_a_failed_piece_is_reported_and_what_waits_for_it_is_skipped():
+    # the cascade and the measures of a failed parent would meet the same failure: they are not started,
+    # and work that does not depend on it goes on
+    pieces = [piece("p0"), piece("p1"), piece("c0", "p0"), piece("m0", "c0"), piece("c1", "p1")]
+    spans, lines = simulate(pieces, slots=2, durations={"p0": 1, "p1": 2, "c0": 1, "m0": 1, "c1": 1},
                             errors={"p0": "parent: diverged\nmore"})
-    assert "c0" in spans
-    assert re.fullmatch(r"1/2 piece p0 failed: parent: diverged \(\d+ s\)", lines[0])  # first line only
-    assert re.fullmatch(r"2/2 piece c0 done \(\d+ s\)", lines[1])
+    assert "c0" not in spans and "m0" not in spans and "c1" in spans
+    assert re.fullmatch(r"1/5 piece p0 failed: parent: diverged \(\d+ s\)", lines[0])  # the first line only
+    assert re.fullmatch(r"2/5 piece c0 skipped: piece p0 failed \(\d+ s\)", lines[1])
+    assert re.fullmatch(r"3/5 piece m0 skipped: piece p0 failed \(\d+ s\)", lines[2])
+    assert lines[-1].startswith("5/5 piece c1 done")
 
 
 def test_plan_pieces_wait_for_their_own_parent_and_measures_for_the_first_repeat():
@@ -90,3 +94,61 @@ def test_plan_pieces_wait_for_their_own_parent_and_measures_for_the_first_repeat
     assert pieces[("measures", wt)].after == (("repeat", wt, 0), ("parent", parent[1]))
     assert pieces[("measures", ft)].after == (("repeat", ft, 0),)
     assert pieces[("parent", parent[0])].what == "parent small_cnn-digits seed 0"
+
+
+# --------------------------------------------------------------------------- a worker's side
+
+
+class _FakeEngine:
+    def __init__(self, numerics: dict) -> None:
+        self.numerics = numerics
+
+
+class _FakeJob:
+    """What a worker receives: ``build`` makes its engine; ``numerics`` are the main process's."""
+
+    def __init__(self, built: dict, expected: dict | None) -> None:
+        self.built, self.numerics = built, expected
+
+    def build(self, progress=None) -> _FakeEngine:
+        return _FakeEngine(self.built)
+
+
+def test_any_error_in_a_piece_comes_back_as_text(monkeypatch):
+    from robustprune.engine import executors
+
+    monkeypatch.setattr(executors, "_ENGINES", {})
+    job = _FakeJob({"threads": 1}, None)
+
+    def crash(engine):
+        raise RuntimeError("CUDA out of memory")
+
+    assert executors._run(crash, job) == "RuntimeError: CUDA out of memory"
+    assert executors._run(lambda engine: None, job) is None
+
+
+def test_a_worker_refuses_to_compute_under_other_numerics(monkeypatch):
+    from robustprune.engine import executors
+
+    monkeypatch.setattr(executors, "_ENGINES", {})
+    main = {"device": "cpu", "threads": 1, "cpu_capability": "AVX2", "deterministic": False}
+    worker = {**main, "cpu_capability": "AVX512"}
+    error = executors._run(lambda engine: None, _FakeJob(worker, main))
+    assert error is not None and "this worker process computes with numerics" in error
+    assert "run with --executor local" in error
+    assert executors._run(lambda engine: None, _FakeJob(main, main)) is None
+
+
+def test_a_worker_takes_the_main_process_deterministic_flag():
+    import torch
+
+    from robustprune.compute.numerics import apply_numerics, numerics
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        apply_numerics({"deterministic": True})
+        assert numerics("cpu", 1)["deterministic"] is True
+        apply_numerics({"deterministic": False})
+        assert numerics("cpu", 1)["deterministic"] is False
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from robustprune.compute import store as store_mod
-from robustprune.compute.store import STORE_ENV, Store, StoreWarning, default_store_root, make_key
+from robustprune.compute.store import STORE_ENV, NotStored, Store, StoreWarning, default_store_root, make_key
 
 KEY = make_key({"kind": "test", "n": 1})
 
@@ -229,3 +229,21 @@ def test_relative_env_root_is_made_absolute(monkeypatch, tmp_path):
     root = default_store_root()
     assert root.is_absolute()
     assert root == (tmp_path / "rel" / "store").resolve()
+
+
+def test_lookup_only_reads_what_is_stored_and_computes_nothing(st):
+    st.load_or_compute("network", "a" * 64, lambda: {"w": 1}, {"k": "a"}, "first")
+    computed = []
+    with st.lookup_only():
+        assert st.looking_up
+        # stored: read as usual
+        assert st.load_or_compute("network", "a" * 64, lambda: computed.append("a"), {}, "again") == {"w": 1}
+        # missing: NotStored instead of a computation, and no claim file, no work-log line
+        with pytest.raises(NotStored, match="network bbbbbbbbbbbb is not in the store") as caught:
+            st.load_or_compute("network", "b" * 64, lambda: computed.append("b"), {}, "never")
+        assert (caught.value.kind, caught.value.key) == ("network", "b" * 64)
+    assert not st.looking_up and computed == []
+    assert (st.root / "work.log").read_text().count("\n") == 1
+    assert not st.contains("network", "b" * 64)
+    # outside the lookup, the same call computes
+    assert st.load_or_compute("network", "b" * 64, lambda: {"w": 2}, {}, "now") == {"w": 2}

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from robustprune.core.gate import DeployGate
 from robustprune.core.suite import Suite, geometric_ratios
 
 
@@ -143,3 +144,34 @@ def test_negative_retrain_epochs_rejected():
     with pytest.raises(ValueError, match="retrain_epochs"):
         make(retrain_epochs=-1)
     assert make(retrain_epochs=0).retrain_epochs == 0
+
+
+# --------------------------------------------------------------------------- repeats, bootstrap, confidence
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"repeats": 0}, "Suite.repeats must be a whole number >= 1, got 0"),
+    ({"repeats": 2.5}, "Suite.repeats must be a whole number >= 1, got 2.5"),
+    ({"noise_draws": 0}, "Suite.noise_draws must be a whole number >= 1, got 0"),
+    ({"bootstrap": -1}, "Suite.bootstrap must be a whole number >= 0, got -1"),
+    ({"bootstrap": 20}, "Suite.bootstrap=20 resamples cannot place a 95 % interval's ends; use 0"),
+    ({"confidence": 95}, r"Suite.confidence is the level of the intervals, a number in \(0, 1\) \(0.95 = 95 %\), "
+                         r"got 95"),
+    ({"confidence": "0.95"}, "got '0.95'"),
+    ({"repeats": 3, "search": "bisect"}, "search='bisect' probes different ratios on each repeat"),
+    ({"bootstrap": 0, "gate": DeployGate(confidence=0.95)}, r"with repeats=1 and bootstrap=0 there is nothing to "
+                                                             r"bound: set repeats >= 2"),
+])
+def test_bad_uncertainty_settings_say_what_to_set(fields, message):
+    with pytest.raises(ValueError, match=message):
+        Suite(models=["m"], datasets=["d"], methods=["wt"], **fields)
+
+
+def test_uncertainty_settings_that_are_fine():
+    suite = Suite(models=["m"], datasets=["d"], methods=["wt"], repeats=3, bootstrap=0, confidence=0.9,
+                  noise_draws=5, gate=DeployGate(confidence=0.95))
+    assert (suite.repeats, suite.bootstrap, suite.confidence, suite.noise_draws) == (3, 0, 0.9, 5)
+    with pytest.raises(ValueError, match=r"DeployGate confidence is a level in \(0, 1\)"):
+        DeployGate(confidence=95)
+    with pytest.raises(ValueError, match="DeployGate confidence is a level"):
+        DeployGate(confidence="high")

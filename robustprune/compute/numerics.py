@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["numerics"]
+__all__ = ["apply_numerics", "numerics"]
 
 
 def _cpu_capability() -> str:
@@ -44,3 +44,13 @@ def numerics(device: str, threads: int) -> dict[str, Any]:
                         "benchmark": bool(torch.backends.cudnn.benchmark)}
     return out
 
+
+
+def apply_numerics(expected: dict[str, Any]) -> None:
+    """Set this process's deterministic flags as ``expected`` (another process's :func:`numerics`) says: what a
+    worker process does before it computes for the main process, whose suite or conftest may have set them."""
+    torch.use_deterministic_algorithms(bool(expected.get("deterministic", False)))
+    cudnn = expected.get("cudnn")
+    if cudnn is not None:
+        torch.backends.cudnn.deterministic = bool(cudnn["deterministic"])
+        torch.backends.cudnn.benchmark = bool(cudnn["benchmark"])

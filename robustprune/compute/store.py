@@ -66,6 +66,12 @@ class Store:
         finally:
             self._lookup_only = previous
 
+    @property
+    def looking_up(self) -> bool:
+        """True inside :meth:`lookup_only`: work about to compute should raise :class:`NotStored` before it
+        says anything."""
+        return self._lookup_only
+
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
 

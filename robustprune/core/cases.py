@@ -23,7 +23,7 @@ from .gate import DeployGate, GateResult, ShiftNumbers, ShiftStatistics, evaluat
 from .results import CaseKey, CaseResult, FeaturesResult, SimilarityResult
 from .shifts import NOMINAL, ShiftEntry
 from .suite import Suite
-from .uncertainty import Estimate, PerRepeat
+from .uncertainty import Estimate, PerRepeat, Reducer
 
 if TYPE_CHECKING:  # pragma: no cover
     from numpy.typing import NDArray
@@ -71,8 +71,8 @@ class Measure(float):
         return self.estimate.std if self.estimate is not None else 0.0
 
     def interval(self, level: float | None = None) -> tuple[float, float]:
-        """The bootstrap interval at ``level`` (default: the suite's ``confidence``) over repeats and test
-        images; the value itself when nothing was resampled."""
+        """The interval at ``level`` (default: the suite's ``confidence``): Student's t over repeats and the
+        bootstrap over test images; the value itself with one repeat and no bootstrap."""
         if self.estimate is None:
             return float(self), float(self)
         return self.estimate.interval(level)
@@ -91,11 +91,12 @@ class Measure(float):
             return ""
         fmt = f".{self.digits}f"
         text = f" ±{format(estimate.std, fmt)}" if estimate.repeats > 1 else ""
-        if estimate.replicates:
+        has_interval = estimate.repeats > 1 or bool(estimate.replicates)  # t over repeats, and/or the images
+        if has_interval:
             low, high = estimate.interval()
             text += f" [{format(low, fmt)}, {format(high, fmt)}]"
         count = f"{estimate.repeats} repeat{'s' if estimate.repeats > 1 else ''}"
-        level = f", {estimate.level * 100:g} %" if estimate.replicates else ""
+        level = f", {estimate.level * 100:g} %" if has_interval else ""
         draws = ""
         if estimate.draws is not None and estimate.draw_std is not None:
             draws = f"; {max(map(len, estimate.draws))} noise draws, ±{format(estimate.draw_std, fmt)} between them"
@@ -228,18 +229,9 @@ class Case:
 
     # ------------------------------------------------------------ statistics over repeats and resamples
 
-    def statistic(self, key: Hashable, shifts: Sequence[str], function: Callable[..., Any],
-                  limits: tuple[float, float] | None = None) -> PerRepeat:
-        """``function`` of the curves of ``shifts``, on every repeat and every bootstrap resample at once.
-
-        Each curve is a numpy array of shape ``(networks, K)``: row 0 the
-        parent, row ``i`` step ``i``; column 0 the whole test set, the other
-        columns the bootstrap resamples. ``function`` returns ``K`` values
-        (arithmetic on rows does: ``lambda c: c[0] - c[3]``). A noise shift's
-        draws are averaged, each paired with draw 0 of a shift that has only
-        one. ``limits``: the range the number can take, which its interval
-        does not leave (``(0, 1)`` for an accuracy). Cached under ``key``.
-        """
+    def _statistic(self, key: Hashable, shifts: Sequence[str], function: Callable[..., Any],
+                   limits: tuple[float, float] | None = None) -> PerRepeat:
+        """What :meth:`statistic` computes, cached under ``key`` as given (robustprune's own keys)."""
         cached = self._statistics.get(key)
         if cached is not None:
             return cached
@@ -261,14 +253,41 @@ class Case:
         replicates = tuple(rows) if all(len(row) for row in rows) else None
         return self._remember(key, PerRepeat(tuple(values), replicates, _drawn(draw_values), limits))
 
-    def column_statistic(self, key: Hashable, columns: Sequence[tuple[str, int]],
-                         function: Callable[..., Any], limits: tuple[float, float] | None = None) -> PerRepeat:
+    def _column_statistic(self, key: Hashable, columns: Sequence[tuple[str, int]],
+                          function: Callable[..., Any], limits: tuple[float, float] | None = None) -> PerRepeat:
+        """What :meth:`column_statistic` computes, cached under ``key`` as given."""
+        shifts = list(dict.fromkeys(s for s, _ in columns))
+        positions = [(shifts.index(s), i) for s, i in columns]
+        return self._statistic(key, shifts, lambda *curves: function(*[curves[k][i] for k, i in positions]), limits)
+
+    def statistic(self, key: Hashable, shifts: Sequence[str], function: Callable[..., Any],
+                  limits: tuple[float, float] | None = None) -> PerRepeat:
+        """``function`` of the curves of ``shifts``, on every repeat and every bootstrap resample at once.
+
+        Each curve is a numpy array of shape ``(networks, K)``: row 0 the
+        parent, row ``i`` step ``i``; column 0 the whole test set, the other
+        columns the bootstrap resamples. ``function`` returns ``K`` values
+        (arithmetic on rows does: ``lambda c: c[0] - c[3]``). A noise shift's
+        draws are averaged, each paired with draw 0 of a shift that has only
+        one. ``limits``: the range the number can take, which its interval
+        does not leave (``(0, 1)`` for an accuracy). Cached under ``key``
+        (your keys never meet robustprune's own).
+        """
+        return self._statistic(("own", key), shifts, function, limits)
+
+    def column_statistic(self, key: Hashable, columns: Sequence[tuple[str, int]], function: Callable[..., Any],
+                         limits: tuple[float, float] | None = None) -> PerRepeat:
         """``function`` of single networks' accuracies, ``columns`` naming each by shift and position
         (0 = the parent): :meth:`statistic` for numbers read at one ratio. Each argument is the network's
         row: the whole test set, then every bootstrap resample."""
-        shifts = list(dict.fromkeys(s for s, _ in columns))
-        positions = [(shifts.index(s), i) for s, i in columns]
-        return self.statistic(key, shifts, lambda *curves: function(*[curves[k][i] for k, i in positions]), limits)
+        return self._column_statistic(("own", key), columns, function, limits)
+
+    def _combined(self, key: Hashable, parts: Callable[[], list[PerRepeat]], how: Reducer) -> PerRepeat:
+        """The ``how`` of statistics within each repeat and resample (a group's min), made once."""
+        cached = self._statistics.get(("combined", how, key))
+        if cached is None:
+            cached = self._remember(("combined", how, key), PerRepeat.combine(parts(), how))
+        return cached
 
     def _remember(self, key: Hashable, statistic: PerRepeat) -> PerRepeat:
         self._statistics[key] = statistic
@@ -307,12 +326,12 @@ class Case:
         return Measure(estimate.point, what, context, note, digits, estimate)
 
     def _loss(self, shift: str, index: int) -> PerRepeat:
-        return self.column_statistic(("loss", shift, index), [(shift, 0), (shift, index + 1)],
+        return self._column_statistic(("loss", shift, index), [(shift, 0), (shift, index + 1)],
                                      metrics.accuracy_loss)
 
     def _delta_excess_statistic(self, shift: str, index: int) -> PerRepeat:
         # delta e = e(pruned) - e(parent), e = err(shift) - err(nominal) = acc(nominal) - acc(shift)
-        return self.column_statistic(("dee", shift, index),
+        return self._column_statistic(("dee", shift, index),
                                      [(shift, index + 1), (NOMINAL, index + 1), (shift, 0), (NOMINAL, 0)],
                                      _delta_excess_error)
 
@@ -321,14 +340,14 @@ class Case:
         self._check_shift(shift)
         delta = self.delta if delta is None else delta
         ratios = self.ratios
-        return self.statistic(("P", shift, delta), [shift],
+        return self._statistic(("P", shift, delta), [shift],
                               lambda c: metrics.prune_potentials(ratios, c[1:], c[0], delta), (0.0, max(ratios)))
 
     # ------------------------------------------------------------ the numbers
 
     def parent_accuracy(self, shift: str = NOMINAL) -> Measure:
         self._check_shift(shift)
-        statistic = self.column_statistic(("parent", shift), [(shift, 0)], _itself, _ACCURACY)
+        statistic = self._column_statistic(("parent", shift), [(shift, 0)], _itself, _ACCURACY)
         return self._measure(statistic, "parent accuracy", f"under {shift}", digits=3)
 
     def accuracy(self, shift: str = NOMINAL, ratio: float | None = None) -> Measure:
@@ -336,7 +355,7 @@ class Case:
         self._check_shift(shift)
         ratio = self.gate_ratio if ratio is None else ratio
         index = _ratio_index(self.ratios, ratio)
-        statistic = self.column_statistic(("accuracy", shift, index), [(shift, index + 1)], _itself, _ACCURACY)
+        statistic = self._column_statistic(("accuracy", shift, index), [(shift, index + 1)], _itself, _ACCURACY)
         return self._measure(statistic, "accuracy", f"under {shift} at ratio {ratio:g}", digits=3)
 
     def prune_potential(self, shift: str = NOMINAL, delta: float | None = None) -> Measure:
@@ -361,7 +380,7 @@ class Case:
         self._check_shift(shift)
         ratio = self.gate_ratio if ratio is None else ratio
         index = _ratio_index(self.ratios, ratio)
-        statistic = self.column_statistic(("excess", shift, index), [(shift, index + 1), (NOMINAL, index + 1)],
+        statistic = self._column_statistic(("excess", shift, index), [(shift, index + 1), (NOMINAL, index + 1)],
                                           _excess_error)
         return self._measure(statistic, "excess error", f"under {shift} at ratio {ratio:g}", digits=3)
 
@@ -376,7 +395,7 @@ class Case:
         """How fast pruning adds error under shifts: the slope b of ``mean delta e(r) = b r`` (least squares
         through the origin over every ratio of the grid, the mean over ``shifts``: every shift of the suite
         by default), as the paper regresses it; delta e per unit of prune ratio."""
-        shifts = [s for s in self.result.repeats[0].accuracy if s != NOMINAL] if shifts is None else list(shifts)
+        shifts = [s for s in (self.result.repeats[0].accuracy if shifts is None else shifts) if s != NOMINAL]
         if not shifts:
             raise LookupError("no shift to regress the delta excess error over: the suite evaluates nominal only")
         for shift in shifts:
@@ -391,7 +410,7 @@ class Case:
             x = np.asarray(ratios, dtype=float)[:, None]
             return (x * mean).sum(axis=0) / float((x * x).sum())
 
-        statistic = self.statistic(("dee-slope", *shifts), [*shifts, NOMINAL], slope)
+        statistic = self._statistic(("dee-slope", *shifts), [*shifts, NOMINAL], slope)
         context = (where or f"over {len(shifts)} shifts") + " (per unit prune ratio)"
         return self._measure(statistic, "delta excess error slope", context, digits=3)
 
@@ -566,12 +585,12 @@ class GroupCase:
         """
         points = {m: self.case.estimate(s).point for m, s in zip(self.members, self._members())}
         summary = metrics.summarize_group(points)
-        low = self.case.estimate(PerRepeat.combine(self._members(), "min")).point
+        low = self.case.estimate(self.case._combined(("P", self.label), self._members, "min")).point
         return metrics.GroupSummary(mean=summary.mean, min=low, worst=summary.worst, values=summary.values)
 
     @property
     def mean_prune_potential(self) -> Measure:
-        estimate = self.case.estimate(PerRepeat.combine(self._members(), "mean"))
+        estimate = self.case.estimate(self.case._combined(("P", self.label), self._members, "mean"))
         mean = self.summary().mean  # rounded, so that equal grid values meet their own gate
         return Measure(mean, "mean prune potential", f"over {self.label}", _delta_note(self.case.delta),
                        estimate=estimate)
@@ -580,7 +599,7 @@ class GroupCase:
     def min_prune_potential(self) -> Measure:
         s = self.summary()
         context = f"over {self.label} (worst: {s.worst})" if self.entry.is_group else f"under {self.label}"
-        estimate = self.case.estimate(PerRepeat.combine(self._members(), "min"))
+        estimate = self.case.estimate(self.case._combined(("P", self.label), self._members, "min"))
         return Measure(s.min, "min prune potential", context, _delta_note(self.case.delta), estimate=estimate)
 
     @property
@@ -597,7 +616,7 @@ class GroupCase:
         """The largest delta excess error over the members, at the gate ratio."""
         values = {m: self.case.estimate(s).point for m, s in zip(self.members, self._delta_excess_errors())}
         worst = max(values, key=lambda m: values[m])
-        estimate = self.case.estimate(PerRepeat.combine(self._delta_excess_errors(), "max"))
+        estimate = self.case.estimate(self.case._combined(("dee", self.label, None), self._delta_excess_errors, "max"))
         return Measure(estimate.point, "max delta excess error",
                        f"over {self.label} (worst: {worst}) at ratio {self.case.gate_ratio:g}", digits=3,
                        estimate=estimate)
@@ -605,13 +624,14 @@ class GroupCase:
     @property
     def mean_delta_excess_error(self) -> Measure:
         """The mean delta excess error over the members, at the gate ratio: steadier than the max."""
-        estimate = self.case.estimate(PerRepeat.combine(self._delta_excess_errors(), "mean"))
+        estimate = self.case.estimate(self.case._combined(("dee", self.label, None), self._delta_excess_errors, "mean"))
         return Measure(estimate.point, "mean delta excess error",
                        f"over {self.label} at ratio {self.case.gate_ratio:g}", digits=3, estimate=estimate)
 
     def mean_delta_excess_error_at(self, ratio: float) -> Measure:
         """:attr:`mean_delta_excess_error` at another ratio of the grid."""
-        estimate = self.case.estimate(PerRepeat.combine(self._delta_excess_errors(ratio), "mean"))
+        estimate = self.case.estimate(self.case._combined(("dee", self.label, ratio),
+                                                          lambda: self._delta_excess_errors(ratio), "mean"))
         return Measure(estimate.point, "mean delta excess error", f"over {self.label} at ratio {ratio:g}", digits=3,
                        estimate=estimate)
 
@@ -620,9 +640,9 @@ class GroupCase:
         test sets, e.g. CIFAR-10.1 and the corruptions), at ``ratio`` (default: the gate ratio)."""
         ratio = self.case.gate_ratio if ratio is None else ratio
         index = _ratio_index(self.case.ratios, ratio)
-        parts = [self.case.column_statistic(("excess", m, index), [(m, index + 1), (NOMINAL, index + 1)],
+        parts = [self.case._column_statistic(("excess", m, index), [(m, index + 1), (NOMINAL, index + 1)],
                                             _excess_error) for m in self.members]
-        estimate = self.case.estimate(PerRepeat.combine(parts, "mean"))
+        estimate = self.case.estimate(self.case._combined(("excess", self.label, ratio), lambda: parts, "mean"))
         return Measure(estimate.point, "mean excess error", f"over {self.label} at ratio {ratio:g}", digits=3,
                        estimate=estimate)
 

@@ -59,9 +59,9 @@ class DeployGate:
         max_delta_excess_error: the largest tolerated delta excess error
             (what pruning adds to the error a shift causes). ``None``: not limited.
         confidence: judge the numbers' one-sided upper bounds at this level
-            (bootstrap over repeats and test images) instead of their means: with
-            ``0.95`` the gate passes only when, with 95 % confidence, the loss is
-            within the limit. ``None``: the means.
+            (Student's t over repeats and the bootstrap over test images) instead
+            of their means: with ``0.95`` the gate passes only when, with 95 %
+            confidence, the loss is within the limit. ``None``: the means.
     """
 
     ratio: float | Mapping[str, float] | None = None
@@ -92,8 +92,10 @@ class DeployGate:
         bad = [r for r in ratios if not 0 < r < 1 or math.isnan(r)]
         if bad:
             raise ValueError(f"DeployGate ratio {bad[0]} is outside (0, 1): a ratio is the removed fraction of weights")
-        if self.confidence is not None and not 0 < float(self.confidence) < 1:
-            raise ValueError(f"DeployGate confidence is a level in (0, 1) (0.95 = 95 %), got {self.confidence!r}")
+        confidence = self.confidence
+        if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                       or not 0 < confidence < 1):
+            raise ValueError(f"DeployGate confidence is a level in (0, 1) (0.95 = 95 %), got {confidence!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"ratio": dict(self.ratio) if isinstance(self.ratio, Mapping) else self.ratio,
@@ -161,9 +163,9 @@ class GateCheck:
         value, limit = _pct_pair(self.value, self.limit)
         bound = f" ({self.confidence * 100:g} % upper bound)" if self.confidence is not None else ""
         if self.worst_member is not None:  # mode mean: the entry's mean, and its worst member
-            member = _pct(self.worst_member_value)
+            member = _pct(self.worst_member_value) + (" % upper bound" if self.confidence is not None else " %")
             return (f"mean {self.what} {value} %{bound} over {self.shift} {op} {self.limit_name} {limit} % "
-                    f"(worst member {self.worst_member}: {member} %)")
+                    f"(worst member {self.worst_member}: {member})")
         where = f" under {self.shift}" if self.shift else ""
         of = f" (worst of {self.entry})" if self.entry and self.entry != self.shift else ""
         return f"{self.what} {value} %{bound}{where} {op} {self.limit_name} {limit} %{of}"

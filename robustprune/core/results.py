@@ -217,7 +217,7 @@ class CaseResult:
         curves = RepeatCurves(seed, tuple(achieved), parent_key, tuple(step_keys),
                               {label: (tuple(values),) for label, values in accuracy.items()})
         return cls(case=case, method=method, ratios=tuple(ratios), repeats=(curves,),
-                   resampling=Resampling(repeats=1, samples=0, level=0.95, seed=seed), **fields)
+                   resampling=Resampling(repeats=1, samples=0, level=0.95), **fields)
 
     @property
     def achieved(self) -> tuple[float, ...]:

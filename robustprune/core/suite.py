@@ -33,6 +33,9 @@ def geometric_ratios(n: int = 16, keep_max: float = 0.8, keep_min: float = 0.03)
     return tuple(round(1 - keep_max * step**i, 6) for i in range(n))
 
 
+_MIN_BOOTSTRAP = 100  # fewer resamples put a 2.5 % percentile between their two smallest values
+
+
 @dataclass(frozen=True)
 class PrunedCheckpoint:
     """A network pruned elsewhere: its model's name, the file, and optionally the one dataset it belongs to.
@@ -122,8 +125,9 @@ class Suite:
             with its own cascade: every number is the mean over them, with their
             spread. Test and shifted sets are shared. The paper uses 3.
         bootstrap: resamples of the test images (paired: the same images for
-            the parent and every pruned network) combined with resamples of the
-            repeats, for the intervals; 0 turns the bootstrap off.
+            the parent and every pruned network), the test set's part of every
+            interval (Student's t over the repeats is the training's part);
+            0, or at least 100; 0 leaves the t interval over repeats only.
         confidence: the level of the reported intervals (0.95).
         noise_draws: independent draws of every noise shift (a tensor shift
             such as ``uniform_noise``); prune potential under noise is the mean
@@ -195,8 +199,12 @@ class Suite:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"Suite.{name} must be a whole number >= {low}, got {value!r}")
-        if not 0 < float(self.confidence) < 1:
-            raise ValueError(f"Suite.confidence is the level of the intervals, in (0, 1) (0.95 = 95 %), "
+        if 0 < self.bootstrap < _MIN_BOOTSTRAP:
+            raise ValueError(f"Suite.bootstrap={self.bootstrap} resamples cannot place a 95 % interval's ends; use 0 "
+                             f"(no bootstrap) or at least {_MIN_BOOTSTRAP} (default 1000)")
+        if isinstance(self.confidence, bool) or not isinstance(self.confidence, (int, float)) \
+                or not 0 < self.confidence < 1:
+            raise ValueError(f"Suite.confidence is the level of the intervals, a number in (0, 1) (0.95 = 95 %), "
                              f"got {self.confidence!r}")
         if self.search == "bisect" and self.repeats > 1:
             raise ValueError("search='bisect' probes different ratios on each repeat, so their curves would not "
@@ -237,6 +245,9 @@ class Suite:
             if entry.model not in self.parent_checkpoints:
                 raise ValueError(f"{where}: a pruned checkpoint is compared with the parent it was pruned from; set "
                                  f"parent_checkpoints={{{entry.model!r}: 'path/to/parent.pt'}}")
+        if self.gate is not None and self.gate.confidence is not None and self.repeats == 1 and not self.bootstrap:
+            raise ValueError("DeployGate(confidence=...) judges upper bounds, and with repeats=1 and bootstrap=0 "
+                             "there is nothing to bound: set repeats >= 2 (the paper uses 3) or bootstrap > 0")
         if self.gate is None or self.gate.ratio is None:
             return
         ratio = self.gate.ratio

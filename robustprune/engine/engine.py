@@ -363,8 +363,8 @@ class Engine:
                 compute()
         except NotStored:
             return False
-        except CaseError:
-            return False  # it fails: let a worker meet the failure, the checks report it
+        except Exception:  # noqa: BLE001 - it fails: let a worker meet the failure, the checks report it
+            return False
         return True
 
     def prepare_shifted_sets(self, cases: Sequence[CaseKey]) -> None:
@@ -457,8 +457,7 @@ class Engine:
         return curves, records
 
     def _resampling(self, repeats: int) -> Resampling:
-        return Resampling(repeats=repeats, samples=self.suite.bootstrap, level=self.suite.confidence,
-                          seed=self.suite.seed)
+        return Resampling(repeats=repeats, samples=self.suite.bootstrap, level=self.suite.confidence)
 
     def _context(self, case: CaseKey, data: PreparedData) -> CaseContext:
         """The narrow view of this run that the measures beyond accuracy receive."""
@@ -723,6 +722,8 @@ class Engine:
                          labels: Mapping[str, torch.Tensor], predictions: dict[tuple[int, str, int], torch.Tensor],
                          seed: int) -> None:
         """Run the networks on the (shift, draw) pairs whose predictions are not in the store yet."""
+        if self.options.store.looking_up:  # a lookup (work_plan): missing, and nothing to announce
+            raise NotStored("eval", records[missing[0][0]].key)
         progress = self._progress(case.id)
         started = time.monotonic()
         progress(f"evaluating {len(missing)} network x shift pairs{self._repeat_tag(seed)}")

@@ -55,16 +55,28 @@ _PROGRESS: Any = None  # per worker process: where progress lines go (a queue ba
 def _engine(job: EngineJob) -> Engine:
     key = pickle.dumps(job)
     if key not in _ENGINES:
-        _ENGINES[key] = job.build(_PROGRESS.put if _PROGRESS is not None else None)
+        if job.numerics is not None:
+            from ..compute.numerics import apply_numerics  # torch: only in a worker, never at pytest start
+
+            apply_numerics(job.numerics)
+        engine = job.build(_PROGRESS.put if _PROGRESS is not None else None)
+        if job.numerics is not None and engine.numerics != job.numerics:
+            # its results would be stored under keys the main process never reads
+            raise CaseError(f"this worker process computes with numerics {engine.numerics}, the main process "
+                            f"with {job.numerics}; run with --executor local")
+        _ENGINES[key] = engine
     return _ENGINES[key]
 
 
 def _run(piece: Callable[[Engine], object], job: EngineJob) -> str | None:
-    """Do one piece of work; a failure comes back as text (the checks report it when they recompute)."""
+    """Do one piece of work; any failure comes back as text: the checks of the cases it concerns report it
+    when they compute them, and nothing else stops."""
     try:
         piece(_engine(job))
     except CaseError as exc:
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a plugin or torch error fails only the pieces that meet it
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -115,24 +127,44 @@ def run_pieces(pieces: Sequence[Piece], slots: int, start: Callable[[Piece], H],
 
     ``start`` launches a piece and returns a handle; ``finished`` waits a while
     for the running handles and returns those that are done, with the error
-    text their piece returned (``None`` when it succeeded).
+    text their piece returned (``None`` when it succeeded). A piece that waits
+    for a failed one is not started: it would meet the same failure (the
+    checks report it when they compute the case).
     """
     waiting = list(pieces)
     done: set[Hashable] = set()
+    failed: dict[Hashable, str] = {}
     running: dict[H, Piece] = {}
     began = time.monotonic()
+
+    def report(piece: Piece, status: str) -> None:
+        progress(f"{len(done)}/{len(pieces)} {piece.what} {status} ({time.monotonic() - began:.0f} s)")
+
     while waiting or running:
+        blocked = [p for p in waiting if any(name in failed for name in p.after)]
+        while blocked:  # what waits for a skipped piece is skipped too
+            for piece in blocked:
+                waiting.remove(piece)
+                done.add(piece.name)
+                failed[piece.name] = cause = next(failed[name] for name in piece.after if name in failed)
+                report(piece, f"skipped: {cause}")
+            blocked = [p for p in waiting if any(name in failed for name in p.after)]
         ready = [p for p in waiting if all(name in done for name in p.after)]
         for piece in ready[: max(0, slots - len(running))]:
             waiting.remove(piece)
             running[start(piece)] = piece
-        if not running:  # pragma: no cover - pieces_of only waits on pieces it plans
-            raise RuntimeError(f"work waits on pieces that are not planned: {[p.after for p in waiting]}")
+        if not running:
+            if waiting:  # pragma: no cover - pieces_of only waits on pieces it plans
+                raise RuntimeError(f"work waits on pieces that are not planned: {[p.after for p in waiting]}")
+            break
         for handle, error in finished(list(running)):
             piece = running.pop(handle)
-            done.add(piece.name)  # a failed piece counts as done: its dependants fail on their own, with a reason
-            status = f"failed: {error.splitlines()[0]}" if error else "done"
-            progress(f"{len(done)}/{len(pieces)} {piece.what} {status} ({time.monotonic() - began:.0f} s)")
+            done.add(piece.name)
+            if error:
+                failed[piece.name] = f"{piece.what} failed"
+                report(piece, f"failed: {error.splitlines()[0]}")
+            else:
+                report(piece, "done")
 
 
 def _initialise(progress: Any) -> None:
@@ -170,23 +202,33 @@ class ProcessExecutor:
         pieces = pieces_of(plan)
         # spawn, not fork: this process has torch's thread pools running, which a fork would copy broken
         context = multiprocessing.get_context("spawn")
-        lines = context.Manager().Queue()
-        job = job.with_workers(1)  # a worker never starts a pool of its own
+        # a worker never starts a pool of its own, and computes with this process's numerics
+        job = replace(job.with_workers(1), numerics=engine.numerics)
         progress(f"{self.workers} worker processes: {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
                  f"{len(plan.measures)} measures")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
-                                 initargs=(lines,)) as pool:
+        with context.Manager() as manager:
+            lines = manager.Queue()
+            with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
+                                     initargs=(lines,)) as pool:
 
-            def start(piece: Piece) -> Future[str | None]:
-                return pool.submit(piece.function, job, *piece.args)
+                def start(piece: Piece) -> Future[str | None]:
+                    return pool.submit(piece.function, job, *piece.args)
 
-            def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
-                done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
+                    done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                    _drain(lines, progress)
+                    return [(future, _outcome(future)) for future in done]
+
+                run_pieces(pieces, self.workers, start, finished, progress)
                 _drain(lines, progress)
-                return [(future, future.result()) for future in done]
 
-            run_pieces(pieces, self.workers, start, finished, progress)
-            _drain(lines, progress)
+
+def _outcome(future: Future[str | None]) -> str | None:
+    """A finished piece's error text; a worker that died (killed for memory, say) is an error too."""
+    try:
+        return future.result()
+    except Exception as exc:  # noqa: BLE001 - BrokenProcessPool and the like: report, let the checks recompute
+        return f"{type(exc).__name__}: {exc}"
 
 
 def _drain(lines: Any, progress: ProgressFn) -> None:
@@ -221,7 +263,8 @@ class RayExecutor:
         plan = engine.work_plan(cases)
         if not plan.parents and not plan.repeats and not plan.measures:
             return
-        job = job.with_workers(1)  # a task generates shifted sets in its own process
+        # a task generates shifted sets in its own process, and computes with this process's numerics
+        job = replace(job.with_workers(1), numerics=engine.numerics)
         ray = self._connect(progress)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         progress(f"ray: {cpus} CPUs, {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
@@ -233,7 +276,13 @@ class RayExecutor:
 
         def finished(running: list[Any]) -> list[tuple[Any, str | None]]:
             done, _ = ray.wait(running, num_returns=1)
-            return [(ref, ray.get(ref)) for ref in done]
+            outcomes: list[tuple[Any, str | None]] = []
+            for ref in done:
+                try:
+                    outcomes.append((ref, ray.get(ref)))
+                except Exception as exc:  # noqa: BLE001 - a task that died: report, let the checks recompute
+                    outcomes.append((ref, f"{type(exc).__name__}: {exc}"))
+            return outcomes
 
         # Ray queues tasks on its own resources: every ready piece goes out at once
         run_pieces(pieces_of(plan), len(plan.parents) + len(plan.repeats) + len(plan.measures), start, finished,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.datasource import default_store_root, with_resolved_paths
 from ..core.machine import available_cores
@@ -35,7 +35,9 @@ class EngineJob:
     modules are looked up there first. ``plugins`` are the local plugin
     modules named on the command line or in the suite; ``$ROBUSTPRUNE_PLUGINS``
     is added when the job is made, so a remote process loads the same ones.
-    ``workers=None`` uses every core for shifted-set generation.
+    ``workers=None`` uses every core for shifted-set generation. ``numerics``,
+    set by the executors, is the main process's: a worker applies its
+    deterministic flags and refuses to compute under other numerics.
     """
 
     suite: Suite
@@ -47,6 +49,7 @@ class EngineJob:
     workers: int | None = None
     data_root: str | None = None
     download: bool = False
+    numerics: dict[str, Any] | None = None  # set for worker processes: the main process's, to compute with
 
     @classmethod
     def for_suite(cls, suite: Suite, suite_file: str, store_root: str | None, *, plugins: tuple[str, ...] = (),
