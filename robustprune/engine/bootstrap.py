@@ -34,9 +34,12 @@ class ImageResamples:
         if n not in self._counts:
             digest = hashlib.blake2b(f"image-resamples|{self.seed}|{n}".encode(), digest_size=8).digest()
             rng = np.random.default_rng(int.from_bytes(digest, "little"))
-            drawn = rng.integers(0, n, size=(self.samples, n)) + np.arange(self.samples)[:, None] * n
-            counts = np.bincount(drawn.ravel(), minlength=self.samples * n).reshape(self.samples, n)
-            self._counts[n] = counts.astype(np.float32)
+            counts = np.empty((self.samples, n), dtype=np.float32)
+            # a row at a time: the same stream as one (samples, n) draw, without its int64 temporaries
+            # (800 MB for 1000 resamples of ImageNet's 50,000 validation images)
+            for row in range(self.samples):
+                counts[row] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+            self._counts[n] = counts
         return self._counts[n]
 
     def accuracies(self, correct: np.ndarray) -> np.ndarray:
