@@ -101,6 +101,20 @@ def test_unreadable_or_missing_checkpoint(engine_for, tmp_path):
             "small_cnn", "digits")
 
 
+class PickledObject:
+    """Something a checkpoint should not hold: a class instance, which weights_only loading refuses."""
+
+
+def test_a_checkpoint_holding_objects_is_refused_without_advice_to_load_it_unsafely(engine_for, tmp_path):
+    path = tmp_path / "objects.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "extra": PickledObject()}, path)
+    with pytest.raises(CaseError) as info:
+        engine_for(parent_checkpoints={"small_cnn": str(path)}).parent("small_cnn", "digits")
+    message = str(info.value)
+    assert "holds Python objects other than tensors (test_checkpoints_recipes.PickledObject)" in message
+    assert "can run code" in message and "weights_only=False" not in message and "\n" not in message
+
+
 def test_checkpoint_for_a_model_the_suite_does_not_use(engine_for, tmp_path):
     with pytest.raises(ValueError, match="parent_checkpoints names model 'resnet20'"):
         engine_for(parent_checkpoints={"resnet20": "x.pt"})

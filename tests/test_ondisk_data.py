@@ -105,6 +105,51 @@ def test_malformed_batch_names_path_layout_and_fix(cifar_root, damage, problem):
     assert "fix: download and extract the archive again" in message
 
 
+class _RunsCode:
+    """What a crafted data file holds: unpickling it calls ``os.system`` (here: touch a marker file)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "batches.meta"])
+def test_a_crafted_batch_is_refused_before_it_runs_anything(cifar_root, tmp_path, name):
+    root, _ = cifar_root
+    marker = tmp_path / "ran"
+    path = root / "cifar-10-batches-py" / name
+    path.write_bytes(pickle.dumps({"data": _RunsCode(marker), "labels": [1]}, protocol=2))
+    if name == "batches.meta":  # optional file: refused quietly, the class names fall back to numbers
+        splits = load10(root)
+        assert tuple(splits.class_names) == tuple(str(i) for i in range(10))
+    else:
+        with pytest.raises(DataFileError) as caught:
+            load10(root)
+        message = str(caught.value)
+        assert str(path) in message and "refused to load posix.system" in message
+        assert "asks to import code" in message
+    assert not marker.exists()
+
+
+def test_the_data_unpickler_loads_plain_data_as_pickle_does():
+    import io
+
+    from robustprune.plugin.datafiles import UnsafePickleError, load_data_pickle
+
+    value = {"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "labels": [1, 2, 3], "name": "b", b"k": (1.5, None),
+             "scalar": np.float32(2.5)}
+    for protocol in (2, 4, 5):
+        loaded = load_data_pickle(io.BytesIO(pickle.dumps(value, protocol=protocol)))
+        assert np.array_equal(loaded["data"], value["data"]) and loaded["labels"] == [1, 2, 3]
+        assert loaded["name"] == "b" and loaded[b"k"] == (1.5, None) and loaded["scalar"] == np.float32(2.5)
+    with pytest.raises(UnsafePickleError, match="refused to load builtins.eval"):
+        load_data_pickle(io.BytesIO(b"cbuiltins\neval\n(S'1+1'\ntR."))
+
+
 def test_check_says_what_is_missing_and_how_to_point_at_it(cifar_root, tmp_path_factory):
     root, _ = cifar_root
     assert cifar.missing_message(cifar.CIFAR10, "cifar10", DatasetRequest(root=root)) is None

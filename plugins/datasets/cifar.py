@@ -31,7 +31,6 @@ files; default ``<root>/CIFAR-10.1``), ``version`` (``cifar10_1`` only: 4 or 6).
 from __future__ import annotations
 
 import functools
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ from robustprune import (
     ShiftParam,
     hookimpl,
 )
-from robustprune.plugin.datafiles import DataFileError, stratified_subset, subset_size
+from robustprune.plugin.datafiles import DataFileError, load_data_pickle, stratified_subset, subset_size
 
 # The normalisation of the paper's code (torchprune) for CIFAR-10; CIFAR-100's own statistics.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -116,7 +115,7 @@ def read_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray
     fix = "download and extract the archive again (or pass --rp-download on a machine with a network)"
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+            batch = load_data_pickle(f)
     except FileNotFoundError:
         raise DataFileError("CIFAR batch not found", path, expected, fix) from None
     except Exception as exc:  # noqa: BLE001 - any unpicklable content is a malformed file
@@ -198,7 +197,7 @@ def _class_names(path: Path, layout: CifarLayout) -> tuple[str, ...]:
     # the meta file is optional for loading: names only label the report
     try:
         with open(path, "rb") as f:
-            names = pickle.load(f, encoding="latin1")[layout.names_key]
+            names = load_data_pickle(f)[layout.names_key]
         if len(names) == layout.num_classes:
             return tuple(str(n) for n in names)
     except Exception:  # noqa: BLE001

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..plugin.masks import prunable_weights, ratio_of
+from .torchload import load_problem
 
 __all__ = ["CheckpointError", "PrunedNetwork", "file_digest", "fit_problems", "fold_torch_prune", "read_checkpoint",
            "read_pruned"]
@@ -56,7 +57,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same explanation
         raise CheckpointError(
-            f"parent checkpoint {path} is not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"parent checkpoint {path} is not a readable torch file ({load_problem(exc)}); "
             "expected a state dict saved with torch.save(network.state_dict(), path)"
         ) from None
     for key in _WRAPPERS:

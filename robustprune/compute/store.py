@@ -23,6 +23,7 @@ import torch
 from filelock import FileLock
 
 from ..core.datasource import STORE_ENV, default_store_root
+from .torchload import load_problem
 
 __all__ = ["STORE_ENV", "NotStored", "Store", "StoreWarning", "default_store_root", "make_key"]
 
@@ -91,7 +92,7 @@ class Store:
                 record = torch.load(io.BytesIO(raw[len(_MAGIC) + _DIGEST :]), weights_only=True)
                 return record["value"]
             except Exception as exc:  # noqa: BLE001 - any unreadable payload is treated as damage
-                problem = f"unreadable ({type(exc).__name__}: {exc})"
+                problem = f"unreadable ({load_problem(exc)})"
         warnings.warn(
             f"store entry {path} is damaged ({problem}); removing it and recomputing", StoreWarning, stacklevel=2
         )
