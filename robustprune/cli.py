@@ -2,7 +2,10 @@
 
 ``robustprune run [SUITE ...] [options] [pytest options]`` is ``pytest SUITE ...``
 with robustprune's options spelled short; with no suite it runs the built-in
-quickstart. The exit status is pytest's: 0 when every gate passes.
+quickstart. Exit statuses (the same for every command, see
+:class:`robustprune.harness.exitcodes.ExitStatus`): 0 every check passed, 1 a
+check or gate failed, 2 configuration error, 3 internal error, 5 no check
+collected, 6 environment error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from .harness.exitcodes import ExitStatus
 from .harness.options import OPTIONS
 from .harness.options import run_help as options_help
 from .version import __version__
@@ -27,7 +31,9 @@ digits, WT, SiPP, FT and PFP).
 RUN_EPILOG = """\
 Any other option goes to pytest: -k EXPR, -x, -q, --junitxml=FILE, -n 2, ...
 Each option is also a pytest option: --store DIR is pytest's --rp-store DIR.
-Exit status: 0 when every check passes, 1 when a gate fails (pytest's codes).
+Exit status: 0 every check passed, 1 a check or gate failed, 2 configuration error
+(command line, suite, plugin names), 3 internal error, 5 no check collected,
+6 environment error (store, folders, device, disk), 130 interrupted.
 """
 
 
@@ -82,7 +88,7 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
         if name in _VALUE_OPTIONS:
             if not eq:
                 if i + 1 >= len(argv):
-                    raise SystemExit(f"robustprune run: {name} needs a value")
+                    raise UsageError(f"{name} needs a value")
                 value = argv[i + 1]
                 i += 1
             passthrough.append(f"{_VALUE_OPTIONS[name]}={value}")
@@ -90,7 +96,7 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
             passthrough.append(_FLAG_OPTIONS[arg])
         elif _is_suite_arg(arg, argv[i - 1] if i else None):
             if not Path(arg.split("::")[0]).exists():
-                raise SystemExit(f"robustprune run: suite file {arg!r} not found (working directory {os.getcwd()})")
+                raise UsageError(f"suite file {arg!r} not found (working directory {os.getcwd()})")
             suites.append(arg)
         else:
             passthrough.append(arg)
@@ -108,13 +114,24 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
     return [*extra, *suites, *passthrough]
 
 
+class UsageError(ValueError):
+    """A command line robustprune cannot run: the message says what to change."""
+
+
 def cmd_run(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(run_help())
         return 0
+    try:
+        args = pytest_args_for_run(argv)
+    except UsageError as exc:
+        print(f"robustprune run: {exc}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
     import pytest
 
-    return int(pytest.main(pytest_args_for_run(argv)))
+    status = int(pytest.main(args))
+    # pytest's own usage errors (an unknown option) are configuration errors, as everywhere in robustprune
+    return int(ExitStatus.CONFIGURATION_ERROR) if status == int(pytest.ExitCode.USAGE_ERROR) else status
 
 
 def cmd_plugins(argv: list[str]) -> int:
@@ -130,7 +147,7 @@ def cmd_plugins(argv: list[str]) -> int:
         registry = load_registry(args.plugin, search_path=Path.cwd())
     except PluginConflictError as exc:
         print(f"robustprune plugins: {exc}", file=sys.stderr)
-        return 1
+        return int(ExitStatus.CONFIGURATION_ERROR)
     rows = []
     for name, info in sorted(registry.host.info.items()):
         registered = registry.registered_by(name)
@@ -142,7 +159,7 @@ def cmd_plugins(argv: list[str]) -> int:
         print("\nplugins that failed to load:")
         for failure in registry.failures:
             print(f"  {failure.describe()}")
-    return 1 if registry.failures else 0
+    return int(ExitStatus.CONFIGURATION_ERROR) if registry.failures else int(ExitStatus.OK)
 
 
 def cmd_report(argv: list[str]) -> int:
@@ -166,11 +183,11 @@ def cmd_report(argv: list[str]) -> int:
         reports = data["suites"]
     except FileNotFoundError:
         print(f"robustprune report: {args.results} not found", file=sys.stderr)
-        return 2
+        return int(ExitStatus.CONFIGURATION_ERROR)
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         print(f"robustprune report: {args.results} is not a robustprune JSON report ({type(exc).__name__}: {exc})",
               file=sys.stderr)
-        return 2
+        return int(ExitStatus.CONFIGURATION_ERROR)
     for report in reports:
         for table in report["tables"]:
             for row in table["rows"]:
@@ -182,9 +199,9 @@ def cmd_report(argv: list[str]) -> int:
 
     folder = args.figures or args.results.parent / "figures"
     written, hint = write_figures_or_hint(reports, folder)
-    if hint:
+    if hint:  # matplotlib is not installed: the machine, not the report
         print(f"robustprune report: no figures: {hint}", file=sys.stderr)
-        return 1
+        return int(ExitStatus.ENVIRONMENT_ERROR)
     for path in written:
         print(f"figure written to {path}")
     return 0
@@ -215,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     command = COMMANDS.get(argv[0])
     if command is None:
         print(f"robustprune: unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
-        return 2
+        return int(ExitStatus.CONFIGURATION_ERROR)
     return command(argv[1:])
 
 

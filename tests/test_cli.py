@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robustprune.cli import pytest_args_for_run, run_help
+from robustprune.cli import UsageError, main, pytest_args_for_run, run_help
 from robustprune.harness.options import OPTIONS
 
 
@@ -29,6 +29,8 @@ def test_run_spells_each_option_for_pytest(option, tmp_path, monkeypatch):
         assert f"{option.pytest_flag}=V" in pytest_args_for_run(["suite_x.py", f"{option.cli_flag}=V"])
 
 
-def test_an_option_without_its_value_is_refused():
-    with pytest.raises(SystemExit, match="--store needs a value"):
+def test_an_option_without_its_value_is_refused(capsys):
+    with pytest.raises(UsageError, match="--store needs a value"):
         pytest_args_for_run(["--store"])
+    assert main(["run", "--store"]) == 2
+    assert "robustprune run: --store needs a value" in capsys.readouterr().err

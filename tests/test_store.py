@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from robustprune.compute import store as store_mod
-from robustprune.compute.store import STORE_ENV, NotStored, Store, StoreWarning, default_store_root, make_key
+from robustprune.compute.store import (
+    KEY_ENV,
+    STORE_ENV,
+    NotStored,
+    Store,
+    StoreReadOnlyError,
+    StoreWarning,
+    StoreWriteError,
+    default_store_root,
+    make_key,
+)
 
 KEY = make_key({"kind": "test", "n": 1})
 
@@ -185,7 +195,7 @@ def test_failure_mid_write_leaves_no_file_and_no_temp_file(st, monkeypatch, step
         raise OSError(f"{step} failed")
 
     monkeypatch.setattr(store_mod.os, step, boom)
-    with pytest.raises(OSError, match=f"{step} failed"):
+    with pytest.raises(StoreWriteError, match=f"cannot write to the store {re.escape(str(st.root))}: {step} failed"):
         st.save("nets", KEY, sample_value())
     monkeypatch.undo()
     assert files_under(st.root) == []
@@ -199,7 +209,7 @@ def test_failed_overwrite_keeps_the_old_entry(st, monkeypatch):
         raise OSError("replace failed")
 
     monkeypatch.setattr(store_mod.os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreWriteError):
         st.save("results", KEY, {"v": 2})
     monkeypatch.undo()
     assert [p.name for p in files_under(st.root)] == [f"{KEY}.pt"]
@@ -247,3 +257,95 @@ def test_lookup_only_reads_what_is_stored_and_computes_nothing(st):
     assert not st.contains("network", "b" * 64)
     # outside the lookup, the same call computes
     assert st.load_or_compute("network", "b" * 64, lambda: {"w": 2}, {}, "now") == {"w": 2}
+
+
+# --------------------------------------------------------------------------- authentication and hygiene
+
+
+def _forge(store: Store, kind: str, key: str, value: object) -> None:
+    """What someone who can write the store (but has no key) can do: write any content under any key, with the
+    digest recomputed, as the store itself would without a key."""
+    Store(store.root, auth_key=None).save(kind, key, value)
+
+
+def test_with_a_key_entries_are_authenticated_and_forgeries_are_not_used(tmp_path):
+    signed = Store(tmp_path / "s", auth_key=b"ci-secret")
+    signed.save("eval", KEY, {"acc": 0.5})
+    assert signed.load("eval", KEY) == {"acc": 0.5} and signed.check("eval", KEY).authenticated
+    _forge(signed, "eval", KEY, {"acc": 0.99})  # the forged verdict
+    with pytest.warns(StoreWarning, match=r"failed authentication with \$ROBUSTPRUNE_STORE_KEY; it is not used"):
+        assert signed.load("eval", KEY) is None  # recomputed, never served
+    assert signed.rejected == [f"eval/{KEY}"] and signed.contains("eval", KEY)  # left for the recomputation
+    signed.save("eval", KEY, {"acc": 0.5})
+    assert signed.load("eval", KEY) == {"acc": 0.5}
+    other_key = Store(signed.root, auth_key=b"another")
+    with pytest.warns(StoreWarning):
+        assert other_key.load("eval", KEY) is None
+
+
+def test_without_a_key_the_digest_still_binds_content_to_its_entry(tmp_path):
+    store = Store(tmp_path / "s", auth_key=None)
+    other = make_key({"kind": "test", "n": 2})
+    store.save("eval", KEY, {"acc": 0.5})
+    store.save("eval", other, {"acc": 0.9})
+    # a plain copy of one entry's file over another's is detected: the digest covers kind and key
+    store.path("eval", other).write_bytes(store.path("eval", KEY).read_bytes())
+    with pytest.warns(StoreWarning, match="checksum mismatch: truncated, modified, or another entry's content"):
+        assert store.load("eval", other) is None
+    assert not store.authenticated and store.check("eval", KEY).problem is None
+
+
+def test_entries_of_robustprune_01_are_read_without_a_key_and_refused_with_one(tmp_path):
+    import hashlib
+    import io
+
+    store = Store(tmp_path / "s", auth_key=None)
+    buffer = io.BytesIO()
+    torch.save({"spec": {}, "value": {"acc": 0.5}}, buffer)
+    payload = buffer.getvalue()
+    store.path("eval", KEY).parent.mkdir(parents=True)
+    store.path("eval", KEY).write_bytes(b"RPSTORE1" + hashlib.sha256(payload).digest() + payload)
+    assert store.load("eval", KEY) == {"acc": 0.5}
+    with pytest.warns(StoreWarning, match=r"failed authentication \(written without a key\)"):
+        assert Store(store.root, auth_key=b"k").load("eval", KEY) is None
+
+
+def test_the_key_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "from-ci")
+    assert Store(tmp_path).auth_key == b"from-ci" and Store(tmp_path).authenticated
+    monkeypatch.setenv(KEY_ENV, "")
+    assert not Store(tmp_path).authenticated
+
+
+def test_files_respect_the_umask_so_a_team_can_share_a_store(tmp_path):
+    store = Store(tmp_path / "s", auth_key=None)
+    path = store.save("eval", KEY, {"acc": 0.5})
+    assert path.stat().st_mode & 0o777 == store_mod._FILE_MODE
+    assert 0o666 & ~store_mod._umask() == store_mod._FILE_MODE
+
+
+def test_a_read_only_store_serves_what_it_has_and_says_what_it_lacks(tmp_path, monkeypatch):
+    store = Store(tmp_path / "s", auth_key=None)
+    store.save("eval", KEY, {"acc": 0.5})
+    monkeypatch.setattr(store_mod, "_writable", lambda folder: False)
+    read_only = Store(store.root, auth_key=None)
+    assert read_only.read_only
+    assert read_only.load_or_compute("eval", KEY, lambda: {"acc": 0.0}, {}, "never") == {"acc": 0.5}
+    with pytest.raises(StoreReadOnlyError, match=rf"the store {re.escape(str(store.root))} is read-only and lacks"):
+        read_only.load_or_compute("eval", make_key({"n": 3}), lambda: {"acc": 0.0}, {}, "needed")
+
+
+def test_a_full_disk_names_the_store_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    store = Store(tmp_path / "s", auth_key=None)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_mod.os, "fsync", full)
+    with pytest.raises(StoreWriteError) as caught:
+        store.save("eval", KEY, {"acc": 0.5})
+    message = str(caught.value)
+    assert str(store.root) in message and "No space left on device" in message
+    assert "free space on that disk, or run with --store on another disk" in message

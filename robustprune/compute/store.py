@@ -1,21 +1,35 @@
 """A content-addressed artifact store: every result kept under a key made of what determines it.
 
-Entries are written atomically (temporary file, fsync, rename) and carry a
-SHA-256 of their payload, so a file truncated or altered on disk is detected on
-read, reported, removed and recomputed rather than trusted.
+Entries are written atomically (temporary file, fsync, rename). Each carries
+two tags over its kind, its key and its content:
+
+- a SHA-256 digest, always checked: a file truncated, altered, or copied
+  under another entry's name is detected on read, reported, removed and
+  recomputed rather than trusted;
+- an HMAC-SHA256 with a secret key, when ``$ROBUSTPRUNE_STORE_KEY`` is set
+  (a CI secret, say): anyone who can write the store can recompute a digest,
+  but not the HMAC. With a key, an entry that fails authentication is never
+  used; it is recomputed, and the run says so.
+
+Files and folders respect the umask, so a team can share a store. See
+docs/trusting-results.md for the threat model.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import hmac
 import io
 import json
 import os
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +37,31 @@ import torch
 from filelock import FileLock
 
 from ..core.datasource import STORE_ENV, default_store_root
+from ..core.results import StoreError
 from .torchload import load_problem
 
-__all__ = ["STORE_ENV", "NotStored", "Store", "StoreWarning", "default_store_root", "make_key"]
+__all__ = [
+    "KEY_ENV", "STORE_ENV", "EntryCheck", "NotStored", "Store", "StoreReadOnlyError", "StoreWarning",
+    "StoreWriteError", "default_store_root", "make_key",
+]
 
-_MAGIC = b"RPSTORE1"
-_DIGEST = 32
+KEY_ENV = "ROBUSTPRUNE_STORE_KEY"
+"""The environment variable holding the store's authentication key (any string; keep it secret)."""
+
+_MAGIC_V1 = b"RPSTORE1"  # magic, SHA-256 of the payload, payload (robustprune 0.1: no key, no binding)
+_MAGIC = b"RPSTORE2"  # magic, digest, HMAC (zeros without a key), payload; both tags bind kind and key
+_TAG = 32
+_NO_MAC = bytes(_TAG)
+_LOCKS = "locks"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: a shared store stays shared
 
 
 class NotStored(LookupError):
@@ -39,8 +72,16 @@ class NotStored(LookupError):
         self.kind, self.key = kind, key
 
 
+class StoreReadOnlyError(StoreError):
+    """The store cannot be written, and something it lacks had to be computed."""
+
+
+class StoreWriteError(StoreError):
+    """Writing to the store failed: a full disk, a read-only filesystem, missing permissions."""
+
+
 class StoreWarning(UserWarning):
-    """A store entry was damaged and will be recomputed."""
+    """A store entry was damaged or failed authentication, and will be recomputed."""
 
 
 def make_key(spec: Any) -> str:
@@ -49,12 +90,53 @@ def make_key(spec: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class Store:
-    """Files under ``root/<kind>/<key[:2]>/<key>.pt``."""
+def store_key_from_env() -> bytes | None:
+    """``$ROBUSTPRUNE_STORE_KEY`` as bytes, or ``None`` when unset or empty."""
+    value = os.environ.get(KEY_ENV, "")
+    return value.encode() if value else None
 
-    def __init__(self, root: Path | str | None = None):
-        self.root = Path(root).resolve() if root is not None else default_store_root()
+
+@dataclass(frozen=True)
+class EntryCheck:
+    """One entry read back: what is wrong with it (``None``: sound) and whether its HMAC was verified."""
+
+    kind: str
+    key: str
+    path: Path
+    problem: str | None
+    authenticated: bool
+
+
+_FROM_ENV: Any = object()
+
+
+class Store:
+    """Files under ``root/<kind>/<key[:2]>/<key>.pt``.
+
+    ``auth_key``: the HMAC key (default: ``$ROBUSTPRUNE_STORE_KEY``; ``None``:
+    no authentication). ``root`` may start with ``~``.
+    """
+
+    def __init__(self, root: Path | str | None = None, *, auth_key: bytes | None = _FROM_ENV):
+        self.root = Path(root).expanduser().resolve() if root is not None else default_store_root()
+        self.auth_key: bytes | None = store_key_from_env() if auth_key is _FROM_ENV else auth_key
+        self.rejected: list[str] = []  # entries that failed authentication in this process
         self._lookup_only = False
+        self._read_only: bool | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def authenticated(self) -> bool:
+        """True when entries are written with, and checked against, an HMAC key."""
+        return self.auth_key is not None
+
+    @property
+    def read_only(self) -> bool:
+        """True when the store's folder exists but cannot be written (probed once, by writing a file)."""
+        if self._read_only is None:
+            self._read_only = self.root.is_dir() and not _writable(self.root)
+        return self._read_only
 
     @contextmanager
     def lookup_only(self) -> Iterator[None]:
@@ -73,42 +155,106 @@ class Store:
         says anything."""
         return self._lookup_only
 
+    # ------------------------------------------------------------------ entries
+
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:2] / f"{key}.pt"
 
     def contains(self, kind: str, key: str) -> bool:
         return self.path(kind, key).is_file()
 
-    def load(self, kind: str, key: str) -> Any | None:
-        """The stored value, or ``None`` if absent or damaged (a damaged entry is removed)."""
+    def entries(self) -> Iterator[tuple[str, str, Path]]:
+        """Every entry file as ``(kind, key, path)``; temporary files and locks are not entries."""
+        if not self.root.is_dir():
+            return
+        for kind_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name != _LOCKS):
+            for path in sorted(kind_dir.glob("??/*.pt")):
+                if not path.name.startswith(".tmp-"):
+                    yield kind_dir.name, path.stem, path
+
+    def _tags(self, kind: str, key: str, payload: bytes) -> tuple[bytes, bytes]:
+        bound = kind.encode() + b"\0" + key.encode() + b"\0"
+        digest = hashlib.sha256(bound + payload).digest()
+        mac = hmac.new(self.auth_key, bound + payload, hashlib.sha256).digest() if self.auth_key else _NO_MAC
+        return digest, mac
+
+    def _check(self, kind: str, key: str, raw: bytes) -> tuple[str | None, bool, bytes]:
+        """(problem, authenticated, payload) of an entry's bytes; problem ``None`` when it may be used."""
+        if raw.startswith(_MAGIC):
+            if len(raw) < len(_MAGIC) + 2 * _TAG:
+                return "truncated", False, b""
+            digest = raw[len(_MAGIC):len(_MAGIC) + _TAG]
+            mac = raw[len(_MAGIC) + _TAG:len(_MAGIC) + 2 * _TAG]
+            payload = raw[len(_MAGIC) + 2 * _TAG:]
+            expected_digest, expected_mac = self._tags(kind, key, payload)
+            if not hmac.compare_digest(digest, expected_digest):
+                return "checksum mismatch: truncated, modified, or another entry's content", False, payload
+            if self.auth_key is None:
+                return None, False, payload
+            if not hmac.compare_digest(mac, expected_mac):
+                return "failed authentication", False, payload
+            return None, True, payload
+        if raw.startswith(_MAGIC_V1):  # written by robustprune 0.1: content only, never authenticated
+            if len(raw) < len(_MAGIC_V1) + _TAG:
+                return "truncated", False, b""
+            digest, payload = raw[len(_MAGIC_V1):len(_MAGIC_V1) + _TAG], raw[len(_MAGIC_V1) + _TAG:]
+            if hashlib.sha256(payload).digest() != digest:
+                return "checksum mismatch: truncated or modified", False, payload
+            if self.auth_key is not None:
+                return "failed authentication (written without a key)", False, payload
+            return None, False, payload
+        return "not a robustprune store file", False, b""
+
+    def check(self, kind: str, key: str) -> EntryCheck:
+        """Read one entry back and check its tags and that its payload loads (nothing is removed)."""
+        path = self.path(kind, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return EntryCheck(kind, key, path, "missing", False)
+        problem, authenticated, payload = self._check(kind, key, raw)
+        if problem is None:
+            try:
+                torch.load(io.BytesIO(payload), weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any unreadable payload is damage
+                problem = f"unreadable ({load_problem(exc)})"
+        return EntryCheck(kind, key, path, problem, authenticated)
+
+    def load_record(self, kind: str, key: str) -> dict[str, Any] | None:
+        """The stored ``{"spec", "value"}`` record, or ``None`` if absent, damaged or failing authentication.
+
+        A damaged entry is removed; one that fails authentication is left for
+        its recomputation to overwrite. Either is said once, as a
+        :class:`StoreWarning`.
+        """
         path = self.path(kind, key)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        problem = self._check(raw)
+        problem, _, payload = self._check(kind, key, raw)
         if problem is None:
             try:
-                record = torch.load(io.BytesIO(raw[len(_MAGIC) + _DIGEST :]), weights_only=True)
-                return record["value"]
+                record: dict[str, Any] = torch.load(io.BytesIO(payload), weights_only=True)
+                return record
             except Exception as exc:  # noqa: BLE001 - any unreadable payload is treated as damage
                 problem = f"unreadable ({load_problem(exc)})"
-        warnings.warn(
-            f"store entry {path} is damaged ({problem}); removing it and recomputing", StoreWarning, stacklevel=2
-        )
+        if problem.startswith("failed authentication"):
+            self.rejected.append(f"{kind}/{key}")
+            if len(self.rejected) == 1:  # once per process: the count is in the report
+                warnings.warn(
+                    f"store entry {path} {problem} with ${KEY_ENV}; it is not used but recomputed (and so is "
+                    "every other entry that fails; see docs/trusting-results.md)", StoreWarning, stacklevel=3)
+            return None
+        warnings.warn(f"store entry {path} is damaged ({problem}); removing it and recomputing", StoreWarning,
+                      stacklevel=3)
         path.unlink(missing_ok=True)
         return None
 
-    @staticmethod
-    def _check(raw: bytes) -> str | None:
-        if not raw.startswith(_MAGIC):
-            return "not a robustprune store file"
-        if len(raw) < len(_MAGIC) + _DIGEST:
-            return "truncated"
-        digest, payload = raw[len(_MAGIC) : len(_MAGIC) + _DIGEST], raw[len(_MAGIC) + _DIGEST :]
-        if hashlib.sha256(payload).digest() != digest:
-            return "checksum mismatch: truncated or modified"
-        return None
+    def load(self, kind: str, key: str) -> Any | None:
+        """The stored value, or ``None`` if absent, damaged (then removed) or failing authentication."""
+        record = self.load_record(kind, key)
+        return None if record is None else record["value"]
 
     @contextmanager
     def claim(self, kind: str, key: str) -> Iterator[None]:
@@ -116,13 +262,21 @@ class Store:
 
         Use as: load; if missing, ``with store.claim(...)``: load again, and
         compute only if still missing. No piece of work is then done twice.
-        Under :meth:`lookup_only`, raises :class:`NotStored`.
+        Under :meth:`lookup_only`, raises :class:`NotStored`; on a read-only
+        store, :class:`StoreReadOnlyError` (the entry would have to be computed).
         """
         if self._lookup_only:
             raise NotStored(kind, key)
-        lock_path = self.root / "locks" / kind / f"{key}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(lock_path)):
+        if self.read_only:
+            raise StoreReadOnlyError(
+                f"the store {self.root} is read-only and lacks {kind} {key[:12]}, which this run must compute; "
+                "make it writable, or run with --store pointing at a writable folder (a copy of it)")
+        lock_path = self.root / _LOCKS / kind / f"{key}.lock"
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _write_error(self.root, lock_path.parent, exc) from None
+        with FileLock(str(lock_path), mode=_FILE_MODE):
             yield
 
     def load_or_compute(self, kind: str, key: str, compute: Callable[[], Any], spec: Any, what: str) -> Any:
@@ -140,32 +294,66 @@ class Store:
 
     def log_work(self, kind: str, key: str, what: str) -> None:
         """Append one line per computed artifact to ``work.log``: an audit trail of what was computed where."""
-        self.root.mkdir(parents=True, exist_ok=True)
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid={os.getpid()} {kind} {key} {what}\n"
-        # one write() on an O_APPEND file: lines from concurrent processes do not interleave
-        fd = os.open(self.root / "work.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            self.root.mkdir(parents=True, exist_ok=True)
+            # one write() on an O_APPEND file: lines from concurrent processes do not interleave
+            fd = os.open(self.root / "work.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _write_error(self.root, self.root / "work.log", exc) from None
 
     def save(self, kind: str, key: str, value: Any, spec: Any = None) -> Path:
         """Write atomically: readers see the old entry, no entry, or the whole new one."""
         buffer = io.BytesIO()
         torch.save({"spec": json.loads(json.dumps(spec, default=str)), "value": value}, buffer)
         payload = buffer.getvalue()
+        digest, mac = self._tags(kind, key, payload)
         path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
             with os.fdopen(fd, "wb") as f:
                 f.write(_MAGIC)
-                f.write(hashlib.sha256(payload).digest())
+                f.write(digest)
+                f.write(mac)
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600: the umask decides, as for any new file
             os.replace(tmp, path)
+        except OSError as exc:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise _write_error(self.root, path, exc) from None
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
         return path
+
+
+def _writable(folder: Path) -> bool:
+    probe = folder / f".robustprune-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _write_error(root: Path, path: Path, exc: OSError) -> StoreWriteError:
+    """One message naming the store, the file and the fix, for any failure to write the store."""
+    reason = exc.strerror or str(exc)
+    fix = {errno.ENOSPC: "free space on that disk, or run with --store on another disk",
+           errno.EDQUOT: "free space in your quota, or run with --store elsewhere",
+           errno.EROFS: "the filesystem is read-only: run with --store pointing at a writable folder",
+           errno.EACCES: "give this user write permission there, or run with --store elsewhere",
+           errno.EPERM: "give this user write permission there, or run with --store elsewhere"}.get(
+        exc.errno or 0, "check the folder, or run with --store elsewhere")
+    return StoreWriteError(f"cannot write to the store {root}: {reason} ({path}); {fix}")

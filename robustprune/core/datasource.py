@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_STORE", "ROOT_PARAM", "STORE_ENV", "dataset_request", "defau
 
 def default_store_root() -> Path:
     """``$ROBUSTPRUNE_STORE`` if set, else ``.robustprune/`` in the working directory."""
-    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).resolve()
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser().resolve()
 
 
 def resolve_path(path: str | os.PathLike[str], base: Path | None) -> Path:

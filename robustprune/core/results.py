@@ -25,12 +25,22 @@ __all__ = [
     "SimilarityBaseline",
     "SimilarityCurve",
     "SimilarityResult",
+    "StoreError",
     "SuiteRun",
 ]
 
 
 class CaseError(RuntimeError):
     """A case could not be computed (a plugin raised, a ratio was unreachable, ...); its checks fail with this."""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (read-only, full, not a folder): the machine's problem, not a case's.
+
+    It stops the run with one message naming the store and the fix, instead of
+    failing every check with the same error (exit status 6, see
+    :mod:`robustprune.harness.exitcodes`).
+    """
 
 
 @dataclass(frozen=True)
@@ -263,3 +273,4 @@ class SuiteRun:
     num_classes: Mapping[str, int]  # per dataset that was loaded
     robust_training: Mapping[str, Any] | None = None  # the training mix as the report describes it
     numerics: Mapping[str, Any] | None = None  # what the numbers depend on (robustprune.compute.numerics)
+    store: Mapping[str, Any] | None = None  # root, authenticated, entries rejected by authentication

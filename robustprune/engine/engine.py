@@ -37,6 +37,7 @@ from ..core.results import (
     FeaturesResult,
     RepeatCurves,
     SimilarityResult,
+    StoreError,
     SuiteRun,
 )
 from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, parse_shifts
@@ -146,6 +147,8 @@ class Engine:
             suite=self.suite, entries=tuple(self.shift_entries), shifts=tuple(self.shifts), results=self.computed(),
             num_classes={name: data.splits.num_classes for name, data in self._data.items()},
             robust_training=mix, numerics=self.numerics,
+            store={"root": str(self.options.store.root), "authenticated": self.options.store.authenticated,
+                   "rejected": len(self.options.store.rejected)},
         )
 
     def view(self, case: CaseKey) -> Case:
@@ -241,8 +244,8 @@ class Engine:
             return cached
         try:
             record = self._parent(model, dataset, seed)
-        except NotStored:
-            raise  # a lookup found it missing (see work_plan): nothing failed, nothing to remember
+        except (NotStored, StoreError):
+            raise  # a lookup found it missing (see work_plan), or the machine failed: no case failed
         except CaseError as exc:
             self._parents[(model, dataset, seed)] = exc
             raise
@@ -317,6 +320,8 @@ class Engine:
         if cached is None:
             try:
                 cached = self._compute(case)
+            except StoreError:
+                raise  # the store, not the case: the harness stops the run with one message
             except CaseError as exc:
                 cached = exc
             except Exception as exc:  # noqa: BLE001 - a crash fails only the checks of this case

@@ -81,6 +81,9 @@ class EngineJob:
         from .engine import Engine  # torch: only once an engine is really needed
 
         registry = load_registry(self.plugins, search_path=self.search_path)
+        named = [f for f in registry.failures if f.name.removesuffix(" (local)") in self.plugins]
+        if named:  # a plugin the user asked for by name must load; a broken third-party one is only noted
+            raise LookupError("; ".join(f.describe() for f in named))
         options = RunOptions(
             store=Store(self.store_root), device=self.device, threads=self.threads,
             workers=self.workers if self.workers is not None else available_cores(),

@@ -18,6 +18,7 @@ from ..core.results import CaseKey
 from ..core.suite import Suite
 from ..engine.export import ExportError, case_folder, check_export_dir, export_case, remove_earlier_exports
 from ..report.build import deployable
+from .preflight import environment_error
 from .session import RunState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,14 +28,14 @@ __all__ = ["check_export_option", "run_exports"]
 
 
 def check_export_option(config: pytest.Config) -> None:
-    """``--rp-export DIR`` must be writable before anything runs (a usage error otherwise)."""
+    """``--rp-export DIR`` must be writable before anything runs (an environment error otherwise)."""
     folder = config.getoption("rp_export", None)
     if not folder or getattr(config, "workerinput", None) is not None:
         return
     try:
         check_export_dir(Path(folder))
     except ExportError as exc:
-        raise pytest.UsageError(f"--rp-export: {exc}; nothing was run") from None
+        environment_error(f"--export: {exc}; nothing was run")
 
 
 def run_exports(session: pytest.Session, state: RunState) -> list[str]:

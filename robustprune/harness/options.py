@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..core.datasource import default_store_root
+
 if TYPE_CHECKING:  # pragma: no cover
     import pytest
 
-__all__ = ["DATA_ENV", "DEVICE_ENV", "OPTIONS", "THREADS_ENV", "Option", "add_options", "check_device",
-           "data_options", "device_option", "run_help", "threads_option"]
+__all__ = ["DATA_ENV", "DEVICE_ENV", "OPTIONS", "THREADS_ENV", "Option", "add_options", "data_options",
+           "device_option", "run_help", "store_root", "threads_option"]
 
 DEVICE_ENV = "ROBUSTPRUNE_DEVICE"
 DATA_ENV = "ROBUSTPRUNE_DATA"
@@ -126,16 +128,8 @@ def data_options(config: pytest.Config | None) -> tuple[Path | None, bool]:
     return (Path(root).expanduser().resolve() if root else None), download
 
 
-def check_device(device: str) -> None:
-    """A usage error, before any work, when the device asked for does not exist here."""
-    if device == "cpu":
-        return
-    import pytest
-    import torch  # only when a GPU is asked for
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise pytest.UsageError(
-            f"device {device!r} was asked for, but torch sees no CUDA device (torch {torch.__version__}); "
-            "run on the CPU with `robustprune run --device cpu` / `pytest --rp-device cpu`, or install a CUDA "
-            "build of torch"
-        )
+def store_root(config: pytest.Config) -> Path:
+    """The store folder of this session: ``--rp-store``, ``$ROBUSTPRUNE_STORE`` or ``.robustprune/``, ``~``
+    expanded (a shell leaves ``--store=~/x`` as it is)."""
+    option = config.getoption("rp_store")
+    return Path(option).expanduser().resolve() if option else default_store_root()

@@ -21,14 +21,16 @@ import pytest
 
 from ..core.cases import Case, GroupCase, Measure, NotApplicable, ShiftCase
 from ..core.machine import available_cores
-from ..core.results import CaseKey
+from ..core.results import CaseKey, StoreError
 from ..core.suite import Suite
 from ..engine.executors import make_executor
 from ..report.files import write_report
 from ..report.tables import render_text
+from .exitcodes import ExitStatus
 from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
-from .options import add_options, check_device, device_option
+from .options import add_options
+from .preflight import check_options, configuration_error, environment_error
 from .session import CaseParam, RunState, mark_case_item, run_state
 
 CASE_FIXTURES = ("case", "shift_case", "group_case")
@@ -41,8 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     # checks carry xdist_group marks (for --dist loadgroup); declared here too for runs without xdist
     config.addinivalue_line("markers", "xdist_group(name): run all checks of one case on one xdist worker")
-    check_export_option(config)  # an unwritable export folder fails before any work
-    check_device(device_option(config))  # likewise a missing GPU
+    if getattr(config, "workerinput", None) is None:  # the controller checks once, for every xdist worker
+        check_options(config)  # options, device, folders, plugin names: one message each, before any work
+        check_export_option(config)
     RunState.start(config)
 
 
@@ -128,10 +131,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if param is not None:
             wanted.setdefault(param.suite_file, {})[param.case_id] = param.key
     for suite_file, cases in wanted.items():
+        engine = state.engines[suite_file]
+        if engine.options.store.read_only:
+            missing = engine.work_plan(list(cases.values()))
+            count = len(missing.parents) + len(missing.repeats) + len(missing.measures)
+            if count:
+                environment_error(
+                    f"the store {engine.options.store.root} is read-only and lacks {count} piece(s) of work of "
+                    f"{Path(suite_file).name} (parents, cascades, measures); make it writable, or run with --store "
+                    "pointing at a writable folder (a copy of it)")
         try:
-            executor.prefetch(state.jobs[suite_file], state.engines[suite_file], list(cases.values()), state.progress)
-        except RuntimeError as exc:
-            raise pytest.UsageError(str(exc)) from exc
+            executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress)
+        except StoreError as exc:
+            environment_error(str(exc))
+        except RuntimeError as exc:  # the executor cannot start (Ray missing, say)
+            configuration_error(str(exc))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -184,6 +198,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, object, o
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = run_state(session.config)
+    if state.interrupted:  # Ctrl-C: "interrupted" (130), not pytest's 2, which means a suite that did not collect
+        session.exitstatus = int(ExitStatus.INTERRUPTED)
+    elif state.stop_status is not None:  # the store (say) failed its check while the first suite was collected
+        session.exitstatus = int(state.stop_status)
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None and state.engines:  # an xdist worker: send our part to the controller
         workeroutput["robustprune_reports"] = json.dumps(state.report_parts())

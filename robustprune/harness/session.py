@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..core.cases import Case
-from ..core.results import CaseError, CaseKey
+from ..core.results import CaseError, CaseKey, StoreError
 from ..core.suite import Suite
 from ..engine.factory import EngineJob
 from ..report.build import apply_verdicts, build_report, merge_reports
-from .options import data_options, device_option, threads_option
+from .exitcodes import ExitStatus
+from .options import data_options, device_option, store_root, threads_option
+from .preflight import store_and_plugin_problem
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.engine import Engine
@@ -96,6 +98,9 @@ class RunState:
         self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
         self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
         self.export_lines: list[str] = []  # what --rp-export wrote (printed in the terminal summary)
+        self.interrupted = False  # Ctrl-C (or SIGTERM) stopped the session
+        self.stop_status: ExitStatus | None = None  # a problem found while collecting sets the exit status
+        self._checked = False  # the store and the plugin modules, before the first engine
         self.started = time.monotonic()
 
     @classmethod
@@ -119,6 +124,12 @@ class RunState:
         if case is None or (report.when != "call" and report.outcome == "passed"):
             return
         self.outcomes.setdefault(case, []).append(report.outcome)
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        # pytest calls this for collection errors (Session.Interrupted) and pytest.exit too: only Ctrl-C counts
+        value = excinfo.value
+        if isinstance(value, KeyboardInterrupt) and not isinstance(value, pytest.Session.Interrupted):
+            self.interrupted = True
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -149,13 +160,23 @@ class RunState:
         opt = self.config.getoption
         data_root, download = data_options(self.config)
         return EngineJob.for_suite(
-            suite, module_file, opt("rp_store"), plugins=tuple(opt("rp_plugin")), device=device_option(self.config),
-            threads=threads_option(self.config), workers=opt("rp_workers") or None,  # 0, like none: every core
+            suite, module_file, str(store_root(self.config)), plugins=tuple(opt("rp_plugin")),
+            device=device_option(self.config), threads=threads_option(self.config), workers=opt("rp_workers"),
             data_root=str(data_root) if data_root else None, download=download,
         )
 
     def engine_for(self, module_file: str, suite: Suite) -> Engine:
-        """The engine of a suite module, built once per session."""
+        """The engine of a suite module, built once per session (the store is checked before the first)."""
+        if self.stop_status is not None:
+            raise RuntimeError("not collected: the store or a plugin failed its check (the first suite says why)")
+        if not self._checked and getattr(self.config, "workerinput", None) is None:
+            problem = store_and_plugin_problem(self.config)
+            if problem is not None:
+                # during collection pytest turns an exit into a collection error: keep the status to set it at
+                # the end (one message: the collection error's), and collect no suite
+                self.stop_status, message = problem
+                raise RuntimeError(message.removeprefix("robustprune: "))
+            self._checked = True
         if module_file not in self.engines:
             job = self.job_for(module_file, suite)
             self.engines[module_file] = job.build(self.progress)
@@ -175,6 +196,8 @@ class RunState:
         failure = None
         try:
             engine.result(param.key)
+        except StoreError as exc:  # the machine's problem, the same for every check: stop once
+            pytest.exit(f"robustprune: {exc}", returncode=int(ExitStatus.ENVIRONMENT_ERROR))
         except CaseError as exc:
             failure = _describe_case_error(exc)
         if failure is not None:  # raised outside the except block: no "during handling" chain in the output

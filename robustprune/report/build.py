@@ -131,6 +131,7 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
         "features": suite.features.to_dict() if suite.features else None,
         "robust_training": dict(run.robust_training) if run.robust_training is not None else None,
         "numerics": dict(run.numerics) if run.numerics is not None else None,
+        "store": dict(run.store) if run.store is not None else None,
     }
 
 

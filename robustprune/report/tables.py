@@ -12,7 +12,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-__all__ = ["beyond_sections", "numerics_line", "render_text", "robust_training_line", "sources_footnote", "table_rows"]
+__all__ = ["beyond_sections", "numerics_line", "render_text", "robust_training_line", "sources_footnote", "store_line",
+           "table_rows"]
 
 
 def _verdict_cell(row: dict[str, Any]) -> str:
@@ -130,10 +131,22 @@ def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
     mix_line = robust_training_line(report)
     if mix_line:
         parts.append("\n" + mix_line)
-    numerics = numerics_line(report.get("numerics"))
-    if numerics:
-        parts.append(("\n" if fmt != "simple" else "") + numerics)
+    for line in (numerics_line(report.get("numerics")), store_line(report.get("store"))):
+        if line:
+            parts.append(("\n" if fmt != "simple" else "") + line)
     return "\n".join(parts)
+
+
+def store_line(store: Mapping[str, Any] | None) -> str | None:
+    """``store: /path, authenticated (ROBUSTPRUNE_STORE_KEY)``, or that it is not, with what that means."""
+    if not store:
+        return None
+    if not store.get("authenticated"):
+        return (f"store: {store.get('root')}, unauthenticated: anyone who can write it can change these numbers; "
+                "set ROBUSTPRUNE_STORE_KEY (docs/trusting-results.md)")
+    rejected = int(store.get("rejected") or 0)
+    note = f"; {rejected} entries failed authentication and were recomputed" if rejected else ""
+    return f"store: {store.get('root')}, authenticated (ROBUSTPRUNE_STORE_KEY){note}"
 
 
 def numerics_line(numerics: Mapping[str, Any] | None) -> str | None:

@@ -1,0 +1,158 @@
+"""Exit statuses and the checks before any work: each bad input or environment gives one message and its code.
+
+Runs in-process through pytester (the toy suite of conftest.py) and through
+``robustprune.cli.main``; every failing case asserts that nothing was trained
+(the store holds no work log).
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from conftest import TOY_PLUGIN, TOY_SUITE_HEAD
+
+from robustprune.cli import main
+from robustprune.harness.exitcodes import ExitStatus
+
+CHECKS = """
+def test_nominal(case):
+    assert case.prune_potential() >= 0.0
+"""
+
+
+def test_the_documented_table():
+    assert {s.name: int(s) for s in ExitStatus} == {
+        "OK": 0, "CHECKS_FAILED": 1, "CONFIGURATION_ERROR": 2, "INTERNAL_ERROR": 3, "NO_CHECKS": 5,
+        "ENVIRONMENT_ERROR": 6, "INTERRUPTED": 130}
+
+
+def _nothing_ran(pytester: pytest.Pytester) -> bool:
+    return not (pytester.path / "store" / "work.log").exists()
+
+
+def _one_message(result: pytest.RunResult, text: str) -> None:
+    output = result.stdout.str() + result.stderr.str()
+    assert output.count(text) == 1, output[-3000:]
+
+
+@pytest.fixture
+def run_in_subprocess(pytester: pytest.Pytester):
+    """Options are checked at pytest_configure, before the session pytester's in-process runs can record:
+    these runs go through a real ``pytest`` process, as a user's would."""
+    pytester.makepyfile(toy_plugin=TOY_PLUGIN, suite_toy=TOY_SUITE_HEAD.format(
+        methods=["wt"], shifts=["darken@0.5"], plugins=["toy_plugin"], extra="") + CHECKS)
+
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess("suite_toy.py", f"--rp-store={pytester.path / 'store'}",
+                                             "-p", "no:cacheprovider", *args)
+
+    return run
+
+
+@pytest.mark.parametrize(("args", "status", "message"), [
+    (["--rp-workers=0"], ExitStatus.CONFIGURATION_ERROR, "--workers 0: give at least 1 worker process"),
+    (["--rp-threads=0"], ExitStatus.CONFIGURATION_ERROR, "--threads 0: give at least 1 torch thread"),
+    (["--rp-device=gpu"], ExitStatus.CONFIGURATION_ERROR, "device 'gpu' is not one robustprune runs on"),
+    (["--rp-plugin=nosuch_plugin_module"], ExitStatus.CONFIGURATION_ERROR,
+     "plugin module 'nosuch_plugin_module' (named by --plugin) was not found"),
+])
+def test_bad_options_stop_before_any_work(run_in_subprocess, pytester, args, status, message):
+    result = run_in_subprocess(*args)
+    assert result.ret == status
+    _one_message(result, message)
+    assert _nothing_ran(pytester)
+
+
+def test_a_missing_gpu_is_an_environment_error(run_in_subprocess, pytester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = run_in_subprocess("--rp-device=cuda:0")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, "device 'cuda:0' was asked for, but torch sees no CUDA device")
+    assert _nothing_ran(pytester)
+
+
+def test_a_report_folder_that_cannot_be_made(run_in_subprocess, pytester):
+    (pytester.path / "taken").write_text("a file where the folder should go")
+    result = run_in_subprocess(f"--rp-report={pytester.path / 'taken' / 'report'}")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, f"--report {pytester.path / 'taken' / 'report'} cannot be created")
+    assert _nothing_ran(pytester)
+
+
+def test_pytest_sessions_without_suites_are_left_alone(pytester):
+    pytester.makepyfile(test_plain="def test_plain():\n    assert True\n")
+    result = pytester.runpytest_subprocess("test_plain.py", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    assert not (pytester.path / ".robustprune").exists()  # no store made where no suite ran
+
+
+def test_a_store_that_is_a_file(run_suite, pytester):
+    (pytester.path / "a_file").write_text("not a folder")
+    result = run_suite(CHECKS, f"--rp-store={pytester.path / 'a_file'}")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, f"the store {pytester.path / 'a_file'} is a file, not a folder")
+
+
+def test_a_read_only_store_lacking_work_stops_before_computing(run_suite, pytester, monkeypatch):
+    from robustprune.compute import store as store_module
+    from robustprune.harness import preflight
+
+    (pytester.path / "store").mkdir()
+    monkeypatch.setattr(preflight, "_writable", lambda folder: folder.name != "store")
+    monkeypatch.setattr(store_module, "_writable", lambda folder: folder.name != "store")
+    result = run_suite(CHECKS)
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, "is read-only and lacks 2 piece(s) of work of suite_toy.py")
+    assert _nothing_ran(pytester)
+
+
+def test_a_read_only_store_holding_everything_serves_the_run(run_suite, pytester, monkeypatch):
+    from robustprune.compute import store as store_module
+    from robustprune.harness import preflight
+
+    assert run_suite(CHECKS).ret == ExitStatus.OK
+    monkeypatch.setattr(preflight, "_writable", lambda folder: folder.name != "store")
+    monkeypatch.setattr(store_module, "_writable", lambda folder: folder.name != "store")
+    result = run_suite(CHECKS)
+    assert result.ret == ExitStatus.OK
+    assert "is read-only: results are read from it" in result.stdout.str()
+
+
+def test_a_full_disk_mid_run_stops_with_one_message_naming_the_store(run_suite, pytester, monkeypatch):
+    from robustprune.compute import store as store_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module.os, "fsync", full)
+    result = run_suite(CHECKS + """
+
+def test_again(case):
+    assert case.prune_potential() >= 0.0
+""")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, f"cannot write to the store {pytester.path / 'store'}: No space left on device")
+    assert "free space on that disk" in result.stdout.str() + result.stderr.str()
+
+
+def test_ctrl_c_is_interrupted_not_a_collection_error(run_suite):
+    result = run_suite("""
+def test_stop(case):
+    raise KeyboardInterrupt
+""")
+    assert result.ret == ExitStatus.INTERRUPTED
+    assert run_suite(CHECKS, "-k", "nothing_matches").ret == ExitStatus.NO_CHECKS
+    bad = run_suite(CHECKS, methods=("wtt",))
+    assert bad.ret == ExitStatus.CONFIGURATION_ERROR  # pytest's 2: the suite did not collect
+
+
+def test_the_command_line_gives_the_same_codes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "missing_suite.py"]) == ExitStatus.CONFIGURATION_ERROR
+    assert "suite file 'missing_suite.py' not found" in capsys.readouterr().err
+    assert main(["nosuch"]) == ExitStatus.CONFIGURATION_ERROR
+    assert main(["report", "missing.json"]) == ExitStatus.CONFIGURATION_ERROR
