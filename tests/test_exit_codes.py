@@ -156,3 +156,12 @@ def test_the_command_line_gives_the_same_codes(tmp_path, monkeypatch, capsys):
     assert "suite file 'missing_suite.py' not found" in capsys.readouterr().err
     assert main(["nosuch"]) == ExitStatus.CONFIGURATION_ERROR
     assert main(["report", "missing.json"]) == ExitStatus.CONFIGURATION_ERROR
+
+
+def test_a_store_path_with_a_tilde_is_expanded(run_suite, pytester, monkeypatch, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    result = run_suite(CHECKS, "--rp-store=~/rp-store")  # as a shell leaves `--store=~/rp-store`
+    assert result.ret == ExitStatus.OK
+    assert (home / "rp-store" / "work.log").exists() and not (pytester.path / "~").exists()

@@ -175,3 +175,42 @@ def test_uncertainty_settings_that_are_fine():
         DeployGate(confidence=95)
     with pytest.raises(ValueError, match="DeployGate confidence is a level"):
         DeployGate(confidence="high")
+
+
+# --------------------------------------------------------------------------- every field's type, named
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"retrain_epochs": 1.5}, "Suite.retrain_epochs must be a whole number of epochs"),
+    ({"seed": "abc"}, "Suite.seed must be a whole number, got 'abc'"),
+    ({"seed": True}, "Suite.seed must be a whole number, got True"),
+    ({"ratios": "0.5"}, r"Suite.ratios must be a list of numbers, e.g. \[0.3, 0.5, 0.7\], got '0.5'"),
+    ({"ratios": [0.5, "0.7"]}, "Suite.ratios must be a list of numbers"),
+    ({"delta": "1%"}, "Suite.delta must be a number"),
+    ({"models": [3]}, r"Suite.models must be a name or a list of names \(strings\), got \[3\]"),
+    ({"shifts": ["contrast@3", 5]}, "Suite.shifts must be a name or a list of names"),
+    ({"gate_ratio": "0.5"}, r"Suite.gate_ratio must be a number or a \{method: ratio\} mapping"),
+    ({"recipe": ["epochs", 5]}, "Suite.recipe must be a mapping of recipe fields"),
+    ({"dataset_params": {"cifar10": "data"}}, "Suite.dataset_params must map names to mappings"),
+    ({"parent_checkpoints": {"m": 3}}, "Suite.parent_checkpoints must map model names to file paths"),
+    ({"search": None}, "Suite.search must be 'grid' or 'bisect'"),
+])
+def test_a_wrongly_typed_field_is_named(fields, message):
+    with pytest.raises(TypeError, match=message):
+        Suite(**{"models": ["m"], "datasets": ["d"], "methods": ["wt"], **fields})
+
+
+def test_a_gate_ratio_for_a_method_the_suite_does_not_run_is_refused():
+    with pytest.raises(ValueError, match=r"Suite.gate_ratio names 'wtt', not a method or pruned checkpoint of the "
+                                         r"suite \(wt, ft\); a typo would fall back to the default ratio"):
+        Suite(models=["m"], datasets=["d"], methods=["wt", "ft"], ratios=[0.3, 0.5], gate_ratio={"wtt": 0.5})
+    suite = Suite(models=["m"], datasets=["d"], methods=["wt", "ft"], ratios=[0.3, 0.5], gate_ratio={"wt": 0.5})
+    assert suite.gate_ratio_for("wt") == 0.5 and suite.gate_ratio_for("ft") == 0.5  # the default: largest <= 0.5
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    suite = Suite(models=["m"], datasets=["d"], methods=["wt"], ratios=np.array([0.3, 0.5]), seed=np.int64(3),
+                  delta=np.float64(0.01), retrain_epochs=np.int32(2))
+    assert suite.ratios == (0.3, 0.5) and suite.seed == 3

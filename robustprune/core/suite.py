@@ -8,6 +8,7 @@ test functions that take the fixtures ``case``, ``shift_case`` or
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,21 @@ def geometric_ratios(n: int = 16, keep_max: float = 0.8, keep_min: float = 0.03)
         return (round(1 - keep_max, 6),)
     step = (keep_min / keep_max) ** (1 / (n - 1))
     return tuple(round(1 - keep_max * step**i, 6) for i in range(n))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_sequence(value: object) -> bool:
+    """A list, a tuple, any other sequence but a string, or a one-dimensional array (numpy's)."""
+    if isinstance(value, (str, bytes)):
+        return False
+    return isinstance(value, Sequence) or (hasattr(value, "tolist") and getattr(value, "ndim", None) == 1)
 
 
 _MIN_BOOTSTRAP = 100  # fewer resamples put a 2.5 % percentile between their two smallest values
@@ -161,6 +177,7 @@ class Suite:
     noise_draws: int = 1
 
     def __post_init__(self) -> None:
+        self._check_types()
         for attr in ("models", "datasets", "methods", "shifts", "plugins"):
             value = getattr(self, attr)
             if isinstance(value, str):
@@ -190,8 +207,53 @@ class Suite:
         self._check_uncertainty()
         self._check_beyond()
         self._check_deploy()
+        if isinstance(self.gate_ratio, Mapping):
+            unknown = sorted(set(self.gate_ratio) - set(self.methods) - set(self.pruned_checkpoints))
+            if unknown:
+                names = ", ".join([*self.methods, *self.pruned_checkpoints])
+                raise ValueError(f"Suite.gate_ratio names {', '.join(map(repr, unknown))}, not a method or pruned "
+                                 f"checkpoint of the suite ({names}); a typo would fall back to the default ratio")
         for method in self.methods:
             self.gate_ratio_for(method)  # validates
+
+    def _check_types(self) -> None:
+        """Every field's type, named in the message: a wrong type must not fail later, somewhere else."""
+        for name in ("models", "datasets", "methods", "shifts", "plugins", "held_out"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (_is_sequence(value) and all(isinstance(v, str) for v in value)):
+                raise TypeError(f"Suite.{name} must be a name or a list of names (strings), got {value!r}")
+        if isinstance(self.ratios, str) or not _is_sequence(self.ratios) \
+                or not all(_is_number(r) for r in self.ratios):
+            raise TypeError(f"Suite.ratios must be a list of numbers, e.g. [0.3, 0.5, 0.7], got {self.ratios!r}")
+        if not _is_number(self.delta):
+            raise TypeError(f"Suite.delta must be a number (0.005 = 0.5 %), got {self.delta!r}")
+        gate = self.gate_ratio
+        if gate is not None and not _is_number(gate) and not (
+                isinstance(gate, Mapping) and all(isinstance(k, str) and _is_number(v) for k, v in gate.items())):
+            raise TypeError(f"Suite.gate_ratio must be a number or a {{method: ratio}} mapping, got {gate!r}")
+        if self.retrain_epochs is not None and not _is_whole(self.retrain_epochs):
+            raise TypeError(f"Suite.retrain_epochs must be a whole number of epochs (or None for the recipe's), "
+                            f"got {self.retrain_epochs!r}")
+        if not _is_whole(self.seed):
+            raise TypeError(f"Suite.seed must be a whole number, got {self.seed!r}")
+        if not isinstance(self.search, str):
+            raise TypeError(f"Suite.search must be 'grid' or 'bisect', got {self.search!r}")
+        if not isinstance(self.recipe, Mapping):
+            raise TypeError(f"Suite.recipe must be a mapping of recipe fields, e.g. {{'epochs': 5}}, got "
+                            f"{self.recipe!r}")
+        for name in ("recipes", "dataset_params"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, Mapping)
+                                                         for k, v in value.items()):
+                raise TypeError(f"Suite.{name} must map names to mappings, e.g. {{'cifar10': {{'root': 'data'}}}}, "
+                                f"got {value!r}")
+        if not isinstance(self.parent_checkpoints, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, (str, os.PathLike)) for k, v in self.parent_checkpoints.items()):
+            raise TypeError(f"Suite.parent_checkpoints must map model names to file paths, got "
+                            f"{self.parent_checkpoints!r}")
+        if not isinstance(self.pruned_checkpoints, Mapping):
+            raise TypeError(f"Suite.pruned_checkpoints must map names to PrunedCheckpoint(...) entries, got "
+                            f"{self.pruned_checkpoints!r}")
 
     def _check_uncertainty(self) -> None:
         """Repeats, bootstrap, confidence and noise draws: whole numbers and a level that make sense."""
