@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ import torch
 
 from ..core.shifts import Shift
 from ..plugin.api import DataSplits
+from .processes import die_with_parent
 
 ProgressFn = Callable[[str], None]
 """Where long work says what it is doing: one line per event."""
@@ -85,6 +86,12 @@ def _apply_chunk(apply: Callable[..., np.ndarray], images: np.ndarray, param: An
     return np.stack([apply(image, param, seed) for image, seed in zip(images, seeds)])
 
 
+def _apply_task(task: tuple[int, int, Callable[..., np.ndarray], np.ndarray, Any, list[int]]
+                ) -> tuple[int, int, np.ndarray]:
+    job_index, start, apply, images, param, seeds = task
+    return job_index, start, _apply_chunk(apply, images, param, seeds)
+
+
 def process_pool_context() -> multiprocessing.context.BaseContext:
     """The start method for shift workers: fork (fast, inherits JIT-compiled code such as
     imagecorruptions' numba functions) where available, else spawn."""
@@ -97,14 +104,22 @@ def generate_pixel_shifts(
     jobs: Sequence[tuple[Shift, Sequence[int]]],
     workers: int,
     progress: ProgressFn | None = None,
+    finished: Callable[[int, np.ndarray], None] | None = None,
 ) -> list[np.ndarray]:
-    """Apply each ``(shift, per-image seeds)`` job to ``images``; all jobs share one worker pool."""
+    """Apply each ``(shift, per-image seeds)`` job to ``images``; all jobs share one worker pool.
+
+    ``finished(job_index, shifted)`` is called as soon as a job's last chunk is
+    done (the caller stores it: a Ctrl-C keeps every finished set). On Ctrl-C
+    or any error the pool's workers are terminated at once, not waited for;
+    and they die with this process if it is killed.
+    """
     started = time.monotonic()
     tasks = []
     for job_index, (shift, seeds) in enumerate(jobs):
         apply = shift.registered.item.apply  # type: ignore[union-attr]
         for start in range(0, len(images), SHIFT_CHUNK):
-            tasks.append((job_index, start, apply, shift.param, list(seeds[start : start + SHIFT_CHUNK])))
+            tasks.append((job_index, start, apply, images[start : start + SHIFT_CHUNK], shift.param,
+                          list(seeds[start : start + SHIFT_CHUNK])))
     outputs = [np.empty_like(images) for _ in jobs]
     done_per_job = [0] * len(jobs)
 
@@ -117,20 +132,27 @@ def generate_pixel_shifts(
             )
         outputs[job_index][start : start + len(result)] = result
         done_per_job[job_index] += len(result)
-        if progress is not None and done_per_job[job_index] == len(images):
-            finished = sum(1 for d in done_per_job if d == len(images))
-            label, seconds = jobs[job_index][0].label, time.monotonic() - started
-            progress(f"shifted sets {finished}/{len(jobs)}: {label} ({seconds:.1f} s)")
+        if done_per_job[job_index] == len(images):
+            if finished is not None:
+                finished(job_index, outputs[job_index])
+            if progress is not None:
+                count = sum(1 for d in done_per_job if d == len(images))
+                label, seconds = jobs[job_index][0].label, time.monotonic() - started
+                progress(f"shifted sets {count}/{len(jobs)}: {label} ({seconds:.1f} s)")
 
     if workers <= 1 or len(tasks) <= 1:
-        for job_index, start, apply, param, seeds in tasks:
-            store(job_index, start, _apply_chunk(apply, images[start : start + SHIFT_CHUNK], param, seeds))
+        for task in tasks:
+            store(*_apply_task(task))
         return outputs
-    with ProcessPoolExecutor(max_workers=workers, mp_context=process_pool_context()) as pool:
-        futures = [
-            (job_index, start, pool.submit(_apply_chunk, apply, images[start : start + SHIFT_CHUNK], param, seeds))
-            for job_index, start, apply, param, seeds in tasks
-        ]
-        for job_index, start, future in futures:
-            store(job_index, start, future.result())
+    context = process_pool_context()
+    pool = context.Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),))
+    try:
+        for job_index, start, result in pool.imap_unordered(_apply_task, tasks):
+            store(job_index, start, result)
+    except BaseException:
+        pool.terminate()  # Ctrl-C or an error: the finished sets are stored, the rest is not waited for
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
     return outputs

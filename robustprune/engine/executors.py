@@ -23,6 +23,7 @@ numbers serially and in parallel, bit for bit.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue
 import time
@@ -31,6 +32,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..compute.processes import die_with_parent
 from ..core.results import CaseError, CaseKey
 from .factory import EngineJob
 
@@ -167,8 +169,11 @@ def run_pieces(pieces: Sequence[Piece], slots: int, start: Callable[[Piece], H],
                 report(piece, "done")
 
 
-def _initialise(progress: Any) -> None:
+def _initialise(progress: Any, parent: int) -> None:
+    """A worker's start: die with the main process (kill -9 included), leave Ctrl-C to it, report through
+    ``progress``."""
     global _PROGRESS
+    die_with_parent(parent)
     _PROGRESS = progress
 
 
@@ -206,21 +211,36 @@ class ProcessExecutor:
         job = replace(job.with_workers(1), numerics=engine.numerics)
         progress(f"{self.workers} worker processes: {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
                  f"{len(plan.measures)} measures")
-        with context.Manager() as manager:
-            lines = manager.Queue()
-            with ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
-                                     initargs=(lines,)) as pool:
+        lines = context.Queue()
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
+                                   initargs=(lines, os.getpid()))
 
-                def start(piece: Piece) -> Future[str | None]:
-                    return pool.submit(piece.function, job, *piece.args)
+        def start(piece: Piece) -> Future[str | None]:
+            return pool.submit(piece.function, job, *piece.args)
 
-                def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
-                    done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                    _drain(lines, progress)
-                    return [(future, _outcome(future)) for future in done]
+        def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
+            done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+            _drain(lines, progress)
+            return [(future, _outcome(future)) for future in done]
 
-                run_pieces(pieces, self.workers, start, finished, progress)
-                _drain(lines, progress)
+        try:
+            run_pieces(pieces, self.workers, start, finished, progress)
+            _drain(lines, progress)
+        except BaseException:
+            # Ctrl-C (or an error here): what the workers finished is stored; stop the rest now, do not wait
+            pool.shutdown(wait=False, cancel_futures=True)
+            _terminate_children()
+            raise
+        pool.shutdown()
+        lines.close()
+
+
+def _terminate_children() -> None:
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(timeout=1)
 
 
 def _outcome(future: Future[str | None]) -> str | None:

@@ -191,9 +191,12 @@ class ShiftedSets:
         progress = tagged(self.progress, data.name)
         progress(f"generating {len(missing)} shifted test sets with {self.workers} workers")
         jobs = [(s, image_seeds(self.seed, data.key, s, len(data.test_labels))) for s in missing]
-        outputs = generate_pixel_shifts(data.splits.test.images, jobs, self.workers, progress)
-        for shift, images in zip(missing, outputs):
+
+        def finished(index: int, images: np.ndarray) -> None:  # stored at once: a Ctrl-C keeps every finished set
+            shift = missing[index]
             key = self._key(data, shift)
             self.store.save("shifted", key, torch.from_numpy(images), {"data": data.key, "shift": shift.identity()})
             self.store.log_work("shifted", key, f"{data.name} {shift.label}")
             self._pixel_images[(data.name, shift.label)] = images
+
+        generate_pixel_shifts(data.splits.test.images, jobs, self.workers, progress, finished)
