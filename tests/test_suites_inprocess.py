@@ -152,3 +152,39 @@ def test_a_plugin_written_against_the_flat_layout_still_runs(pytester, run_suite
     pytester.makepyfile(old_style_plugin=OLD_STYLE_PLUGIN)
     result = run_suite(CHECKS, methods=("old_style",), plugins=("toy_plugin", "old_style_plugin"))
     result.assert_outcomes(passed=3)
+
+
+PAIR = """
+def test_nominal(case):
+    assert case.prune_potential() >= 0.0
+
+
+def test_shift(shift_case):
+    assert shift_case.delta_excess_error <= 1.0
+"""
+
+
+def _verdicts(out: str) -> dict[str, str]:
+    table = out[out.index("toynet on toy"):out.index("delta excess error against the prune ratio")]
+    return {line.split()[0]: line.rstrip() for line in table.splitlines() if line.startswith(("wt ", "erase "))}
+
+
+def test_a_case_whose_checks_did_not_all_run_is_incomplete_not_pass(run_suite):
+    result = run_suite(PAIR, "-k", "nominal", methods=("wt", "erase"))
+    assert result.ret == 0
+    rows = _verdicts(result.stdout.str())
+    assert rows["wt"].endswith("incomplete (1 of 2 checks)") and rows["erase"].endswith("incomplete (1 of 2 checks)")
+    everything = run_suite(PAIR, methods=("wt", "erase"))
+    assert _verdicts(everything.stdout.str())["wt"].endswith("pass")
+
+
+def test_ctrl_c_leaves_the_unfinished_case_incomplete_and_exits_130(run_suite):
+    result = run_suite(PAIR + """
+
+def test_stop(case):
+    if case.method == "erase":
+        raise KeyboardInterrupt
+""", methods=("wt", "erase"))
+    assert result.ret == 130
+    rows = _verdicts(result.stdout.str())
+    assert "incomplete" in rows["erase"] and not rows["erase"].endswith("pass")

@@ -34,7 +34,7 @@ def die_with_parent(parent: int) -> None:
         except (OSError, AttributeError):  # no prctl: the watchdog still covers it
             pass
     if os.getppid() != parent:  # the parent died before we got here
-        os._exit(1)
+        _exit_now()
     threading.Thread(target=_watch, args=(parent,), name="robustprune-parent-watchdog", daemon=True).start()
 
 
@@ -42,4 +42,9 @@ def _watch(parent: int) -> None:
     while True:
         time.sleep(0.5)
         if os.getppid() != parent:  # re-parented: the parent is gone
-            os._exit(1)
+            _exit_now()
+
+
+def _exit_now() -> None:
+    # no cleanup, no atexit handlers (which could wait on the dead parent's queues): the kernel's way out
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -31,7 +31,7 @@ from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
 from .options import add_options
 from .preflight import check_options, configuration_error, environment_error
-from .session import CaseParam, RunState, mark_case_item, run_state
+from .session import CaseParam, RunState, count_case_checks, mark_case_item, run_state
 
 CASE_FIXTURES = ("case", "shift_case", "group_case")
 
@@ -99,11 +99,13 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     return gate_items(collector, obj)
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect: every check of a case is counted
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         param = _case_param(item)
         if param is not None and not isinstance(item, DeployGateItem):  # a generated gate check marks itself
             mark_case_item(item, param)
+    count_case_checks(items)
 
 
 def _case_param(item: pytest.Item) -> CaseParam | None:

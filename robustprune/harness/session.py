@@ -30,10 +30,11 @@ from .preflight import store_and_plugin_problem
 if TYPE_CHECKING:  # pragma: no cover
     from ..engine.engine import Engine
 
-__all__ = ["CaseParam", "RunState", "active_config", "mark_case_item", "run_state"]
+__all__ = ["CaseParam", "RunState", "active_config", "count_case_checks", "mark_case_item", "run_state"]
 
 SUITE_PROPERTY = "robustprune_suite"
 CASE_PROPERTY = "robustprune_case"
+CHECKS_PROPERTY = "robustprune_case_checks"  # how many checks the case has in the session, deselected ones too
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,20 @@ def mark_case_item(item: pytest.Item, param: CaseParam) -> None:
     xdist's controller included), and with ``-n N --dist loadgroup`` all checks of a case go to one worker."""
     item.user_properties += [(SUITE_PROPERTY, param.suite_file), (CASE_PROPERTY, param.case_id)]
     item.add_marker(pytest.mark.xdist_group(param.case_id))
+
+
+def count_case_checks(items: list[pytest.Item]) -> None:
+    """Tag every check with how many checks its case has (before ``-k`` deselects any): a case whose checks did
+    not all run is reported incomplete, in xdist's controller too (the count travels with the reports)."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in items:
+        case = case_of_report(item.user_properties)
+        if case is not None:
+            counts[case] = counts.get(case, 0) + 1
+    for item in items:
+        case = case_of_report(item.user_properties)
+        if case is not None:
+            item.user_properties.append((CHECKS_PROPERTY, counts[case]))
 
 
 def case_of_report(user_properties: list[tuple[str, Any]]) -> tuple[str, str] | None:
@@ -95,7 +110,8 @@ class RunState:
         self.config = config
         self.engines: dict[str, Engine] = {}
         self.jobs: dict[str, EngineJob] = {}  # per suite file: what an executor needs to rebuild its engine
-        self.outcomes: dict[tuple[str, str], list[str]] = {}  # (suite file, case id) -> outcomes
+        self.outcomes: dict[tuple[str, str], dict[str, str]] = {}  # (suite file, case id) -> {check: outcome}
+        self.totals: dict[tuple[str, str], int] = {}  # (suite file, case id) -> its checks in the session
         self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
         self.export_lines: list[str] = []  # what --rp-export wrote (printed in the terminal summary)
         self.interrupted = False  # Ctrl-C (or SIGTERM) stopped the session
@@ -119,11 +135,17 @@ class RunState:
     # -------------------------------------------------------------- hooks (this object is a plugin)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Record each check's outcome for its case (in xdist's controller too: user_properties travel)."""
+        """Record each check's outcome for its case (in xdist's controller too: user_properties travel): its
+        worst phase, once per check."""
         case = case_of_report(report.user_properties)
         if case is None or (report.when != "call" and report.outcome == "passed"):
             return
-        self.outcomes.setdefault(case, []).append(report.outcome)
+        checks = self.outcomes.setdefault(case, {})
+        if checks.get(report.nodeid) != "failed":
+            checks[report.nodeid] = report.outcome
+        total = dict(report.user_properties).get(CHECKS_PROPERTY)
+        if total is not None:
+            self.totals[case] = int(str(total))
 
     def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
         # pytest calls this for collection errors (Session.Interrupted) and pytest.exit too: only Ctrl-C counts
@@ -213,7 +235,8 @@ class RunState:
     def final_reports(self) -> list[dict[str, Any]]:
         """Every suite's report, merged across xdist workers, with each row's verdict from its checks."""
         parts = self.report_parts() + self.worker_reports
-        return [apply_verdicts(r, self.outcomes) for r in merge_reports(parts)]
+        outcomes = {case: list(checks.values()) for case, checks in self.outcomes.items()}
+        return [apply_verdicts(r, outcomes, self.totals) for r in merge_reports(parts)]
 
 
 def _describe_case_error(exc: BaseException) -> str:

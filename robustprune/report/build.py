@@ -22,7 +22,7 @@ __all__ = ["REPORT_VERSION", "apply_verdicts", "build_report", "deployable", "me
 REPORT_VERSION = 1
 
 
-def _verdict(outcomes: list[str] | None, error: str | None) -> str:
+def _verdict(outcomes: list[str] | None, error: str | None, total: int | None = None) -> str:
     if error is not None:
         return "error"
     if not outcomes:
@@ -30,6 +30,8 @@ def _verdict(outcomes: list[str] | None, error: str | None) -> str:
     failed = sum(1 for o in outcomes if o == "failed")
     if failed:
         return f"FAIL ({failed}/{len(outcomes)} checks)"
+    if total is not None and len(outcomes) < total:  # Ctrl-C, -x or -k stopped or left out some of its checks
+        return f"incomplete ({len(outcomes)} of {total} checks)"
     if all(o == "skipped" for o in outcomes):
         return "skipped"
     return "pass"
@@ -220,11 +222,14 @@ def merge_reports(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in merged.values() if r["tables"]]
 
 
-def apply_verdicts(report: dict[str, Any], outcomes: dict[tuple[str, str], list[str]]) -> dict[str, Any]:
-    """Set each row's verdict from the outcomes of its checks, keyed by (suite file, case id)."""
+def apply_verdicts(report: dict[str, Any], outcomes: dict[tuple[str, str], list[str]],
+                   totals: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
+    """Set each row's verdict from the outcomes of its checks, keyed by (suite file, case id); with ``totals``
+    (the checks each case has), a case whose checks did not all run is "incomplete (k of n checks)"."""
     for table in report["tables"]:
         for row in table["rows"]:
-            verdict = _verdict(outcomes.get((report["suite"], row["case"])), row.get("error"))
+            key = (report["suite"], row["case"])
+            verdict = _verdict(outcomes.get(key), row.get("error"), (totals or {}).get(key))
             gate = row.get("gate")
             # the gate is judged from the numbers too: a deselected gate check cannot turn a failed gate into a pass
             if gate is not None and not gate["passed"] and not verdict.startswith(("FAIL", "error")):
