@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from .harness.exitcodes import ExitStatus
 from .harness.options import OPTIONS
@@ -207,7 +208,120 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "report": cmd_report}
+def cmd_store(argv: list[str]) -> int:
+    """``robustprune store info|verify|gc``: look after a store (see docs/trusting-results.md)."""
+    parser = argparse.ArgumentParser(
+        prog="robustprune store", description="Inspect, verify and clean a store (docs/trusting-results.md).")
+    commands = parser.add_subparsers(dest="what", required=True, metavar="{info,verify,gc}")
+    info = commands.add_parser("info", help="entries and bytes by kind, networks by numerics, locks, temporary files")
+    verify = commands.add_parser(
+        "verify", help="read every entry back (digest, HMAC with a key) and check stored pruned networks against "
+                       "their keys; with suites and --recompute-evaluations, re-derive their evaluations")
+    verify.add_argument("suites", nargs="*", metavar="SUITE", help="suite files whose evaluations to re-derive")
+    verify.add_argument("--recompute-evaluations", action="store_true",
+                        help="recompute every stored evaluation of the suites' networks and compare (needs SUITE)")
+    gc = commands.add_parser("gc", help="remove entries no suite given references (and/or written before a date), "
+                                        "stale temporary files and unheld locks; run it when no run uses the store")
+    gc.add_argument("suites", nargs="*", metavar="SUITE", help="keep what these suites reference")
+    gc.add_argument("--older-than", metavar="YYYY-MM-DD", help="remove only entries written before this date")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    for command in (info, verify, gc):
+        command.add_argument("--store", metavar="DIR", help="the store (default: $ROBUSTPRUNE_STORE or .robustprune/)")
+    for command in (verify, gc):
+        command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                             help="also load a local plugin module")
+        command.add_argument("--data", metavar="DIR", help="root folder of datasets read from disk")
+    args = parser.parse_args(argv)
+    from .core.datasource import default_store_root
+
+    root = Path(args.store).expanduser().resolve() if args.store else default_store_root()
+    if not root.is_dir():
+        print(f"robustprune store: {root} is not a store folder (--store DIR, or $ROBUSTPRUNE_STORE)", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
+    from .compute import storetools
+    from .compute.store import Store
+
+    store = Store(root)
+    if args.what == "info":
+        print("\n".join(storetools.store_info(store).lines()))
+        return int(ExitStatus.OK)
+    try:
+        engines = [(Path(path), _suite_engine(Path(path), root, args.plugin, args.data)) for path in args.suites]
+    except (OSError, LookupError, ValueError, TypeError, RuntimeError) as exc:
+        print(f"robustprune store: {exc}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
+    if args.what == "verify":
+        return _verify(store, engines, args.recompute_evaluations)
+    return _collect_garbage(store, engines, args.older_than, args.dry_run)
+
+
+def _suite_engine(path: Path, store_root: Path, plugins: list[str], data_root: str | None) -> Any:
+    """The engine of the suite declared in the module at ``path`` (imported, its checks not run)."""
+    import runpy
+
+    from .engine.factory import EngineJob
+
+    if not path.is_file():
+        raise OSError(f"suite file {str(path)!r} not found")
+    namespace = runpy.run_path(str(path))
+    suite = namespace.get("suite")
+    from .core.suite import Suite
+
+    if not isinstance(suite, Suite):
+        raise ValueError(f"{path} declares no `suite = robustprune.Suite(...)`")
+    job = EngineJob.for_suite(suite, str(path.resolve()), str(store_root), plugins=tuple(plugins),
+                              data_root=str(Path(data_root).expanduser().resolve()) if data_root else None)
+    return job.build(lambda line: print(f"robustprune store: {line}", file=sys.stderr))
+
+
+def _verify(store: Any, engines: list[tuple[Path, Any]], evaluations: bool) -> int:
+    from .compute import storetools
+
+    result = storetools.verify_entries(store)
+    sound = result.checked - len(result.problems)
+    keyed = (f"{result.authenticated} authenticated with ROBUSTPRUNE_STORE_KEY" if store.authenticated
+             else "not authenticated: no ROBUSTPRUNE_STORE_KEY set, so a forged entry with a recomputed digest "
+                  "passes this check; --recompute-evaluations catches forged evaluations")
+    print(f"store {store.root}: {result.checked} entries read back, {sound} sound ({keyed})")
+    problems = list(result.problems)
+    if evaluations:
+        if not engines:
+            print("robustprune store: --recompute-evaluations needs the suites whose evaluations to re-derive",
+                  file=sys.stderr)
+            return int(ExitStatus.CONFIGURATION_ERROR)
+        for path, engine in engines:
+            checked, differ = engine.verify_evaluations(engine.cases())
+            print(f"{path.name}: {checked} stored evaluations re-derived from the stored networks, {len(differ)} "
+                  "differ")
+            problems += differ
+    for problem in problems:
+        print(f"  {problem}")
+    return int(ExitStatus.CHECKS_FAILED) if problems else int(ExitStatus.OK)
+
+
+def _collect_garbage(store: Any, engines: list[tuple[Path, Any]], older_than: str | None, dry_run: bool) -> int:
+    import datetime
+
+    from .compute import storetools
+
+    cutoff = None
+    if older_than:
+        try:
+            cutoff = datetime.datetime.strptime(older_than, "%Y-%m-%d").timestamp()
+        except ValueError:
+            print(f"robustprune store gc: --older-than {older_than!r} is not a date like 2026-12-01", file=sys.stderr)
+            return int(ExitStatus.CONFIGURATION_ERROR)
+    keep = None
+    if engines:
+        keep = set().union(*(engine.referenced_entries(engine.cases()) for _, engine in engines))
+    report = storetools.collect_garbage(store, keep=keep, older_than=cutoff, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    print(f"store {store.root}: {verb} {len(report.entries)} entries, {len(report.temporary)} stale temporary "
+          f"files and {len(report.locks)} unheld locks ({report.freed / (1 << 20):.1f} MiB)")
+    return int(ExitStatus.OK)
+
+
+COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store}
 
 MAIN_HELP = f"""\
 usage: robustprune COMMAND [...]
@@ -218,6 +332,7 @@ commands:
   run [SUITE ...] [options]   run suites (default: the built-in quickstart); see `robustprune run --help`
   plugins                     list plugins with their versions and what they register
   report RESULTS.json         re-render a JSON report's tables and figures (computes nothing)
+  store info|verify|gc        inspect, verify (authentication, pruned networks, evaluations) and clean a store
 """
 
 

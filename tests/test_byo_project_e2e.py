@@ -213,8 +213,9 @@ def test_unwritable_export_folder_fails_before_any_work(project):
     (project / "not_a_folder").write_text("")
     result = run(["-m", "robustprune.cli", "run", "robustness/deploy_gate.py", "--store", "fresh-store",
                   "--export", "not_a_folder/exported"], cwd=project)
-    assert result.returncode == 4, result.stdout + result.stderr  # pytest's usage error
-    assert "export folder" in result.stderr and "cannot be written: Not a directory" in result.stderr
+    assert result.returncode == 6, result.stdout + result.stderr  # ExitStatus.ENVIRONMENT_ERROR
+    output = result.stdout + result.stderr
+    assert "export folder" in output and "cannot be written: Not a directory" in output
     assert not (project / "fresh-store").exists()
 
 

@@ -23,13 +23,14 @@ def report_table(stdout: str) -> list[str]:
     """The report's lines, up to pytest's next section line.
 
     A structured row's speed-up is a CPU latency measured in each store (cached by network and machine):
-    independent stores measure it independently, so that one cell is masked; everything else must match.
+    independent stores measure it independently, so that one cell is masked; the store line names each run's
+    own store, so it is left out; everything else must match.
     """
     lines = stdout[stdout.index("robustprune report"):].splitlines()[1:]
     end = next(i for i, line in enumerate(lines) if line.startswith("="))
     verdict = r"(pass|FAIL \(.*\)|error|skipped|not checked)"
     table = [re.sub(rf"\d+\.\d\dx(\s+){verdict}$", r"<measured>\1\2", line) for line in lines[:end]
-             if line.strip() and not line.startswith(("report written to", "figures written to"))]
+             if line.strip() and not line.startswith(("report written to", "figures written to", "store: "))]
     assert any(line.startswith("wt ") for line in table) and any(line.startswith("ft ") for line in table)
     return table
 
@@ -55,12 +56,14 @@ def serial(folder):
 
 
 def numbers(report: Path) -> dict:
-    """The JSON report without what measures time: case seconds, latencies and speed-ups."""
+    """The JSON report without what measures time (case seconds, latencies and speed-ups) or names the run's
+    own store."""
     data = json.loads((report / "robustprune-report.json").read_text())
 
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in ("seconds", "latency", "speedup", "suite")}
+            left_out = ("seconds", "latency", "speedup", "suite", "store")
+            return {k: strip(v) for k, v in value.items() if k not in left_out}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -139,6 +139,38 @@ def test_again(case):
     assert "free space on that disk" in result.stdout.str() + result.stderr.str()
 
 
+def test_a_disk_too_small_for_the_planned_work_is_warned_before_it_starts(run_suite, pytester, monkeypatch):
+    import shutil
+
+    from robustprune.harness import preflight
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 512, 512))
+    result = run_suite(CHECKS)
+    assert result.ret == ExitStatus.OK  # a warning: the estimate is rough, and what is finished is kept
+    _one_message(result, "but only 0 MiB are free on its disk: it may stop with a full disk")
+    monkeypatch.undo()
+    assert "are free on its disk" not in run_suite(CHECKS).stdout.str()  # everything stored: nothing to warn
+
+
+def test_the_planned_bytes_are_about_what_a_cold_run_stores(pytester, torch_warmed_up):
+    from robustprune.compute.store import Store
+    from robustprune.core.suite import Suite
+    from robustprune.engine.factory import EngineJob
+
+    pytester.makepyfile(toy_plugin=TOY_PLUGIN)
+    suite = Suite(models=["toynet"], datasets=["toy"], methods=["wt", "erase"], shifts=["darken@0.5", "darken@0.9"],
+                  ratios=[0.25, 0.5, 0.75], retrain_epochs=1, plugins=["toy_plugin"])
+    job = EngineJob.for_suite(suite, str(pytester.path / "suite_toy.py"), str(pytester.path / "store"), workers=1)
+    engine = job.build()
+    cases = engine.cases()
+    planned = engine.planned_bytes(cases, engine.work_plan(cases))
+    for case in cases:
+        engine.result(case)
+    store = Store(pytester.path / "store")
+    stored = sum(path.stat().st_size for kind, _, path in store.entries() if kind in ("network", "eval", "shifted"))
+    assert 0.5 * stored <= planned <= 2 * stored, (planned, stored)
+
+
 def test_ctrl_c_is_interrupted_not_a_collection_error(run_suite):
     result = run_suite("""
 def test_stop(case):

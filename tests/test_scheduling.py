@@ -99,9 +99,19 @@ def test_plan_pieces_wait_for_their_own_parent_and_measures_for_the_first_repeat
 # --------------------------------------------------------------------------- a worker's side
 
 
+class _FakeStore:
+    def __init__(self) -> None:
+        self.rejected: list[str] = []
+
+
+class _FakeOptions:
+    def __init__(self) -> None:
+        self.store = _FakeStore()
+
+
 class _FakeEngine:
     def __init__(self, numerics: dict) -> None:
-        self.numerics = numerics
+        self.numerics, self.options = numerics, _FakeOptions()
 
 
 class _FakeJob:
@@ -123,8 +133,23 @@ def test_any_error_in_a_piece_comes_back_as_text(monkeypatch):
     def crash(engine):
         raise RuntimeError("CUDA out of memory")
 
-    assert executors._run(crash, job) == "RuntimeError: CUDA out of memory"
-    assert executors._run(lambda engine: None, job) is None
+    assert executors._run(crash, job) == ("RuntimeError: CUDA out of memory", ())
+    assert executors._run(lambda engine: None, job) == (None, ())
+
+
+def test_a_piece_reports_the_store_entries_it_rejected(monkeypatch):
+    from robustprune.engine import executors
+
+    monkeypatch.setattr(executors, "_ENGINES", {})
+    job = _FakeJob({"threads": 1}, None)
+    executors._run(lambda engine: engine.options.store.rejected.append("eval/old"), job)
+
+    def rejects(engine):
+        engine.options.store.rejected.append("eval/forged")
+        raise RuntimeError("and then failed")
+
+    # only what this piece rejected, even when it failed afterwards
+    assert executors._run(rejects, job) == ("RuntimeError: and then failed", ("eval/forged",))
 
 
 def test_a_worker_refuses_to_compute_under_other_numerics(monkeypatch):
@@ -133,10 +158,10 @@ def test_a_worker_refuses_to_compute_under_other_numerics(monkeypatch):
     monkeypatch.setattr(executors, "_ENGINES", {})
     main = {"device": "cpu", "threads": 1, "cpu_capability": "AVX2", "deterministic": False}
     worker = {**main, "cpu_capability": "AVX512"}
-    error = executors._run(lambda engine: None, _FakeJob(worker, main))
+    error, _ = executors._run(lambda engine: None, _FakeJob(worker, main))
     assert error is not None and "this worker process computes with numerics" in error
     assert "run with --executor local" in error
-    assert executors._run(lambda engine: None, _FakeJob(main, main)) is None
+    assert executors._run(lambda engine: None, _FakeJob(main, main)) == (None, ())
 
 
 def test_a_worker_takes_the_main_process_deterministic_flag():

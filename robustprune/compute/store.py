@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +123,7 @@ class Store:
         self.rejected: list[str] = []  # entries that failed authentication in this process
         self._lookup_only = False
         self._read_only: bool | None = None
+        self._recording: set[tuple[str, str]] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -148,6 +149,19 @@ class Store:
             yield
         finally:
             self._lookup_only = previous
+
+    def note_rejected(self, entries: Iterable[str]) -> None:
+        """Count entries (``kind/key``) that failed authentication, here or in a worker process, once each."""
+        self.rejected += [entry for entry in dict.fromkeys(entries) if entry not in self.rejected]
+
+    @contextmanager
+    def recording(self) -> Iterator[set[tuple[str, str]]]:
+        """Collect every ``(kind, key)`` read while the block runs (found or not): what a suite references."""
+        previous, self._recording = self._recording, set()
+        try:
+            yield self._recording
+        finally:
+            self._recording = previous
 
     @property
     def looking_up(self) -> bool:
@@ -227,6 +241,8 @@ class Store:
         its recomputation to overwrite. Either is said once, as a
         :class:`StoreWarning`.
         """
+        if self._recording is not None:
+            self._recording.add((kind, key))
         path = self.path(kind, key)
         try:
             raw = path.read_bytes()
@@ -240,8 +256,9 @@ class Store:
             except Exception as exc:  # noqa: BLE001 - any unreadable payload is treated as damage
                 problem = f"unreadable ({load_problem(exc)})"
         if problem.startswith("failed authentication"):
-            self.rejected.append(f"{kind}/{key}")
-            if len(self.rejected) == 1:  # once per process: the count is in the report
+            first = not self.rejected
+            self.note_rejected([f"{kind}/{key}"])
+            if first:  # once per process: the count is in the report
                 warnings.warn(
                     f"store entry {path} {problem} with ${KEY_ENV}; it is not used but recomputed (and so is "
                     "every other entry that fails; see docs/trusting-results.md)", StoreWarning, stacklevel=3)

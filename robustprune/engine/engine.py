@@ -9,6 +9,7 @@ second run trains nothing.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from array import array
@@ -361,6 +362,33 @@ class Engine:
             measures=tuple(m for m in measures if not self._stored(functools.partial(self._first_measures, m[0]))),
         )
 
+    def planned_bytes(self, cases: Sequence[CaseKey], plan: WorkPlan) -> int:
+        """Roughly what ``plan`` and the cases' generated shifted sets not stored yet will add to the store:
+        the weights of every parent, weights and masks of every pruned network, every network's predictions
+        on every shift. For the free-disk warning before any work; measures are left out (they are small)."""
+        sizes: dict[tuple[str, str], int] = {}
+
+        def network_bytes(model: str, dataset: str) -> int:
+            if (model, dataset) not in sizes:
+                state = self.build(model, self.data(dataset)).state_dict()
+                sizes[(model, dataset)] = sum(t.numel() * t.element_size() for t in state.values())
+            return sizes[(model, dataset)]
+
+        entry = 2 << 10  # each entry's own overhead: torch's file format, the spec, the tags
+        total = sum(entry + network_bytes(model, dataset) for model, dataset, _ in plan.parents)
+        evaluations = sum(self._draws(shift) for shift in self.shifts)
+        for case, _, _ in plan.repeats:
+            pruned, images = len(self.suite.ratios), len(self.data(case.dataset).test_labels)
+            total += pruned * (entry + 2 * network_bytes(case.model, case.dataset))  # a mask as large, at most
+            total += (pruned + 1) * evaluations * (entry + images * 8)  # int64 predictions
+        pixel = [s for s in self.shifts if s.kind == "pixel"]
+        for dataset in dict.fromkeys(c.dataset for c in cases):
+            data = self.data(dataset)
+            missing = [k for k in self.shifted.generated_keys(data, pixel)
+                       if not self.options.store.contains("shifted", k)]
+            total += len(missing) * (entry + data.splits.test.images.nbytes)
+        return total
+
     def _stored(self, compute: Callable[[], object]) -> bool:
         """Whether ``compute`` finds everything it needs in the store: run it reading only."""
         try:
@@ -371,6 +399,78 @@ class Engine:
         except Exception:  # noqa: BLE001 - it fails: let a worker meet the failure, the checks report it
             return False
         return True
+
+    def referenced_entries(self, cases: Sequence[CaseKey]) -> set[tuple[str, str]]:
+        """Every store entry ``cases`` read, as ``(kind, key)``: what ``robustprune store gc`` keeps for them.
+
+        Found by computing them with the store in lookup-only mode while it
+        records what is read; each repeat, the costs and measures separately,
+        so that one missing piece does not hide the others.
+        """
+        store = self.options.store
+        with store.lookup_only(), store.recording() as seen:
+            for case in cases:
+                if case.method in self.suite.pruned_checkpoints:
+                    _quietly(functools.partial(self._compute_pruned, case))
+                    continue
+                for repeat in range(self.suite.repeats):
+                    _quietly(functools.partial(self._stored_repeat, case, repeat))
+                _quietly(functools.partial(self._first_costs, case))
+                _quietly(functools.partial(self._first_measures, case))
+            for dataset in dict.fromkeys(c.dataset for c in cases):
+                pixel = [s for s in self.shifts if s.kind == "pixel"]
+                seen.update(("shifted", key) for key in self.shifted.generated_keys(self.data(dataset), pixel))
+        for case in cases:
+            for repeat in range(self.suite.repeats):
+                self._repeats.pop((case, repeat), None)
+        return set(seen)
+
+    def verify_evaluations(self, cases: Sequence[CaseKey],
+                           progress: Callable[[str], None] | None = None) -> tuple[int, list[str]]:
+        """Recompute every stored evaluation of ``cases``' networks from the stored networks and compare; returns
+        how many were checked and what differs. Networks or sets not in the store are skipped: this checks
+        what a run would read, it computes nothing new into the store."""
+        store, checked, problems = self.options.store, 0, []
+        for case in cases:
+            if case.method in self.suite.pruned_checkpoints:
+                continue
+            data = self.data(case.dataset)
+            for repeat in range(self.suite.repeats):
+                seed = self.suite.seed + repeat
+                try:
+                    with store.lookup_only():
+                        parent = self.parent(case.model, case.dataset, repeat)
+                        records = [parent, *self._cascade(case, data, parent, seed)]
+                except NotStored:
+                    continue
+                for i, record in enumerate(records):
+                    network: nn.Module | None = None
+                    for shift in self.shifts:
+                        labels = self.shifted.labels(data, shift)
+                        for draw in range(self._draws(shift)):
+                            key = self._eval_key(record, data, shift, draw)
+                            stored = store.load("eval", key)
+                            if stored is None:
+                                continue
+                            try:
+                                with store.lookup_only():
+                                    inputs = self.shifted.inputs(data, shift, draw)
+                            except NotStored:
+                                continue
+                            network = network if network is not None else self._load(case, data, record).eval()
+                            fresh = predict(network, inputs, self.options.device)
+                            checked += 1
+                            if len(stored) != len(labels) or not torch.equal(fresh, stored):
+                                differ = int((fresh != stored).sum()) if len(stored) == len(fresh) else len(fresh)
+                                problems.append(
+                                    f"{case.id} repeat {repeat + 1} network {i} ({record.key[:12]}) under "
+                                    f"{shift.label}{f' draw {draw + 1}' if draw else ''}: {differ} of {len(fresh)} "
+                                    f"stored predictions differ from the network's (eval {key[:12]})")
+                    if i > 0:
+                        record.state = None
+                if progress is not None:
+                    progress(f"{case.id} repeat {repeat + 1}: {checked} evaluations checked")
+        return checked, problems
 
     def prepare_shifted_sets(self, cases: Sequence[CaseKey]) -> None:
         """Load or generate every pixel-shifted test set the cases need, with all of this process's workers
@@ -392,6 +492,11 @@ class Engine:
 
     def _stored_repeat(self, case: CaseKey, repeat: int) -> None:
         self._repeat(case, self.data(case.dataset), repeat)
+
+    def _first_costs(self, case: CaseKey) -> None:
+        data = self.data(case.dataset)
+        self._costs(case, data, self._repeat(case, data, 0)[1],
+                    structured=bool(self.methods[case.method].item.structured))
 
     def _first_measures(self, case: CaseKey) -> None:
         data = self.data(case.dataset)
@@ -764,6 +869,12 @@ class Engine:
         for record in records[1:]:
             record.state = None
         return costs
+
+
+def _quietly(compute: Callable[[], object]) -> None:
+    """Run a lookup (see :meth:`Engine.referenced_entries`): what is missing or failing reads no further."""
+    with contextlib.suppress(NotStored, CaseError):
+        compute()
 
 
 def _cpu_state(network: nn.Module) -> dict[str, torch.Tensor]:

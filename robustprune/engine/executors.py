@@ -22,6 +22,7 @@ numbers serially and in parallel, bit for bit.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import pickle
@@ -70,27 +71,35 @@ def _engine(job: EngineJob) -> Engine:
     return _ENGINES[key]
 
 
-def _run(piece: Callable[[Engine], object], job: EngineJob) -> str | None:
+PieceOutcome = tuple[str | None, tuple[str, ...]]  # the error text (None: done), the entries the store rejected
+
+
+def _run(piece: Callable[[Engine], object], job: EngineJob) -> PieceOutcome:
     """Do one piece of work; any failure comes back as text: the checks of the cases it concerns report it
-    when they compute them, and nothing else stops."""
+    when they compute them, and nothing else stops. The store entries this piece found failing
+    authentication come back too, so that the main process's report counts them."""
+    engine: Engine | None = None
+    before, error = 0, None
     try:
-        piece(_engine(job))
+        engine = _engine(job)
+        before = len(engine.options.store.rejected)
+        piece(engine)
     except CaseError as exc:
-        return str(exc)
+        error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a plugin or torch error fails only the pieces that meet it
-        return f"{type(exc).__name__}: {exc}"
-    return None
+        error = f"{type(exc).__name__}: {exc}"
+    return error, tuple(engine.options.store.rejected[before:]) if engine is not None else ()
 
 
-def _parent(job: EngineJob, model: str, dataset: str, seed: int | None) -> str | None:
+def _parent(job: EngineJob, model: str, dataset: str, seed: int | None) -> PieceOutcome:
     return _run(lambda engine: engine.parent_of(model, dataset, seed), job)
 
 
-def _repeat(job: EngineJob, case: CaseKey, repeat: int) -> str | None:
+def _repeat(job: EngineJob, case: CaseKey, repeat: int) -> PieceOutcome:
     return _run(lambda engine: engine.compute_repeat(case, repeat), job)
 
 
-def _measures(job: EngineJob, case: CaseKey) -> str | None:
+def _measures(job: EngineJob, case: CaseKey) -> PieceOutcome:
     return _run(lambda engine: engine.compute_measures(case), job)
 
 
@@ -99,7 +108,7 @@ class Piece:
     """One unit of work for a worker: ``function(job, *args)``, started once every piece in ``after`` is done."""
 
     name: Hashable
-    function: Callable[..., str | None]
+    function: Callable[..., PieceOutcome]
     args: tuple[Any, ...]
     what: str
     after: tuple[Hashable, ...] = ()
@@ -215,13 +224,13 @@ class ProcessExecutor:
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
                                    initargs=(lines, os.getpid()))
 
-        def start(piece: Piece) -> Future[str | None]:
+        def start(piece: Piece) -> Future[PieceOutcome]:
             return pool.submit(piece.function, job, *piece.args)
 
-        def finished(running: list[Future[str | None]]) -> list[tuple[Future[str | None], str | None]]:
+        def finished(running: list[Future[PieceOutcome]]) -> list[tuple[Future[PieceOutcome], str | None]]:
             done, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
             _drain(lines, progress)
-            return [(future, _outcome(future)) for future in done]
+            return [(future, _outcome(future.result, engine)) for future in done]
 
         try:
             run_pieces(pieces, self.workers, start, finished, progress)
@@ -243,12 +252,15 @@ def _terminate_children() -> None:
         child.join(timeout=1)
 
 
-def _outcome(future: Future[str | None]) -> str | None:
-    """A finished piece's error text; a worker that died (killed for memory, say) is an error too."""
+def _outcome(result: Callable[[], PieceOutcome], engine: Engine) -> str | None:
+    """A finished piece's error text (a worker that died, killed for memory say, is an error too); the store
+    entries it rejected are counted in this process's store."""
     try:
-        return future.result()
+        error, rejected = result()
     except Exception as exc:  # noqa: BLE001 - BrokenProcessPool and the like: report, let the checks recompute
         return f"{type(exc).__name__}: {exc}"
+    engine.options.store.note_rejected(rejected)
+    return error
 
 
 def _drain(lines: Any, progress: ProgressFn) -> None:
@@ -296,13 +308,8 @@ class RayExecutor:
 
         def finished(running: list[Any]) -> list[tuple[Any, str | None]]:
             done, _ = ray.wait(running, num_returns=1)
-            outcomes: list[tuple[Any, str | None]] = []
-            for ref in done:
-                try:
-                    outcomes.append((ref, ray.get(ref)))
-                except Exception as exc:  # noqa: BLE001 - a task that died: report, let the checks recompute
-                    outcomes.append((ref, f"{type(exc).__name__}: {exc}"))
-            return outcomes
+            # a task that died comes back as its error: reported, and the checks recompute
+            return [(ref, _outcome(functools.partial(ray.get, ref), engine)) for ref in done]
 
         # Ray queues tasks on its own resources: every ready piece goes out at once
         run_pieces(pieces_of(plan), len(plan.parents) + len(plan.repeats) + len(plan.measures), start, finished,

@@ -151,6 +151,10 @@ class ShiftedSets:
 
     # ------------------------------------------------------------------ generated pixel shifts
 
+    def generated_keys(self, data: PreparedData, shifts: list[Shift]) -> list[str]:
+        """The store keys of the generated pixel-shifted sets of ``shifts`` (published ones are not stored)."""
+        return [self._key(data, s) for s in shifts if s.kind == "pixel" and self.published(data, s) is None]
+
     def _key(self, data: PreparedData, shift: Shift) -> str:
         return make_key({"kind": "shifted", "data": data.key, "shift": shift.identity(), "seed": self.seed})
 

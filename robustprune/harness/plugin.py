@@ -30,7 +30,7 @@ from .exitcodes import ExitStatus
 from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
 from .options import add_options
-from .preflight import check_options, configuration_error, environment_error
+from .preflight import check_options, configuration_error, environment_error, warn_if_disk_short
 from .session import CaseParam, RunState, count_case_checks, mark_case_item, run_state
 
 CASE_FIXTURES = ("case", "shift_case", "group_case")
@@ -120,9 +120,10 @@ def _case_param(item: pytest.Item) -> CaseParam | None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """With the process or ray executor, send the collected cases' work out before the checks run."""
+    """Before the checks run: find the collected cases' work the store lacks, warn when the disk looks too small
+    for it, stop when the store is read-only; with the process or ray executor, send the work out."""
     config = session.config
-    if config.getoption("rp_executor") == "local" or getattr(config, "workerinput", None) is not None:
+    if getattr(config, "workerinput", None) is not None:
         return  # under pytest-xdist every worker is a process already: each computes what its checks need
     state = run_state(config)
     executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_workers") or available_cores(),
@@ -134,14 +135,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             wanted.setdefault(param.suite_file, {})[param.case_id] = param.key
     for suite_file, cases in wanted.items():
         engine = state.engines[suite_file]
-        if engine.options.store.read_only:
-            missing = engine.work_plan(list(cases.values()))
-            count = len(missing.parents) + len(missing.repeats) + len(missing.measures)
-            if count:
+        missing = engine.work_plan(list(cases.values()))  # what it reads is kept: the checks read it again
+        count = len(missing.parents) + len(missing.repeats) + len(missing.measures)
+        if count:
+            warn_if_disk_short(engine.options.store.root, engine.planned_bytes(list(cases.values()), missing))
+            if engine.options.store.read_only:
                 environment_error(
                     f"the store {engine.options.store.root} is read-only and lacks {count} piece(s) of work of "
-                    f"{Path(suite_file).name} (parents, cascades, measures); make it writable, or run with --store "
-                    "pointing at a writable folder (a copy of it)")
+                    f"{Path(suite_file).name} (parents, cascades, measures); make it writable, or run with "
+                    "--store pointing at a writable folder (a copy of it)")
+        if config.getoption("rp_executor") == "local":
+            continue  # each case is computed when a check first needs it
         try:
             executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress)
         except StoreError as exc:

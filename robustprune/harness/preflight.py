@@ -27,9 +27,10 @@ from ..plugin.host import local_modules_from_env
 from .exitcodes import ExitStatus
 from .options import device_option, store_root, threads_option
 
-__all__ = ["LOW_DISK_BYTES", "check_options", "store_and_plugin_problem", "configuration_error", "environment_error"]
+__all__ = ["DISK_MARGIN", "check_options", "configuration_error", "environment_error", "store_and_plugin_problem",
+           "warn_if_disk_short"]
 
-LOW_DISK_BYTES = 1 << 30  # below 1 GiB free where the store lives, a run is warned
+DISK_MARGIN = 1.5  # the estimate leaves out measures, logs and temporary copies: ask for half as much again
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
@@ -105,21 +106,44 @@ def _check_store(root: Path) -> None:
     if root.exists() and not root.is_dir():
         environment_error(f"the store {root} is a file, not a folder; point {where} at a folder (it is created "
                           "if missing)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        environment_error(f"the store {root} cannot be created: {exc.strerror or exc}; point {where} at a folder "
-                          "you can write")
-    if not _writable(root):
+    if not root.exists():
+        # not created here: a run stopped by a later configuration error leaves no empty store behind
+        ancestor = _nearest_existing(root)
+        if not ancestor.is_dir():
+            environment_error(f"the store {root} cannot be created: {ancestor} is a file, not a folder; point "
+                              f"{where} at a folder you can write")
+        if not _writable(ancestor):
+            environment_error(f"the store {root} cannot be created: {ancestor} is not writable; point {where} at "
+                              "a folder you can write")
+        root = ancestor
+    elif not _writable(root):
         # allowed: a run that finds everything there reads it; anything to compute stops it (see the plugin)
         warnings.warn(pytest.PytestWarning(
             f"the store {root} is read-only: results are read from it, and the run stops if anything must be "
             "computed"), stacklevel=2)
-    free = shutil.disk_usage(root).free
-    if free < LOW_DISK_BYTES:
+
+
+def warn_if_disk_short(store_root: Path, planned: int) -> None:
+    """Warn (once, before any work) when the disk of the store has less room than the ``planned`` bytes the run
+    is about to store (:meth:`~robustprune.engine.engine.Engine.planned_bytes`), with some margin."""
+    free = shutil.disk_usage(_nearest_existing(store_root)).free
+    if free < planned * DISK_MARGIN:
         warnings.warn(pytest.PytestWarning(
-            f"only {free / (1 << 20):.0f} MiB free on the disk of the store {root}: a run that trains and stores "
-            f"networks may fill it (point {where} at a larger disk)"), stacklevel=2)
+            f"the run is about to store about {_mib(planned)} in {store_root}, but only {_mib(free)} are free on "
+            f"its disk: it may stop with a full disk (what is finished is kept); free some space, remove old "
+            f"entries (robustprune store gc), or point --store / ${STORE_ENV} at a larger disk"), stacklevel=2)
+
+
+def _mib(count: int) -> str:
+    return f"{count / (1 << 20):.0f} MiB"
+
+
+def _nearest_existing(path: Path) -> Path:
+    """The path itself or its closest ancestor that exists."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _check_folder(folder: Path, option: str) -> None:
