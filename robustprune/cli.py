@@ -11,14 +11,17 @@ collected, 6 environment error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from .core.results import StoreError
 from .harness.exitcodes import ExitStatus
-from .harness.options import OPTIONS
+from .harness.options import DEVICE_ENV, OPTIONS, THREADS_ENV
 from .harness.options import run_help as options_help
+from .plugin.errors import DataFileError
 from .version import __version__
 
 RUN_USAGE = """\
@@ -231,10 +234,19 @@ def cmd_store(argv: list[str]) -> int:
         command.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                              help="also load a local plugin module")
         command.add_argument("--data", metavar="DIR", help="root folder of datasets read from disk")
+        # part of every store key: the suites are looked up as the run that filled the store computed them
+        command.add_argument("--device", default=os.environ.get(DEVICE_ENV) or "cpu",
+                             help="the device of the runs that filled the store (default: $ROBUSTPRUNE_DEVICE or cpu)")
+        command.add_argument("--threads", type=int, default=int(os.environ.get(THREADS_ENV) or 1),
+                             help="their torch threads per process (default: $ROBUSTPRUNE_THREADS or 1)")
     args = parser.parse_args(argv)
     from .core.datasource import default_store_root
 
     root = Path(args.store).expanduser().resolve() if args.store else default_store_root()
+    if args.what == "verify" and not root.exists():
+        # a CI job verifies whatever its cache restored: no store (a cold cache) is nothing to distrust
+        print(f"store {root}: no store there, nothing to verify")
+        return int(ExitStatus.OK)
     if not root.is_dir():
         print(f"robustprune store: {root} is not a store folder (--store DIR, or $ROBUSTPRUNE_STORE)", file=sys.stderr)
         return int(ExitStatus.CONFIGURATION_ERROR)
@@ -242,20 +254,30 @@ def cmd_store(argv: list[str]) -> int:
     from .compute.store import Store
 
     store = Store(root)
-    if args.what == "info":
-        print("\n".join(storetools.store_info(store).lines()))
-        return int(ExitStatus.OK)
     try:
-        engines = [(Path(path), _suite_engine(Path(path), root, args.plugin, args.data)) for path in args.suites]
-    except (OSError, LookupError, ValueError, TypeError, RuntimeError) as exc:
+        with store.inspecting():  # a damaged entry is reported here, never removed
+            if args.what == "info":
+                print("\n".join(storetools.store_info(store).lines()))
+                return int(ExitStatus.OK)
+            try:
+                engines = [(Path(path), _suite_engine(Path(path), root, args)) for path in args.suites]
+            except DataFileError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a suite that does not load: the user's to fix
+                print(f"robustprune store: {type(exc).__name__}: {exc}", file=sys.stderr)
+                return int(ExitStatus.CONFIGURATION_ERROR)
+            with contextlib.ExitStack() as stack:
+                for _, engine in engines:  # each engine has its own Store object: inspect through it too
+                    stack.enter_context(engine.options.store.inspecting())
+                if args.what == "verify":
+                    return _verify(store, engines, args.recompute_evaluations)
+                return _collect_garbage(store, engines, args.older_than, args.dry_run)
+    except (StoreError, DataFileError, OSError) as exc:
         print(f"robustprune store: {exc}", file=sys.stderr)
-        return int(ExitStatus.CONFIGURATION_ERROR)
-    if args.what == "verify":
-        return _verify(store, engines, args.recompute_evaluations)
-    return _collect_garbage(store, engines, args.older_than, args.dry_run)
+        return int(ExitStatus.ENVIRONMENT_ERROR)
 
 
-def _suite_engine(path: Path, store_root: Path, plugins: list[str], data_root: str | None) -> Any:
+def _suite_engine(path: Path, store_root: Path, args: argparse.Namespace) -> Any:
     """The engine of the suite declared in the module at ``path`` (imported, its checks not run)."""
     import runpy
 
@@ -269,8 +291,9 @@ def _suite_engine(path: Path, store_root: Path, plugins: list[str], data_root: s
 
     if not isinstance(suite, Suite):
         raise ValueError(f"{path} declares no `suite = robustprune.Suite(...)`")
-    job = EngineJob.for_suite(suite, str(path.resolve()), str(store_root), plugins=tuple(plugins),
-                              data_root=str(Path(data_root).expanduser().resolve()) if data_root else None)
+    job = EngineJob.for_suite(suite, str(path.resolve()), str(store_root), plugins=tuple(args.plugin),
+                              device=args.device, threads=args.threads,
+                              data_root=str(Path(args.data).expanduser().resolve()) if args.data else None)
     return job.build(lambda line: print(f"robustprune store: {line}", file=sys.stderr))
 
 
@@ -291,6 +314,11 @@ def _verify(store: Any, engines: list[tuple[Path, Any]], evaluations: bool) -> i
             return int(ExitStatus.CONFIGURATION_ERROR)
         for path, engine in engines:
             checked, differ = engine.verify_evaluations(engine.cases())
+            if not checked and not result.problems:
+                print(f"robustprune store: no stored evaluation of {path.name} was found under {_numerics(engine)}: "
+                      "nothing was checked; pass the --device and --threads of the runs that filled the store",
+                      file=sys.stderr)
+                return int(ExitStatus.CONFIGURATION_ERROR)
             print(f"{path.name}: {checked} stored evaluations re-derived from the stored networks, {len(differ)} "
                   "differ")
             problems += differ
@@ -312,6 +340,15 @@ def _collect_garbage(store: Any, engines: list[tuple[Path, Any]], older_than: st
             print(f"robustprune store gc: --older-than {older_than!r} is not a date like 2026-12-01", file=sys.stderr)
             return int(ExitStatus.CONFIGURATION_ERROR)
     keep = None
+    for path, engine in engines:
+        # what an incomplete suite still needs lies beyond what it can reach: keep everything then
+        plan = engine.work_plan(engine.cases())
+        if plan.parents or plan.repeats or plan.measures:
+            print(f"robustprune store gc: {path.name} is not complete in the store under {_numerics(engine)} "
+                  f"({len(plan.parents)} parents, {len(plan.repeats)} cascades, {len(plan.measures)} measures "
+                  "missing): run it first, or pass the --device and --threads of the runs that filled the store; "
+                  "nothing was removed", file=sys.stderr)
+            return int(ExitStatus.CONFIGURATION_ERROR)
     if engines:
         keep = set().union(*(engine.referenced_entries(engine.cases()) for _, engine in engines))
     report = storetools.collect_garbage(store, keep=keep, older_than=cutoff, dry_run=dry_run)
@@ -319,6 +356,10 @@ def _collect_garbage(store: Any, engines: list[tuple[Path, Any]], older_than: st
     print(f"store {store.root}: {verb} {len(report.entries)} entries, {len(report.temporary)} stale temporary "
           f"files and {len(report.locks)} unheld locks ({report.freed / (1 << 20):.1f} MiB)")
     return int(ExitStatus.OK)
+
+
+def _numerics(engine: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(engine.numerics.items()))
 
 
 COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store}

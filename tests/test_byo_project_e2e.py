@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import shlex
 import shutil
 import sys
@@ -240,3 +241,12 @@ def test_the_ci_workflow_gate_step_gates_and_exports(project):
     assert {p.name for p in exported.iterdir()} == passed
     report_folder = project / steps["Upload the report"]["with"]["path"]
     assert {"robustprune-report.md", "junit.xml"} <= {p.name for p in report_folder.iterdir()}
+
+    # the next run restores this store from the cache; its verify step reads it back
+    store = command[command.index("--store") + 1]
+    verify = steps["Verify the restored store"]
+    assert steps["Restore the artifact store"]["with"]["path"] == store
+    assert "if" not in verify  # always: a cold cache (no store) verifies as nothing to distrust
+    verified = run(["-m", "robustprune.cli", *shlex.split(verify["run"])[1:]], cwd=project)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert re.search(r"store \S+: (\d+) entries read back, \1 sound", verified.stdout), verified.stdout

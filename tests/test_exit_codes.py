@@ -102,8 +102,8 @@ def test_a_read_only_store_lacking_work_stops_before_computing(run_suite, pytest
     from robustprune.harness import preflight
 
     (pytester.path / "store").mkdir()
-    monkeypatch.setattr(preflight, "_writable", lambda folder: folder.name != "store")
-    monkeypatch.setattr(store_module, "_writable", lambda folder: folder.name != "store")
+    monkeypatch.setattr(preflight, "can_write", lambda folder: folder.name != "store")
+    monkeypatch.setattr(store_module, "can_write", lambda folder: folder.name != "store")
     result = run_suite(CHECKS)
     assert result.ret == ExitStatus.ENVIRONMENT_ERROR
     _one_message(result, "is read-only and lacks 2 piece(s) of work of suite_toy.py")
@@ -115,8 +115,8 @@ def test_a_read_only_store_holding_everything_serves_the_run(run_suite, pytester
     from robustprune.harness import preflight
 
     assert run_suite(CHECKS).ret == ExitStatus.OK
-    monkeypatch.setattr(preflight, "_writable", lambda folder: folder.name != "store")
-    monkeypatch.setattr(store_module, "_writable", lambda folder: folder.name != "store")
+    monkeypatch.setattr(preflight, "can_write", lambda folder: folder.name != "store")
+    monkeypatch.setattr(store_module, "can_write", lambda folder: folder.name != "store")
     result = run_suite(CHECKS)
     assert result.ret == ExitStatus.OK
     assert "is read-only: results are read from it" in result.stdout.str()
@@ -171,6 +171,21 @@ def test_the_planned_bytes_are_about_what_a_cold_run_stores(pytester, torch_warm
     assert 0.5 * stored <= planned <= 2 * stored, (planned, stored)
 
 
+def test_missing_data_stops_the_run_once_before_any_work(pytester, torch_warmed_up):
+    pytester.makepyfile(suite_cifar=f"""
+from robustprune import Suite
+
+suite = Suite(models=["small_cnn"], datasets=["cifar10"], methods=["wt", "ft"], ratios=[0.5],
+              dataset_params={{"cifar10": {{"root": {str(pytester.path / "no-data")!r}}}}})
+""" + CHECKS)
+    result = pytester.runpytest_inprocess("suite_cifar.py", f"--rp-store={pytester.path / 'store'}", "--rp-workers=1",
+                                          "-p", "no:cacheprovider")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, f"CIFAR-10 not found (data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, "
+                         f"test_batch missing): {pytester.path / 'no-data' / 'cifar-10-batches-py'}")
+    assert not (pytester.path / "store").exists()
+
+
 def test_ctrl_c_is_interrupted_not_a_collection_error(run_suite):
     result = run_suite("""
 def test_stop(case):
@@ -188,6 +203,16 @@ def test_the_command_line_gives_the_same_codes(tmp_path, monkeypatch, capsys):
     assert "suite file 'missing_suite.py' not found" in capsys.readouterr().err
     assert main(["nosuch"]) == ExitStatus.CONFIGURATION_ERROR
     assert main(["report", "missing.json"]) == ExitStatus.CONFIGURATION_ERROR
+    (tmp_path / "suite_empty.py").write_text("")
+    assert main(["run", "suite_empty.py", "--no-such-option"]) == ExitStatus.CONFIGURATION_ERROR  # pytest's 4
+
+
+def test_under_xdist_the_store_is_checked_before_the_workers_start(run_in_subprocess, pytester):
+    pytest.importorskip("xdist")
+    (pytester.path / "a_file").write_text("")
+    result = run_in_subprocess("-n", "2", f"--rp-store={pytester.path / 'a_file'}")
+    assert result.ret == ExitStatus.ENVIRONMENT_ERROR
+    _one_message(result, f"the store {pytester.path / 'a_file'} is a file, not a folder")
 
 
 def test_a_store_path_with_a_tilde_is_expanded(run_suite, pytester, monkeypatch, tmp_path):

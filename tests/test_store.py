@@ -320,14 +320,15 @@ def test_the_key_comes_from_the_environment(tmp_path, monkeypatch):
 def test_files_respect_the_umask_so_a_team_can_share_a_store(tmp_path):
     store = Store(tmp_path / "s", auth_key=None)
     path = store.save("eval", KEY, {"acc": 0.5})
-    assert path.stat().st_mode & 0o777 == store_mod._FILE_MODE
-    assert 0o666 & ~store_mod._umask() == store_mod._FILE_MODE
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")  # what any program's new file gets under this umask (mkstemp alone would give 0600)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_a_read_only_store_serves_what_it_has_and_says_what_it_lacks(tmp_path, monkeypatch):
     store = Store(tmp_path / "s", auth_key=None)
     store.save("eval", KEY, {"acc": 0.5})
-    monkeypatch.setattr(store_mod, "_writable", lambda folder: False)
+    monkeypatch.setattr(store_mod, "can_write", lambda folder: False)
     read_only = Store(store.root, auth_key=None)
     assert read_only.read_only
     assert read_only.load_or_compute("eval", KEY, lambda: {"acc": 0.0}, {}, "never") == {"acc": 0.5}
@@ -349,3 +350,15 @@ def test_a_full_disk_names_the_store_and_the_fix(tmp_path, monkeypatch):
     message = str(caught.value)
     assert str(store.root) in message and "No space left on device" in message
     assert "free space on that disk, or run with --store on another disk" in message
+
+
+def test_an_entry_that_cannot_be_read_stops_with_the_store_named(tmp_path):
+    store = Store(tmp_path / "s", auth_key=None)
+    store.path("eval", KEY).mkdir(parents=True)  # a folder where the entry's file should be
+    with pytest.raises(store_mod.StoreReadError, match=r"cannot read the store entry .*: Is a directory; check the "
+                                                       r"permissions of the store"):
+        store.load("eval", KEY)
+
+
+def test_an_empty_key_is_no_key(tmp_path):
+    assert not Store(tmp_path / "s", auth_key=b"").authenticated

@@ -185,6 +185,8 @@ def test_gc_by_date_and_of_stale_temporary_files_and_unheld_locks(tmp_path):
 def test_store_commands_name_a_missing_store_and_a_bad_date(tmp_path, capsys):
     assert main(["store", "info", "--store", str(tmp_path / "nowhere")]) == ExitStatus.CONFIGURATION_ERROR
     assert "nowhere is not a store folder" in capsys.readouterr().err
+    assert main(["store", "verify", "--store", str(tmp_path / "nowhere")]) == ExitStatus.OK  # a cold CI cache
+    assert "no store there, nothing to verify" in capsys.readouterr().out
     (tmp_path / "store").mkdir()
     assert main(["store", "gc", "--store", str(tmp_path / "store"), "--older-than", "last week"]) \
         == ExitStatus.CONFIGURATION_ERROR
@@ -211,3 +213,76 @@ def test_rejections_in_worker_processes_reach_the_report(run_suite, pytester, mo
     assert result.ret == ExitStatus.CHECKS_FAILED
     result.stdout.fnmatch_lines(["*2 worker processes*", "store: *, authenticated (ROBUSTPRUNE_STORE_KEY); 4 entries "
                                  "failed authentication and were recomputed*"])
+
+
+def test_info_and_verify_report_a_damaged_entry_and_leave_it_in_place(run_suite, pytester, capsys):
+    store_root = pytester.path / "store"
+    assert run_suite(GATE).ret == ExitStatus.OK
+    store = Store(store_root, auth_key=None)
+    damaged = next(path for kind, key, path in store.entries() if kind == "network"
+                   and store.load_record(kind, key)["spec"]["kind"] == "pruned")
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    evaluation = next(path for kind, _, path in store.entries() if kind == "eval")
+    evaluation.write_bytes(evaluation.read_bytes()[:-10])
+    before = sorted(path.name for _, _, path in store.entries())
+
+    assert main(["store", "info", "--store", str(store_root)]) == ExitStatus.OK
+    assert main(["store", "verify", "--store", str(store_root), "suite_toy.py", "--recompute-evaluations"]) \
+        == ExitStatus.CHECKS_FAILED
+    out = capsys.readouterr().out
+    assert f"{damaged.stem[:12]}: checksum mismatch" in out and f"{evaluation.stem[:12]}: checksum mismatch" in out
+    assert sorted(path.name for _, _, path in store.entries()) == before  # verify reports, the next run repairs
+
+
+def test_verify_names_a_pruned_network_whose_spec_was_edited(run_suite, pytester, capsys):
+    store_root = pytester.path / "store"
+    assert run_suite(GATE).ret == ExitStatus.OK
+    store = Store(store_root, auth_key=None)
+    key, record = next((key, record) for kind, key, _ in store.entries() if kind == "network"
+                       for record in [store.load_record(kind, key)] if record["spec"].get("kind") == "pruned")
+    # a forger who makes a denser network look right edits the ratio its record names, too
+    record["spec"]["ratio"] = record["value"]["achieved"] = 0.0
+    store.save("network", key, {**record["value"], "masks": {n: torch.ones_like(m)
+                                                             for n, m in record["value"]["masks"].items()}},
+               record["spec"])
+    assert main(["store", "verify", "--store", str(store_root)]) == ExitStatus.CHECKS_FAILED
+    assert f"network {key[:12]}: its recorded spec does not hash to its key" in capsys.readouterr().out
+
+
+def test_store_commands_look_suites_up_under_the_numerics_given(run_suite, pytester, capsys):
+    store_root = pytester.path / "store"
+    assert run_suite(GATE).ret == ExitStatus.OK
+    entries = sorted(key for _, key, _ in Store(store_root, auth_key=None).entries())
+    capsys.readouterr()
+    # the run used one thread: under two, nothing of the suite is stored, so nothing may be judged unused
+    assert main(["store", "gc", "--store", str(store_root), "--threads", "2", "suite_toy.py"]) \
+        == ExitStatus.CONFIGURATION_ERROR
+    assert "suite_toy.py is not complete in the store under" in capsys.readouterr().err
+    assert sorted(key for _, key, _ in Store(store_root, auth_key=None).entries()) == entries
+    assert main(["store", "verify", "--store", str(store_root), "--threads", "2", "--recompute-evaluations",
+                 "suite_toy.py"]) == ExitStatus.CONFIGURATION_ERROR
+    assert "no stored evaluation of suite_toy.py was found under" in capsys.readouterr().err
+    assert main(["store", "verify", "--store", str(store_root), "--threads", "1", "--recompute-evaluations",
+                 "suite_toy.py"]) == ExitStatus.OK
+
+
+def test_a_suite_that_does_not_load_is_a_configuration_error(pytester, capsys):
+    (pytester.path / "store").mkdir()
+    pytester.makepyfile(suite_broken="import no_such_module\n")
+    assert main(["store", "gc", "--store", str(pytester.path / "store"), "suite_broken.py"]) \
+        == ExitStatus.CONFIGURATION_ERROR
+    assert "ModuleNotFoundError: No module named 'no_such_module'" in capsys.readouterr().err
+
+
+def test_xdist_workers_rejections_are_merged_once_each():
+    from robustprune.report.build import merge_reports
+
+    def part(method: str, rejected: list[str]) -> dict:
+        row = {"case": f"{method}-m-d", "method": method}
+        return {"suite": "s.py", "methods": ["a", "b"], "cases": [], "tables": [{"model": "m", "dataset": "d",
+                                                                                   "rows": [row]}],
+                "store": {"root": "/s", "authenticated": True, "rejected": len(rejected),
+                          "rejected_entries": rejected}}
+
+    (merged,) = merge_reports([part("a", ["eval/1", "eval/2"]), part("b", ["eval/2", "eval/3"])])
+    assert merged["store"]["rejected"] == 3 and merged["store"]["rejected_entries"] == ["eval/1", "eval/2", "eval/3"]

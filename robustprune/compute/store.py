@@ -25,7 +25,6 @@ import json
 import os
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -36,12 +35,12 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from ..core.datasource import STORE_ENV, default_store_root
+from ..core.datasource import STORE_ENV, can_write, default_store_root
 from ..core.results import StoreError
 from .torchload import load_problem
 
 __all__ = [
-    "KEY_ENV", "STORE_ENV", "EntryCheck", "NotStored", "Store", "StoreReadOnlyError", "StoreWarning",
+    "KEY_ENV", "STORE_ENV", "EntryCheck", "NotStored", "Store", "StoreReadError", "StoreReadOnlyError", "StoreWarning",
     "StoreWriteError", "default_store_root", "make_key",
 ]
 
@@ -74,6 +73,10 @@ class NotStored(LookupError):
 
 class StoreReadOnlyError(StoreError):
     """The store cannot be written, and something it lacks had to be computed."""
+
+
+class StoreReadError(StoreError):
+    """An entry exists but cannot be read: permissions, a file where a folder should be."""
 
 
 class StoreWriteError(StoreError):
@@ -119,11 +122,13 @@ class Store:
 
     def __init__(self, root: Path | str | None = None, *, auth_key: bytes | None = _FROM_ENV):
         self.root = Path(root).expanduser().resolve() if root is not None else default_store_root()
-        self.auth_key: bytes | None = store_key_from_env() if auth_key is _FROM_ENV else auth_key
+        # an empty key is no key: it would authenticate nothing
+        self.auth_key: bytes | None = (store_key_from_env() if auth_key is _FROM_ENV else auth_key) or None
         self.rejected: list[str] = []  # entries that failed authentication in this process
         self._lookup_only = False
         self._read_only: bool | None = None
         self._recording: set[tuple[str, str]] | None = None
+        self._inspecting = False
 
     # ------------------------------------------------------------------ state
 
@@ -136,7 +141,7 @@ class Store:
     def read_only(self) -> bool:
         """True when the store's folder exists but cannot be written (probed once, by writing a file)."""
         if self._read_only is None:
-            self._read_only = self.root.is_dir() and not _writable(self.root)
+            self._read_only = self.root.is_dir() and not can_write(self.root)
         return self._read_only
 
     @contextmanager
@@ -152,7 +157,18 @@ class Store:
 
     def note_rejected(self, entries: Iterable[str]) -> None:
         """Count entries (``kind/key``) that failed authentication, here or in a worker process, once each."""
-        self.rejected += [entry for entry in dict.fromkeys(entries) if entry not in self.rejected]
+        known = set(self.rejected)
+        self.rejected += [entry for entry in dict.fromkeys(entries) if entry not in known]
+
+    @contextmanager
+    def inspecting(self) -> Iterator[None]:
+        """Read without repairing while the block runs: an entry that is damaged or fails authentication reads
+        as absent, but is neither removed, nor warned about, nor counted (``robustprune store`` reports it)."""
+        previous, self._inspecting = self._inspecting, True
+        try:
+            yield
+        finally:
+            self._inspecting = previous
 
     @contextmanager
     def recording(self) -> Iterator[set[tuple[str, str]]]:
@@ -248,6 +264,10 @@ class Store:
             raw = path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreReadError(
+                f"cannot read the store entry {path}: {exc.strerror or exc}; check the permissions of the store "
+                f"{self.root} (a shared store needs group read and write, see docs/trusting-results.md)") from None
         problem, _, payload = self._check(kind, key, raw)
         if problem is None:
             try:
@@ -255,6 +275,8 @@ class Store:
                 return record
             except Exception as exc:  # noqa: BLE001 - any unreadable payload is treated as damage
                 problem = f"unreadable ({load_problem(exc)})"
+        if self._inspecting:
+            return None
         if problem.startswith("failed authentication"):
             first = not self.rejected
             self.note_rejected([f"{kind}/{key}"])
@@ -352,16 +374,6 @@ class Store:
                 Path(tmp).unlink(missing_ok=True)
             raise
         return path
-
-
-def _writable(folder: Path) -> bool:
-    probe = folder / f".robustprune-probe-{uuid.uuid4().hex}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError:
-        return False
-    return True
 
 
 def _write_error(root: Path, path: Path, exc: OSError) -> StoreWriteError:

@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from ..plugin.masks import RATIO_TOLERANCE, ratio_of, within_tolerance
-from .store import Store
+from .store import Store, make_key
 
 __all__ = ["GarbageReport", "StoreInfo", "Verification", "collect_garbage", "store_info", "verify_entries"]
 
@@ -57,18 +57,19 @@ class StoreInfo:
 
 
 def store_info(store: Store) -> StoreInfo:
-    """Count the entries of ``store`` by kind, and its networks by the numerics they were computed with."""
+    """Count the entries of ``store`` by kind, and its networks by the numerics they were computed with (reads
+    only: a damaged entry is counted, not removed)."""
     info = StoreInfo(store.root, store.authenticated)
-    for kind, _, path in store.entries():
-        info.entries[kind] = info.entries.get(kind, 0) + 1
-        info.bytes[kind] = info.bytes.get(kind, 0) + path.stat().st_size
-    for kind, key, _ in store.entries():
-        if kind == "network":
-            record = store.load_record(kind, key)
-            numerics = (record or {}).get("spec", {}).get("numerics")
-            if isinstance(numerics, dict):
-                text = ", ".join(f"{k} {numerics[k]}" for k in sorted(numerics))
-                info.numerics[text] = info.numerics.get(text, 0) + 1
+    with store.inspecting():
+        for kind, key, path in store.entries():
+            info.entries[kind] = info.entries.get(kind, 0) + 1
+            info.bytes[kind] = info.bytes.get(kind, 0) + path.stat().st_size
+            if kind == "network":
+                record = store.load_record(kind, key)
+                numerics = (record or {}).get("spec", {}).get("numerics")
+                if isinstance(numerics, dict):
+                    text = ", ".join(f"{k} {numerics[k]}" for k in sorted(numerics))
+                    info.numerics[text] = info.numerics.get(text, 0) + 1
     locks = store.root / "locks"
     info.locks = sum(1 for _ in locks.rglob("*.lock")) if locks.is_dir() else 0
     info.temporary = sum(1 for _ in _temporary_files(store))
@@ -94,28 +95,32 @@ def verify_entries(store: Store, progress: Callable[[str], None] | None = None) 
     """Read every entry back: its digest (and HMAC, with a key) and payload; every pruned network against its
     key's spec (masks reaching the ratio, masked weights zero). Nothing is removed or recomputed."""
     result = Verification()
-    for count, (kind, key, _) in enumerate(store.entries(), 1):
-        check = store.check(kind, key)
-        result.checked += 1
-        result.authenticated += int(check.authenticated)
-        if check.problem is not None:
-            result.problems.append(f"{kind} {key[:12]}: {check.problem} ({check.path})")
-            continue
-        if kind == "network":
-            record = store.load_record(kind, key)
-            if record is not None and record.get("spec", {}).get("kind") == "pruned":
-                problem = pruned_network_problem(record)
-                if problem:
-                    result.problems.append(f"network {key[:12]}: {problem}")
-        if progress is not None and count % 500 == 0:
-            progress(f"verified {count} entries")
+    with store.inspecting():
+        for count, (kind, key, _) in enumerate(store.entries(), 1):
+            check = store.check(kind, key)
+            result.checked += 1
+            result.authenticated += int(check.authenticated)
+            if check.problem is not None:
+                result.problems.append(f"{kind} {key[:12]}: {check.problem} ({check.path})")
+                continue
+            if kind == "network":
+                record = store.load_record(kind, key)
+                if record is not None and record.get("spec", {}).get("kind") == "pruned":
+                    problem = pruned_network_problem(record, key)
+                    if problem:
+                        result.problems.append(f"network {key[:12]}: {problem}")
+            if progress is not None and count % 500 == 0:
+                progress(f"verified {count} entries")
     return result
 
 
-def pruned_network_problem(record: dict[str, Any]) -> str | None:
-    """Whether a stored pruned network is what its key says: masks removing the key's ratio (within the host's
-    0.5 % tolerance), the achieved ratio as recorded, and zeros under every mask."""
+def pruned_network_problem(record: dict[str, Any], key: str | None = None) -> str | None:
+    """Whether a stored pruned network is what its key says: its recorded spec hashes to ``key`` (so the ratio
+    read from it is the key's), masks removing that ratio (within the host's 0.5 % tolerance), the achieved
+    ratio as recorded, and zeros under every mask."""
     spec, value = record.get("spec", {}), record.get("value", {})
+    if key is not None and make_key(spec) != key:
+        return "its recorded spec does not hash to its key: the spec (its ratio, say) was changed"
     masks, state = value.get("masks"), value.get("state")
     if not isinstance(masks, dict) or not isinstance(state, dict):
         return "no masks or weights stored"

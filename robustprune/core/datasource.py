@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ ROOT_PARAM = "root"
 STORE_ENV = "ROBUSTPRUNE_STORE"
 DEFAULT_STORE = ".robustprune"
 
-__all__ = ["DEFAULT_STORE", "ROOT_PARAM", "STORE_ENV", "dataset_request", "default_store_root", "resolve_path",
-           "with_resolved_paths"]
+__all__ = ["DEFAULT_STORE", "ROOT_PARAM", "STORE_ENV", "can_write", "dataset_request", "default_store_root",
+           "resolve_path", "with_resolved_paths"]
 
 
 def default_store_root() -> Path:
@@ -65,3 +66,15 @@ def dataset_request(suite: Suite, name: str, *, data_root: Path | None, download
     # relative to the working directory here; the pytest plugin has already made suite-relative roots absolute
     root = resolve_path(own_root, None) if own_root is not None else data_root
     return DatasetRequest(seed=suite.seed, root=root, download=download, params=params)
+
+
+def can_write(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` now (tried, not inferred from permission bits: read-only
+    mounts, ACLs and root all answer differently)."""
+    probe = folder / f".robustprune-probe-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError:
+        return False
+    return True

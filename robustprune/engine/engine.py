@@ -149,7 +149,7 @@ class Engine:
             num_classes={name: data.splits.num_classes for name, data in self._data.items()},
             robust_training=mix, numerics=self.numerics,
             store={"root": str(self.options.store.root), "authenticated": self.options.store.authenticated,
-                   "rejected": len(self.options.store.rejected)},
+                   "rejected": len(self.options.store.rejected), "rejected_entries": list(self.options.store.rejected)},
         )
 
     def view(self, case: CaseKey) -> Case:
@@ -408,6 +408,10 @@ class Engine:
         so that one missing piece does not hide the others.
         """
         store = self.options.store
+        # from cold caches: what this engine already holds would otherwise be used without being read
+        self._parents.clear()
+        self._repeats.clear()
+        self._results.clear()
         with store.lookup_only(), store.recording() as seen:
             for case in cases:
                 if case.method in self.suite.pruned_checkpoints:
@@ -420,9 +424,7 @@ class Engine:
             for dataset in dict.fromkeys(c.dataset for c in cases):
                 pixel = [s for s in self.shifts if s.kind == "pixel"]
                 seen.update(("shifted", key) for key in self.shifted.generated_keys(self.data(dataset), pixel))
-        for case in cases:
-            for repeat in range(self.suite.repeats):
-                self._repeats.pop((case, repeat), None)
+        self._repeats.clear()
         return set(seen)
 
     def verify_evaluations(self, cases: Sequence[CaseKey],

@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine, WorkPlan
 
 __all__ = [
-    "EXECUTORS", "LocalExecutor", "Piece", "ProcessExecutor", "RayExecutor", "make_executor", "pieces_of", "run_pieces",
+    "EXECUTORS", "ExecutorUnavailable", "LocalExecutor", "Piece", "ProcessExecutor", "RayExecutor", "make_executor",
+    "pieces_of", "run_pieces",
 ]
 
 EXECUTORS = ("process", "local", "ray")
@@ -189,6 +190,10 @@ def _initialise(progress: Any, parent: int) -> None:
 # --------------------------------------------------------------------------- executors
 
 
+class ExecutorUnavailable(RuntimeError):
+    """The executor asked for cannot start here (Ray not installed, say): a configuration problem."""
+
+
 class LocalExecutor:
     """Compute each case in this process, when a check first needs it."""
 
@@ -221,6 +226,7 @@ class ProcessExecutor:
         progress(f"{self.workers} worker processes: {len(plan.parents)} parents, {len(plan.repeats)} cascades, "
                  f"{len(plan.measures)} measures")
         lines = context.Queue()
+        others = set(multiprocessing.active_children())  # a plugin's own processes are left alone
         pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_initialise,
                                    initargs=(lines, os.getpid()))
 
@@ -238,14 +244,13 @@ class ProcessExecutor:
         except BaseException:
             # Ctrl-C (or an error here): what the workers finished is stored; stop the rest now, do not wait
             pool.shutdown(wait=False, cancel_futures=True)
-            _terminate_children()
+            _terminate([child for child in multiprocessing.active_children() if child not in others])
             raise
         pool.shutdown()
         lines.close()
 
 
-def _terminate_children() -> None:
-    children = multiprocessing.active_children()
+def _terminate(children: list[Any]) -> None:
     for child in children:
         child.terminate()
     for child in children:
@@ -283,7 +288,7 @@ class RayExecutor:
         try:
             import ray
         except ImportError:
-            raise RuntimeError(
+            raise ExecutorUnavailable(
                 "the ray executor needs Ray: pip install 'robustprune[ray]' (or pip install ray)"
             ) from None
         if not ray.is_initialized():

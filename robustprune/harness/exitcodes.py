@@ -29,4 +29,4 @@ class ExitStatus(enum.IntEnum):
     ENVIRONMENT_ERROR = 6
     """The machine cannot do the work: the store, a folder, the device or the disk; named in the message."""
     INTERRUPTED = 130
-    """Stopped by Ctrl-C (or SIGTERM): finished work is in the store, a rerun resumes."""
+    """Stopped by Ctrl-C: finished work is in the store, a rerun resumes."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,15 +23,25 @@ from ..core.cases import Case, GroupCase, Measure, NotApplicable, ShiftCase
 from ..core.machine import available_cores
 from ..core.results import CaseKey, StoreError
 from ..core.suite import Suite
-from ..engine.executors import make_executor
+from ..engine.executors import ExecutorUnavailable, make_executor
+from ..plugin.errors import DataFileError
 from ..report.files import write_report
 from ..report.tables import render_text
 from .exitcodes import ExitStatus
 from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
 from .options import add_options
-from .preflight import check_options, configuration_error, environment_error, warn_if_disk_short
+from .preflight import (
+    check_options,
+    configuration_error,
+    environment_error,
+    store_and_plugin_problem,
+    warn_if_disk_short,
+)
 from .session import CaseParam, RunState, count_case_checks, mark_case_item, run_state
+
+if TYPE_CHECKING:  # the engine imports torch: not at pytest start
+    from ..engine.engine import Engine, WorkPlan
 
 CASE_FIXTURES = ("case", "shift_case", "group_case")
 
@@ -46,6 +56,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config, "workerinput", None) is None:  # the controller checks once, for every xdist worker
         check_options(config)  # options, device, folders, plugin names: one message each, before any work
         check_export_option(config)
+        if getattr(config.option, "numprocesses", None):
+            # an xdist controller collects nothing, and its workers leave the store to it: check it now
+            # (without creating anything, so a session without suites is not changed by it)
+            problem = store_and_plugin_problem(config)
+            if problem is not None:
+                status, message = problem
+                pytest.exit(message, returncode=int(status))
     RunState.start(config)
 
 
@@ -138,7 +155,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         missing = engine.work_plan(list(cases.values()))  # what it reads is kept: the checks read it again
         count = len(missing.parents) + len(missing.repeats) + len(missing.measures)
         if count:
-            warn_if_disk_short(engine.options.store.root, engine.planned_bytes(list(cases.values()), missing))
+            planned = _planned_bytes(engine, list(cases.values()), missing)
+            if planned is not None:
+                warn_if_disk_short(engine.options.store.root, planned)
             if engine.options.store.read_only:
                 environment_error(
                     f"the store {engine.options.store.root} is read-only and lacks {count} piece(s) of work of "
@@ -148,10 +167,25 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             continue  # each case is computed when a check first needs it
         try:
             executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress)
-        except StoreError as exc:
+        except (StoreError, DataFileError) as exc:
             environment_error(str(exc))
-        except RuntimeError as exc:  # the executor cannot start (Ray missing, say)
+        except ExecutorUnavailable as exc:  # Ray missing, say
             configuration_error(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a plugin failing in shifted-set generation, say: the checks
+            # that need what failed compute it themselves and report the failure, the others run
+            state.progress(f"could not compute ahead in worker processes ({type(exc).__name__}: {exc}); each "
+                           "check computes what it needs")
+
+
+def _planned_bytes(engine: Engine, cases: list[CaseKey], plan: WorkPlan) -> int | None:
+    """What the plan will store, for the disk check; ``None`` when a plugin fails while it is estimated (its
+    checks report that failure). Data files that are missing or broken stop the run here, once."""
+    try:
+        return engine.planned_bytes(cases, plan)
+    except DataFileError as exc:
+        environment_error(str(exc))
+    except Exception:  # noqa: BLE001 - a model or dataset plugin that raises: the checks meet it and say so
+        return None
 
 
 # --------------------------------------------------------------------------- fixtures

@@ -15,14 +15,13 @@ import importlib.util
 import os
 import re
 import shutil
-import uuid
 import warnings
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
-from ..core.datasource import STORE_ENV
+from ..core.datasource import STORE_ENV, can_write
 from ..plugin.host import local_modules_from_env
 from .exitcodes import ExitStatus
 from .options import device_option, store_root, threads_option
@@ -112,11 +111,11 @@ def _check_store(root: Path) -> None:
         if not ancestor.is_dir():
             environment_error(f"the store {root} cannot be created: {ancestor} is a file, not a folder; point "
                               f"{where} at a folder you can write")
-        if not _writable(ancestor):
+        if not can_write(ancestor):
             environment_error(f"the store {root} cannot be created: {ancestor} is not writable; point {where} at "
                               "a folder you can write")
         root = ancestor
-    elif not _writable(root):
+    elif not can_write(root):
         # allowed: a run that finds everything there reads it; anything to compute stops it (see the plugin)
         warnings.warn(pytest.PytestWarning(
             f"the store {root} is read-only: results are read from it, and the run stops if anything must be "
@@ -152,18 +151,8 @@ def _check_folder(folder: Path, option: str) -> None:
     except OSError as exc:
         environment_error(f"{option} {folder} cannot be created: {exc.strerror or exc}; choose a folder you can "
                           "write")
-    if not _writable(folder):
+    if not can_write(folder):
         environment_error(f"{option} {folder} is not writable; choose a folder you can write")
-
-
-def _writable(folder: Path) -> bool:
-    probe = folder / f".robustprune-probe-{uuid.uuid4().hex}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError:
-        return False
-    return True
 
 
 def _check_plugins(config: pytest.Config, named: list[str], source: str) -> None:

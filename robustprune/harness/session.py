@@ -114,7 +114,7 @@ class RunState:
         self.totals: dict[tuple[str, str], int] = {}  # (suite file, case id) -> its checks in the session
         self.worker_reports: list[dict[str, Any]] = []  # xdist controller: parts sent by workers
         self.export_lines: list[str] = []  # what --rp-export wrote (printed in the terminal summary)
-        self.interrupted = False  # Ctrl-C (or SIGTERM) stopped the session
+        self.interrupted = False  # Ctrl-C stopped the session
         self.stop_status: ExitStatus | None = None  # a problem found while collecting sets the exit status
         self._checked = False  # the store and the plugin modules, before the first engine
         self.started = time.monotonic()

@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import numbers
 import pickle
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from .errors import DataFileError  # re-exported: plugins import it from here
+
 __all__ = ["DataFileError", "UnsafePickleError", "load_data_pickle", "stratified_subset", "subset_size"]
-
-
-class DataFileError(ValueError):
-    """A dataset file is missing or malformed.
-
-    The message names the path, the layout expected there and the fix. A
-    :class:`ValueError`, like every configuration problem the host reports
-    without a traceback.
-    """
-
-    def __init__(self, problem: str, path: Path | str, expected: str, fix: str):
-        self.problem, self.path, self.expected, self.fix = problem, Path(path), expected, fix
-        super().__init__(f"{problem}: {path}\n  expected: {expected}\n  fix: {fix}")
 
 
 def subset_size(value: Any, total: int, what: str) -> int:

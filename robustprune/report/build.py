@@ -203,7 +203,13 @@ def merge_reports(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Combine partial reports of the same suites (one per xdist worker) into one per suite."""
     merged: dict[str, dict[str, Any]] = {}
     for part in parts:
+        first = part["suite"] not in merged
         target = merged.setdefault(part["suite"], {**part, "tables": [], "cases": []})
+        if not first and part.get("store") and target.get("store"):
+            # each worker lists the entries it rejected; two workers may have met the same one
+            entries = list(dict.fromkeys([*target["store"].get("rejected_entries", ()),
+                                          *part["store"].get("rejected_entries", ())]))
+            target["store"] = {**target["store"], "rejected": len(entries), "rejected_entries": entries}
         known = {c["id"] for c in target["cases"]}
         target["cases"] += [c for c in part["cases"] if c["id"] not in known]
         for table in part["tables"]:

@@ -1,0 +1,22 @@
+"""Errors plugins raise that the host handles specially (this module imports nothing heavy: the pytest
+harness catches them without loading numpy or torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DataFileError"]
+
+
+class DataFileError(ValueError):
+    """A dataset file is missing or malformed.
+
+    The message names the path, the layout expected there and the fix. A
+    :class:`ValueError`, like every configuration problem the host reports
+    without a traceback. Met before any work, it stops the run once with
+    exit status 6: the machine lacks the data (docs/trusting-results.md).
+    """
+
+    def __init__(self, problem: str, path: Path | str, expected: str, fix: str):
+        self.problem, self.path, self.expected, self.fix = problem, Path(path), expected, fix
+        super().__init__(f"{problem}: {path}\n  expected: {expected}\n  fix: {fix}")
