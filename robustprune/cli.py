@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,28 +143,39 @@ def cmd_plugins(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="robustprune plugins", description="List plugins and what they register.")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="also load a local plugin module")
+    parser.add_argument("--disable", action="append", default=[], metavar="NAME",
+                        help="do not load this plugin (also $ROBUSTPRUNE_DISABLE_PLUGINS, comma-separated)")
     args = parser.parse_args(argv)
     from tabulate import tabulate
 
-    from .plugin.registry import PluginConflictError, load_registry
+    from .plugin.host import PluginWarning
+    from .plugin.registry import load_registry
 
-    try:
-        registry = load_registry(args.plugin, search_path=Path.cwd())
-    except PluginConflictError as exc:
-        print(f"robustprune plugins: {exc}", file=sys.stderr)
-        return int(ExitStatus.CONFIGURATION_ERROR)
+    with warnings.catch_warnings():  # listed below the table instead
+        warnings.simplefilter("ignore", PluginWarning)
+        registry = load_registry(args.plugin, search_path=Path.cwd(), disabled=args.disable)
     rows = []
     for name, info in sorted(registry.host.info.items()):
         registered = registry.registered_by(name)
         what = "; ".join(f"{kind}s: {', '.join(names)}" for kind, names in registered.items()) or "(nothing)"
         rows.append([name, f"{info.distribution} {info.version}", info.source, what])
+    rows += [[name, "", "disabled", "(not loaded)"] for name in registry.host.disabled]
     print(tabulate(rows, headers=["plugin", "distribution", "from", "registers"], tablefmt="simple",
                    maxcolwidths=[None, None, None, 70]))
+    if registry.clashes:
+        print("\nnames registered by more than one plugin (unavailable: the cases that use them fail):")
+        for kind, name in registry.clashes:
+            print(f"  {registry.clash_message(kind, name)}")
+    if registry.host.notes:
+        print("\nplugins that load but look wrong:")
+        for note in registry.host.notes:
+            print(f"  {note}")
     if registry.failures:
         print("\nplugins that failed to load:")
         for failure in registry.failures:
             print(f"  {failure.describe()}")
-    return int(ExitStatus.CONFIGURATION_ERROR) if registry.failures else int(ExitStatus.OK)
+    broken = registry.failures or registry.clashes
+    return int(ExitStatus.CONFIGURATION_ERROR) if broken else int(ExitStatus.OK)
 
 
 def cmd_report(argv: list[str]) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from robustprune.plugin.host import PLUGINS_ENV, PluginFailure, create_host
+from robustprune.plugin.host import DISABLE_ENV, PLUGINS_ENV, PluginFailure, PluginWarning, create_host
 from robustprune.plugin.registry import PluginConflictError, Registry, UnknownNameError
 
 _counter = itertools.count()
@@ -149,23 +149,41 @@ def test_unknown_name_without_close_match_has_no_suggestion():
 # --------------------------------------------------------------------------- conflicts
 
 
-def test_two_plugins_registering_one_name_conflict(write_module):
+def test_two_plugins_registering_one_name_make_only_that_name_unavailable(write_module):
     first = method_module(write_module, "twin", hint="first")
-    second = method_module(write_module, "twin", hint="second")
+    second = write_module(METHOD_MODULE.format(name="twin", version="1").replace(
+        "register(Method())", "register(Method())\n    register(Other())").replace(
+        "@hookimpl", "class Other(Method):\n    name = 'other_of_second'\n\n@hookimpl"), "second")
+    reg = registry_with(first, second)
     with pytest.raises(PluginConflictError) as info:
-        registry_with(first, second)
+        reg.method("twin")
     msg = str(info.value)
-    assert "method 'twin' is registered by two plugins" in msg
-    assert repr(first) in msg and repr(second) in msg
+    assert "method 'twin' is registered by 2 plugins" in msg and "so it is unavailable" in msg
+    assert repr(first) in msg and repr(second) in msg and "--disable NAME" in msg
+    assert "other_of_second" in reg.names("method") and "wt" in reg.names("method")  # the rest still works
+    assert reg.registered_by(first) == {"method": ["twin (clash)"]}
+    assert not failures_of(reg, first) and not failures_of(reg, second)
 
 
 def test_local_plugin_conflicting_with_first_party(write_module):
     mod = method_module(write_module, "wt")
+    reg = registry_with(mod)
     with pytest.raises(PluginConflictError) as info:
-        registry_with(mod)
+        reg.method("wt")
     msg = str(info.value)
     assert "'wt'" in msg and repr(mod) in msg
     assert "robustprune" in msg  # the first-party distribution
+    assert "ft" in reg.names("method")
+
+
+def test_disabling_the_first_party_plugin_resolves_the_clash(write_module, monkeypatch):
+    mod = method_module(write_module, "wt")
+    reg = Registry(create_host(local_modules=[mod], disabled=["wt"]))
+    assert reg.method("wt").plugin.name == mod and "wt" in reg.host.disabled
+    monkeypatch.setenv(DISABLE_ENV, f" {mod} , ft")
+    reg = registry_with(mod)
+    assert reg.method("wt").plugin.distribution == "robustprune"
+    assert "ft" not in reg.names("method") and set(reg.host.disabled) == {mod, "ft"}
 
 
 def test_group_named_like_a_shift_conflicts(write_module):
@@ -179,8 +197,12 @@ def test_group_named_like_a_shift_conflicts(write_module):
         """,
         "group",
     )
-    with pytest.raises(PluginConflictError, match="'contrast' is registered both as a shift and as a shift group"):
-        registry_with(mod)
+    reg = registry_with(mod)
+    with pytest.raises(PluginConflictError, match="shift 'contrast' is registered by 2 plugins"):
+        reg.get("shift", "contrast")
+    with pytest.raises(PluginConflictError, match="group 'contrast' is registered by 2 plugins"):
+        reg.get("group", "contrast")
+    assert "fog" in reg.names("shift")
 
 
 # --------------------------------------------------------------------------- failures
@@ -282,8 +304,29 @@ def test_hook_with_wrong_argument_name_is_recorded(write_module):
         "badargs",
     )
     reg = registry_with(mod)
-    assert len(failures_of(reg, mod)) == 1
+    (failure,) = failures_of(reg, mod)
+    assert failure.error == ("hook robustprune_register_methods takes one argument named `register`, not `reg`: "
+                             "write `def robustprune_register_methods(register):`")
     assert "wt" in reg.names("method")
+
+
+def test_a_hook_without_hookimpl_is_warned_about(write_module):
+    mod = write_module(
+        """
+        from robustprune import PruneMethod
+
+        class Method(PruneMethod):
+            name = "never_registered"
+
+        def robustprune_register_methods(register):
+            register(Method())
+        """,
+        "unmarked",
+    )
+    with pytest.warns(PluginWarning, match=rf"plugin '{mod}' defines robustprune_register_methods without "
+                                           r"@hookimpl, so it is never called; decorate it"):
+        reg = registry_with(mod)
+    assert "never_registered" not in reg.names("method") and reg.host.notes
 
 
 def test_misspelled_hook_is_recorded(write_module):

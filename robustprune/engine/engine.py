@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ from ..core.suite import Suite
 from ..core.uncertainty import Resampling
 from ..plugin.api import DatasetSpec, ModelSpec, PruneContext, PruneMethod, Recipe
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
-from ..plugin.registry import Registered, Registry
+from ..plugin.registry import PluginConflictError, Registered, Registry
 from .bootstrap import ImageResamples
 from .context import CaseContext, NetworkRecord, RunOptions, tagged
 from .costing import curve_costs
@@ -86,20 +86,19 @@ class Engine:
         self.suite = suite
         self.registry = registry
         self.options = options
-        self.models: dict[str, Registered[ModelSpec]] = {name: registry.model(name) for name in suite.models}
-        self.datasets: dict[str, Registered[DatasetSpec]] = {name: registry.dataset(name) for name in suite.datasets}
-        self.methods: dict[str, Registered[PruneMethod]] = {name: registry.method(name) for name in suite.methods}
+        # a name two plugins registered fails only the cases that use it (unknown names raise here)
+        self.models: Available[Registered[ModelSpec]] = Available(registry, "model", suite.models)
+        self.datasets: Available[Registered[DatasetSpec]] = Available(registry, "dataset", suite.datasets)
+        self.methods: Available[Registered[PruneMethod]] = Available(registry, "method", suite.methods)
         for field_name in ("recipes", "parent_checkpoints"):
             for model in getattr(suite, field_name):
-                if model not in self.models:
+                if model not in suite.models:
                     raise ValueError(
                         f"{field_name} names model {model!r}, which the suite does not use; suite models: "
                         f"{', '.join(suite.models)}"
                     )
-        self.recipes: dict[str, Recipe] = {
-            name: reg.item.recipe.replace(**suite.recipe).replace(**suite.recipes.get(name, {}))
-            for name, reg in self.models.items()
-        }
+        self.recipes: Available[Recipe] = Available.derived(self.models, lambda name, reg: reg.item.recipe.replace(
+            **suite.recipe).replace(**suite.recipes.get(name, {})))
         torch.set_num_threads(options.threads)
         # what the numbers depend on besides the inputs: in the key of everything trained or evaluated here
         self.numerics = numerics(options.device, options.threads)
@@ -871,6 +870,36 @@ class Engine:
         for record in records[1:]:
             record.state = None
         return costs
+
+
+V = TypeVar("V")
+
+
+class Available(dict[str, V]):
+    """The suite's names of one kind, resolved; a name several plugins registered is left out, and looking it
+    up raises :class:`CaseError` with the clash (so only the cases that use it fail)."""
+
+    def __init__(self, registry: Registry | None, kind: str, names: Sequence[str]) -> None:
+        super().__init__()
+        self.unavailable: dict[str, str] = {}
+        if registry is None:
+            return
+        for name in names:
+            try:
+                self[name] = registry.get(kind, name)  # type: ignore[assignment]  # V is Registered[...] here
+            except PluginConflictError as exc:
+                self.unavailable[name] = str(exc)
+
+    @classmethod
+    def derived(cls, source: Available[Any], make: Callable[[str, Any], V]) -> Available[V]:
+        """``make(name, item)`` for every available name of ``source``, with its unavailable names."""
+        out: Available[V] = cls(None, "", ())
+        out.update({name: make(name, item) for name, item in source.items()})
+        out.unavailable = dict(source.unavailable)
+        return out
+
+    def __missing__(self, name: str) -> V:
+        raise CaseError(self.unavailable.get(name, f"{name!r} is not one of the suite's names"))
 
 
 def _quietly(compute: Callable[[], object]) -> None:

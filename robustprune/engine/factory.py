@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.datasource import default_store_root, with_resolved_paths
 from ..core.machine import available_cores
 from ..core.suite import Suite
-from ..plugin.host import local_modules_from_env
+from ..plugin.host import disabled_from_env, local_modules_from_env
 from ..plugin.registry import load_registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +35,7 @@ class EngineJob:
     modules are looked up there first. ``plugins`` are the local plugin
     modules named on the command line or in the suite; ``$ROBUSTPRUNE_PLUGINS``
     is added when the job is made, so a remote process loads the same ones.
+    ``disabled`` names plugins not to load (with ``$ROBUSTPRUNE_DISABLE_PLUGINS``, read when the job is made).
     ``workers=None`` uses every core for shifted-set generation. ``numerics``,
     set by the executors, is the main process's: a worker applies its
     deterministic flags and refuses to compute under other numerics.
@@ -44,6 +45,7 @@ class EngineJob:
     suite_file: str
     store_root: str
     plugins: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
     device: str = "cpu"
     threads: int = 1
     workers: int | None = None
@@ -53,17 +55,18 @@ class EngineJob:
 
     @classmethod
     def for_suite(cls, suite: Suite, suite_file: str, store_root: str | None, *, plugins: tuple[str, ...] = (),
-                  device: str = "cpu", threads: int = 1, workers: int | None = None, data_root: str | None = None,
-                  download: bool = False) -> EngineJob:
+                  disabled: tuple[str, ...] = (), device: str = "cpu", threads: int = 1, workers: int | None = None,
+                  data_root: str | None = None, download: bool = False) -> EngineJob:
         """The job of ``suite`` declared in ``suite_file``: paths resolved against its folder, and every local
         plugin it needs (``$ROBUSTPRUNE_PLUGINS``, ``plugins``, the suite's own) named. ``store_root=None``
         is ``$ROBUSTPRUNE_STORE`` or ``.robustprune/`` here, resolved now: a remote process uses the same folder."""
         store_root = str(Path(store_root).resolve() if store_root else default_store_root())
         folder = Path(suite_file).parent
         modules = (*local_modules_from_env(), *plugins, *suite.plugins)
+        off = tuple(dict.fromkeys((*disabled_from_env(), *disabled)))
         return cls(suite=with_resolved_paths(suite, folder), suite_file=suite_file, store_root=store_root,
-                   plugins=modules, device=device, threads=threads, workers=workers, data_root=data_root,
-                   download=download)
+                   plugins=modules, disabled=off, device=device, threads=threads, workers=workers,
+                   data_root=data_root, download=download)
 
     @property
     def search_path(self) -> Path:
@@ -80,7 +83,7 @@ class EngineJob:
         from .context import RunOptions
         from .engine import Engine  # torch: only once an engine is really needed
 
-        registry = load_registry(self.plugins, search_path=self.search_path)
+        registry = load_registry(self.plugins, search_path=self.search_path, disabled=self.disabled)
         named = [f for f in registry.failures if f.name.removesuffix(" (local)") in self.plugins]
         if named:  # a plugin the user asked for by name must load; a broken third-party one is only noted
             raise LookupError("; ".join(f.describe() for f in named))

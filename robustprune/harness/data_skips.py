@@ -40,9 +40,10 @@ def skip_unless_data(suite: Suite, *, suite_file: str | os.PathLike[str] | None 
     config = active_config()
     data_root, download = data_options(config)
     extra_plugins = list(config.getoption("rp_plugin") or []) if config is not None else []
+    disabled = list(config.getoption("rp_disable") or []) if config is not None else []
     if suite_dir is not None:
         suite = with_resolved_paths(suite, suite_dir)
-    registry = load_registry([*extra_plugins, *suite.plugins], search_path=suite_dir)
+    registry = load_registry([*extra_plugins, *suite.plugins], search_path=suite_dir, disabled=disabled)
     for name in suite.datasets:
         try:
             spec = registry.dataset(name).item

@@ -68,6 +68,9 @@ OPTIONS: tuple[Option, ...] = (
                      "matplotlib is installed (pip install 'robustprune[plots]')", "DIR"),
     Option("plugin", "load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)", "MODULE",
            repeatable=True),
+    Option("disable", "do not load this plugin: an entry point's name (`robustprune plugins` lists them, the "
+                      "first-party ones included) or a local module's (repeatable; also "
+                      "$ROBUSTPRUNE_DISABLE_PLUGINS, comma-separated)", "NAME", repeatable=True),
     Option("data", f"root folder of datasets read from disk (default: ${DATA_ENV})", "DIR"),
     Option("download", "let dataset plugins download missing data into the data root (CIFAR via torchvision)",
            default=False),

@@ -11,6 +11,7 @@ suite is collected, so that pytest sessions without suites never touch it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -22,7 +23,7 @@ from typing import NoReturn
 import pytest
 
 from ..core.datasource import STORE_ENV, can_write
-from ..plugin.host import local_modules_from_env
+from ..plugin.host import ENTRY_POINT_GROUP, local_modules_from_env
 from .exitcodes import ExitStatus
 from .options import device_option, store_root, threads_option
 
@@ -53,6 +54,7 @@ def check_options(config: pytest.Config) -> None:
     if report:
         _check_folder(Path(report).expanduser(), "--report")
     _check_plugins(config, config.getoption("rp_plugin"), "--plugin")
+    _check_disabled(config, config.getoption("rp_disable") or [])
 
 
 def store_and_plugin_problem(config: pytest.Config) -> tuple[ExitStatus, str] | None:
@@ -160,17 +162,30 @@ def _check_plugins(config: pytest.Config, named: list[str], source: str) -> None
     working directory, or on ``sys.path``."""
     if not named:
         return
+    for name in dict.fromkeys(named):
+        if not _local_module_exists(config, name):
+            configuration_error(
+                f"plugin module {name!r} (named by {source}) was not found next to the suites, in "
+                f"{Path.cwd()} or on sys.path; fix the name, or install the package that provides it")
+
+
+def _check_disabled(config: pytest.Config, names: list[str]) -> None:
+    """A plugin named to be disabled must exist: a typo would leave the plugin on without a word."""
+    installed = sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    for name in names:
+        if name not in installed and not _local_module_exists(config, name):
+            configuration_error(f"--disable {name}: no plugin of that name; installed plugins: "
+                                f"{', '.join(installed)} (`robustprune plugins` lists them)")
+
+
+def _local_module_exists(config: pytest.Config, name: str) -> bool:
     folders = {Path.cwd()}
     for arg in config.args:
         path = Path(str(arg).split("::")[0])
         folders.add(path if path.is_dir() else path.parent)
-    for name in dict.fromkeys(named):
-        top = name.split(".")[0]
-        if not any((folder / f"{top}.py").exists() or (folder / top).is_dir() for folder in folders) \
-                and _find_spec(name) is None:
-            configuration_error(
-                f"plugin module {name!r} (named by {source}) was not found next to the suites, in "
-                f"{Path.cwd()} or on sys.path; fix the name, or install the package that provides it")
+    top = name.split(".")[0]
+    return any((folder / f"{top}.py").exists() or (folder / top).is_dir() for folder in folders) \
+        or _find_spec(name) is not None
 
 
 def _find_spec(name: str) -> object | None:

@@ -183,6 +183,7 @@ class RunState:
         data_root, download = data_options(self.config)
         return EngineJob.for_suite(
             suite, module_file, str(store_root(self.config)), plugins=tuple(opt("rp_plugin")),
+            disabled=tuple(opt("rp_disable")),
             device=device_option(self.config), threads=threads_option(self.config), workers=opt("rp_workers"),
             data_root=str(data_root) if data_root else None, download=download,
         )

@@ -19,11 +19,13 @@ import difflib
 import hashlib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -34,16 +36,24 @@ from .hookspecs import PROJECT_NAME
 
 ENTRY_POINT_GROUP = PROJECT_NAME
 PLUGINS_ENV = "ROBUSTPRUNE_PLUGINS"
+DISABLE_ENV = "ROBUSTPRUNE_DISABLE_PLUGINS"
 
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """Where a plugin came from, for listings, conflict errors and store keys."""
+    """Where a plugin came from, for listings, conflict errors and store keys.
+
+    ``source_hash`` hashes the plugin's own source files (see
+    :func:`source_hash`): it is part of the store key of everything the
+    plugin's items compute, so editing a plugin recomputes its results even
+    when its version stays the same (an editable install, say).
+    """
 
     name: str
     distribution: str
     version: str
     source: str  # "entry point" or "local module"
+    source_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class PluginHost:
     manager: pluggy.PluginManager
     info: dict[str, PluginInfo] = field(default_factory=dict)  # by pluggy plugin name
     failures: list[PluginFailure] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)  # plugins not loaded because they were asked to be off
+    notes: list[str] = field(default_factory=list)  # what loaded but looks wrong (a hook without @hookimpl)
 
     def info_for(self, plugin: object) -> PluginInfo:
         """What we know of a registered plugin object (a placeholder for one registered behind our back)."""
@@ -94,10 +106,20 @@ class PluginHost:
 
     def register_module(self, module: ModuleType, name: str, info: PluginInfo) -> None:
         """Register an imported module as plugin ``name``; a module implementing an unknown hook is refused
-        (recorded as a failure with a "did you mean"), since pluggy would silently never call it."""
+        (recorded as a failure with a "did you mean"), since pluggy would silently never call it. A hook
+        function without ``@hookimpl`` is warned about, for the same reason."""
+        unmarked = _unmarked_hooks(module)
+        if unmarked:
+            message = (f"plugin {name!r} defines {', '.join(unmarked)} without @hookimpl, so it is never called; "
+                       "decorate it with @robustprune.hookimpl")
+            self.notes.append(message)
+            warnings.warn(PluginWarning(message), stacklevel=2)
         try:
             self.manager.register(module, name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. an invalid hook signature
+        except pluggy.PluginValidationError:
+            self.failures.append(PluginFailure(name, info.source, _signature_problem(module)))
+            return
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not take down the rest
             self.failures.append(PluginFailure(name, info.source, short_error(exc)))
             return
         # pluggy accepts hooks nobody specified; a misspelled hook would silently do nothing
@@ -114,6 +136,36 @@ class PluginHost:
             ))
             return
         self.info[name] = info
+
+
+class PluginWarning(UserWarning):
+    """A plugin loaded, but part of it will not work as its author meant (a hook without ``@hookimpl``)."""
+
+
+def _hook_names() -> list[str]:
+    return [n for n in dir(hookspecs) if n.startswith(PROJECT_NAME + "_")]
+
+
+def _unmarked_hooks(module: ModuleType) -> list[str]:
+    """The module's functions named like a hook but not marked with ``@hookimpl`` (pluggy skips them)."""
+    marker = PROJECT_NAME + "_impl"
+    return [n for n in _hook_names()
+            if callable(getattr(module, n, None)) and not hasattr(getattr(module, n), marker)]
+
+
+def _signature_problem(module: ModuleType) -> str:
+    """What pluggy's ``PluginValidationError`` means, for each hook whose arguments are not the spec's."""
+    problems = []
+    for hook in _hook_names():
+        function = getattr(module, hook, None)
+        if function is None or not hasattr(function, PROJECT_NAME + "_impl"):
+            continue
+        expected = list(inspect.signature(getattr(hookspecs, hook)).parameters)
+        got = list(inspect.signature(function).parameters)
+        if got != expected and not set(got) <= set(expected):
+            problems.append(f"hook {hook} takes one argument named `{expected[0]}`, not "
+                            f"{', '.join(f'`{g}`' for g in got) or 'none'}: write `def {hook}({expected[0]}):`")
+    return "; ".join(problems) or "a hook's arguments do not match its specification"
 
 
 def short_error(exc: BaseException) -> str:
@@ -138,7 +190,33 @@ def _module_info(name: str, module: ModuleType) -> PluginInfo:
             version = "src-" + hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12] if source else "unknown"
         except OSError:
             version = "unknown"
-    return PluginInfo(name, "local", str(version), "local module")
+    return PluginInfo(name, "local", str(version), "local module", source_hash(module))
+
+
+_HASHES: dict[Path, str] = {}
+
+
+def source_hash(module: ModuleType) -> str:
+    """A hash of the source files a plugin module's behaviour most likely lives in: the module's own file and,
+    when it belongs to a package, every ``.py`` file of that package (its immediate package, recursively:
+    helpers next to it count). Computed once per folder per process."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return "unknown"
+    path = Path(file).resolve()
+    in_package = path.name == "__init__.py" or "." in module.__name__
+    root = path.parent if in_package else path
+    if root not in _HASHES:
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        digest = hashlib.sha256()
+        for source in files:
+            digest.update(str(source.relative_to(root) if root.is_dir() else source.name).encode() + b"\0")
+            try:
+                digest.update(source.read_bytes())
+            except OSError:  # unreadable: the file's name still counts
+                continue
+        _HASHES[root] = digest.hexdigest()[:16]
+    return _HASHES[root]
 
 
 def local_modules_from_env() -> list[str]:
@@ -146,16 +224,28 @@ def local_modules_from_env() -> list[str]:
     return [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
 
 
-def create_host(local_modules: Iterable[str] = (), search_path: Path | None = None) -> PluginHost:
-    """Build the plugin host: entry points, then ``ROBUSTPRUNE_PLUGINS``, then ``local_modules``."""
+def disabled_from_env() -> list[str]:
+    """The plugins named in ``$ROBUSTPRUNE_DISABLE_PLUGINS`` (comma-separated entry-point or module names)."""
+    return [m.strip() for m in os.environ.get(DISABLE_ENV, "").split(",") if m.strip()]
+
+
+def create_host(local_modules: Iterable[str] = (), search_path: Path | None = None,
+                disabled: Iterable[str] = ()) -> PluginHost:
+    """Build the plugin host: entry points, then ``ROBUSTPRUNE_PLUGINS``, then ``local_modules``; none of the
+    plugins named in ``disabled`` or ``$ROBUSTPRUNE_DISABLE_PLUGINS`` (an entry point's name, the first-party
+    ones included, or a local module's) is imported."""
     manager = pluggy.PluginManager(PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     host = PluginHost(manager)
+    off = set(disabled) | set(disabled_from_env())
     seen: set[str] = set()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in seen:  # the same distribution visible twice on sys.path
             continue
         seen.add(ep.name)
+        if ep.name in off:
+            host.disabled.append(ep.name)
+            continue
         dist = ep.dist
         info = PluginInfo(
             ep.name,
@@ -168,8 +258,11 @@ def create_host(local_modules: Iterable[str] = (), search_path: Path | None = No
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not take down the rest
             host.failures.append(PluginFailure(ep.name, f"entry point of {info.distribution}", short_error(exc)))
             continue
-        host.register_module(module, ep.name, info)
+        host.register_module(module, ep.name, replace(info, source_hash=source_hash(module)))
     # each module once, even when named in several places (the environment, the command line, a suite)
     for module_name in dict.fromkeys([*local_modules_from_env(), *local_modules]):
+        if module_name in off:
+            host.disabled.append(module_name)
+            continue
         host.load_local(module_name, search_path)
     return host

@@ -1,8 +1,10 @@
 """Name lookups over everything the plugins registered, with "did you mean" errors.
 
 The registry calls each plugin's register hooks once, recording which plugin
-registered which name. Two plugins claiming one name is an error that names
-both; a plugin whose hook raises is recorded as failed and the rest load.
+registered which name. Two plugins claiming one name make that name
+unavailable (a lookup raises an error naming both), and nothing else: every
+other name of both plugins still works. A plugin whose hook raises is
+recorded as failed and the rest load.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ class UnknownNameError(LookupError):
         return str(self.args[0])
 
 
-class PluginConflictError(RuntimeError):
-    """Two plugins registered the same name."""
+class PluginConflictError(LookupError):
+    """Two plugins registered the same name: it is unavailable until one of them is disabled or renamed."""
+
+    def __str__(self) -> str:  # LookupError would quote the message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -56,8 +61,10 @@ class Registered(Generic[T]):
         return getattr(self.item, "version", None) or self.plugin.version
 
     def identity(self) -> dict[str, str]:
-        """What identifies this item in store keys."""
-        return {"name": self.name, "plugin": self.plugin.distribution, "version": self.version}
+        """What identifies this item in store keys: its name, plugin, version and the plugin's source hash (so an
+        edit recomputes its results, version bumped or not)."""
+        return {"name": self.name, "plugin": self.plugin.distribution, "version": self.version,
+                "source": self.plugin.source_hash}
 
 
 # What the host reads from a method; PruneMethod provides defaults for all but name and prune().
@@ -106,14 +113,14 @@ class Registry:
         self.host = host
         self.failures: list[PluginFailure] = list(host.failures)
         self._items: dict[str, dict[str, Registered[Any]]] = {kind: {} for kind in (*_KINDS, "group")}
+        # (kind, name) -> every plugin that registered it, when more than one did: the name is unavailable
+        self.clashes: dict[tuple[str, str], list[PluginInfo]] = {}
         for kind, (hook_name, accepts, expected) in _KINDS.items():
             for impl in getattr(host.manager.hook, hook_name).get_hookimpls():
                 info = host.info_for(impl.plugin)
                 register = self._registrar(kind, info, accepts, expected)
                 try:
                     impl.function(register=register)
-                except PluginConflictError:
-                    raise
                 except Exception as exc:  # noqa: BLE001 - a broken plugin fails alone
                     self.failures.append(PluginFailure(info.name, f"{hook_name}", short_error(exc)))
 
@@ -127,18 +134,17 @@ class Registry:
                 _check_picklable(item, info)
             item_kind = "group" if isinstance(item, ShiftGroup) else kind
             check_name(item_kind, item.name)
-            table = self._items[item_kind]
-            if item.name in table:
-                other = table[item.name].plugin
-                raise PluginConflictError(
-                    f"{item_kind} {item.name!r} is registered by two plugins: {other.name!r} "
-                    f"({other.distribution} {other.version}) and {info.name!r} "
-                    f"({info.distribution} {info.version}); uninstall or rename one of them"
-                )
-            other_table = self._items["group" if item_kind == "shift" else "shift"]
-            if item_kind in ("shift", "group") and item.name in other_table:
-                raise PluginConflictError(f"{item.name!r} is registered both as a shift and as a shift group")
-            table[item.name] = Registered(item.name, item, info)
+            # a shift and a shift group share one namespace: suites name both the same way
+            kinds = ("shift", "group") if item_kind in ("shift", "group") else (item_kind,)
+            clash = next(((k, item.name) for k in kinds if (k, item.name) in self.clashes), None)
+            if clash is not None:
+                self.clashes[clash].append(info)
+                return
+            holder = next((k for k in kinds if item.name in self._items[k]), None)
+            if holder is not None:
+                self.clashes[(holder, item.name)] = [self._items[holder].pop(item.name).plugin, info]
+                return
+            self._items[item_kind][item.name] = Registered(item.name, item, info)
 
         return register
 
@@ -154,7 +160,20 @@ class Registry:
         table = self._items[kind]
         if name in table:
             return table[name]
+        clash = self.clash_message(kind, name)
+        if clash is not None:
+            raise PluginConflictError(clash)
         raise UnknownNameError(self._unknown_message(kind, name))
+
+    def clash_message(self, kind: str, name: str) -> str | None:
+        """Why ``name`` is unavailable when several plugins registered it (``None`` when they did not)."""
+        kinds = ("shift", "group") if kind in ("shift", "group") else (kind,)
+        plugins = next((self.clashes[(k, name)] for k in kinds if (k, name) in self.clashes), None)
+        if plugins is None:
+            return None
+        who = " and ".join(f"{p.name!r} ({p.distribution} {p.version})" for p in plugins)
+        return (f"{kind} {name!r} is registered by {len(plugins)} plugins: {who}, so it is unavailable; disable one "
+                "of them (--disable NAME, or $ROBUSTPRUNE_DISABLE_PLUGINS) or rename its item")
 
     def method(self, name: str) -> Registered[PruneMethod]:
         """The method registered as ``name`` (it has every attribute of :class:`PruneMethod`, checked on
@@ -179,19 +198,24 @@ class Registry:
         return message + " (`robustprune plugins` lists every plugin and what it registers.)"
 
     def registered_by(self, plugin_name: str) -> dict[str, list[str]]:
-        """What one plugin registered, by kind (for ``robustprune plugins``)."""
+        """What one plugin registered, by kind (for ``robustprune plugins``); a name another plugin registered
+        too is marked ``(clash)``."""
         out: dict[str, list[str]] = {}
         for kind, table in self._items.items():
             names = [n for n, reg in table.items() if reg.plugin.name == plugin_name]
+            names += [f"{n} (clash)" for (k, n), plugins in self.clashes.items()
+                      if k == kind and any(p.name == plugin_name for p in plugins)]
             if names:
                 out[kind] = sorted(names)
         return out
 
 
-def load_registry(local_modules: Iterable[str] = (), search_path: Path | None = None) -> Registry:
-    """Load every plugin (entry points, ``$ROBUSTPRUNE_PLUGINS``, then ``local_modules``) and register their items.
+def load_registry(local_modules: Iterable[str] = (), search_path: Path | None = None,
+                  disabled: Iterable[str] = ()) -> Registry:
+    """Load every plugin (entry points, ``$ROBUSTPRUNE_PLUGINS``, then ``local_modules``; none named in
+    ``disabled`` or ``$ROBUSTPRUNE_DISABLE_PLUGINS``) and register their items.
 
     The one place the plugin host and the registry are assembled: the engine
     factory, the ``robustprune plugins`` command and ``skip_unless_data`` call it.
     """
-    return Registry(create_host(local_modules, search_path=search_path))
+    return Registry(create_host(local_modules, search_path=search_path, disabled=disabled))

@@ -1,0 +1,144 @@
+"""What a plugin author meets: name clashes that fail only what uses the name, disabling a plugin, keys that
+follow a plugin's source, and contract errors that say what to write.
+
+The toy suite of conftest.py runs in-process, with one more local plugin
+module per test (a method of its own, or one that clashes with a built-in).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from robustprune.harness.exitcodes import ExitStatus
+from robustprune.plugin.host import source_hash
+
+NOMINAL_CHECK = """
+def test_nominal(case):
+    assert case.prune_potential() >= 0.0
+"""
+
+OWN_METHOD = '''
+"""A method of its own, versioned: the author forgets to bump the version after editing."""
+
+from robustprune import PruneMethod, hookimpl
+from robustprune.plugin.masks import global_top_masks, prunable_weights
+
+__version__ = "1.0"
+
+
+class Smallest(PruneMethod):
+    name = "smallest"
+
+    def prune(self, network, ratio, context):
+        scores = {n: w.detach().abs() for n, w in prunable_weights(network).items()}
+        return global_top_masks(scores, ratio, context.masks)
+
+
+@hookimpl
+def robustprune_register_methods(register):
+    register(Smallest())
+'''
+
+CLASHING = '''
+"""A third-party method that takes the built-in's name."""
+
+from robustprune import PruneMethod, hookimpl
+
+
+class MyWT(PruneMethod):
+    name = "wt"
+
+    def prune(self, network, ratio, context):
+        raise RuntimeError("never reached while the name clashes")
+
+
+@hookimpl
+def robustprune_register_methods(register):
+    register(MyWT())
+'''
+
+
+def _work(pytester: pytest.Pytester) -> list[str]:
+    """``kind what`` of every line of the work log (keys and times left out)."""
+    return [" ".join(line.split()[2:3] + line.split()[4:]) for line in
+            (pytester.path / "store" / "work.log").read_text().splitlines()]
+
+
+def test_editing_a_plugin_recomputes_its_results_and_nothing_else(run_suite, pytester, monkeypatch):
+    from robustprune.plugin import host
+
+    pytester.makepyfile(my_method=OWN_METHOD)
+    plugins = ("toy_plugin", "my_method")
+    assert run_suite(NOMINAL_CHECK, methods=("smallest", "wt"), plugins=plugins).ret == ExitStatus.OK
+    before = _work(pytester)
+    assert run_suite(NOMINAL_CHECK, methods=("smallest", "wt"), plugins=plugins).ret == ExitStatus.OK
+    assert _work(pytester) == before  # unchanged source: everything read back
+
+    # a comment is enough: same version, other source
+    (pytester.path / "my_method.py").write_text(OWN_METHOD + "\n# tuned the scores\n")
+    monkeypatch.setattr(host, "_HASHES", {})  # a new run (this one is in-process) hashes the sources again
+    assert run_suite(NOMINAL_CHECK, methods=("smallest", "wt"), plugins=plugins).ret == ExitStatus.OK
+    new = _work(pytester)[len(before):]
+    assert new and all(re.match(r"(network|eval|costs) smallest-toynet-toy ", line) for line in new), "\n".join(new)
+    assert len([line for line in new if line.startswith("network")]) == 2  # its two ratios; no parent, no wt
+
+
+def test_a_clash_fails_only_the_cases_that_use_the_name(run_suite, pytester):
+    pytester.makepyfile(my_wt=CLASHING)
+    result = run_suite(NOMINAL_CHECK, "-rA", methods=("wt", "erase"), plugins=("toy_plugin", "my_wt"))
+    assert result.ret == ExitStatus.CHECKS_FAILED
+    result.stdout.fnmatch_lines(["*PASSED suite_toy.py::test_nominal[[]erase-toynet-toy[]]*",
+                                 "*ERROR suite_toy.py::test_nominal[[]wt-toynet-toy[]]*"])
+    output = result.stdout.str()
+    assert ("method 'wt' is registered by 2 plugins: 'wt' (robustprune 0.1.0) and 'my_wt' (local" in output
+            and "disable one of them (--disable NAME" in output)
+
+
+def test_disabling_a_first_party_plugin_lets_a_third_party_one_take_its_name(run_suite, pytester):
+    pytester.makepyfile(my_wt=CLASHING)
+    result = run_suite(NOMINAL_CHECK, "--rp-disable=wt", methods=("wt",), plugins=("toy_plugin", "my_wt"))
+    # the suite's wt is now my_wt, whose prune raises: its checks fail with its own message, not a clash
+    assert result.ret == ExitStatus.CHECKS_FAILED
+    assert "never reached while the name clashes" in result.stdout.str()
+    assert "registered by 2 plugins" not in result.stdout.str()
+
+
+def test_disabling_an_unknown_plugin_is_a_configuration_error(pytester):
+    pytester.makepyfile(suite_empty="")
+    result = pytester.runpytest_subprocess("suite_empty.py", "--rp-disable=nosuch_plugin", "-p", "no:cacheprovider")
+    assert result.ret == ExitStatus.CONFIGURATION_ERROR
+    result.stderr.fnmatch_lines(["*--disable nosuch_plugin: no plugin of that name; installed plugins: *corruptions*"])
+
+
+def test_the_plugins_command_marks_clashes_and_disabled_plugins(pytester, monkeypatch, capsys):
+    from robustprune.cli import main
+
+    pytester.makepyfile(my_wt=CLASHING)
+    monkeypatch.chdir(pytester.path)
+    assert main(["plugins", "--plugin", "my_wt", "--disable", "random"]) == ExitStatus.CONFIGURATION_ERROR
+    out = capsys.readouterr().out
+    assert re.search(r"^wt\s+robustprune 0\.1\.0\s+entry point\s+methods: wt \(clash\)", out, re.M), out
+    assert re.search(r"^my_wt\s+local \S+\s+local module\s+methods: wt \(clash\)", out, re.M), out
+    assert re.search(r"^random\s+disabled\s+\(not loaded\)", out, re.M), out
+    assert "names registered by more than one plugin" in out and "ft" in out  # the rest is listed
+
+
+def test_the_source_hash_covers_a_package_and_follows_its_files(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "plugin.py").write_text("X = 1\n")
+    (package / "helpers.py").write_text("def helper():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    from robustprune.plugin import host
+
+    module = importlib.import_module("pkg.plugin")
+    first = source_hash(module)
+    assert source_hash(module) == first  # cached: hashed once per run
+    (package / "helpers.py").write_text("def helper():\n    return 2\n")
+    monkeypatch.setattr(host, "_HASHES", {})  # a new run
+    assert source_hash(module) != first  # a helper next to the plugin counts
