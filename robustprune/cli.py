@@ -374,7 +374,32 @@ def _numerics(engine: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(engine.numerics.items()))
 
 
-COMMANDS = {"run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store}
+def cmd_new(argv: list[str]) -> int:
+    """``robustprune new plugin NAME`` / ``robustprune new suite NAME``: a plugin package or a suite to start from."""
+    parser = argparse.ArgumentParser(prog="robustprune new",
+                                     description="Write a plugin package or a suite to start from.")
+    parser.add_argument("what", choices=("plugin", "suite"))
+    parser.add_argument("name", help="lower-case letters, digits and _ (a module and entry-point name)")
+    parser.add_argument("--dir", default=".", help="where to write it (default: here)")
+    args = parser.parse_args(argv)
+    from . import scaffold
+
+    try:
+        make = scaffold.new_plugin if args.what == "plugin" else scaffold.new_suite
+        written = make(args.name, Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        print(f"robustprune new: {exc}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
+    if args.what == "plugin":
+        print(f"wrote {written}/: pyproject.toml (entry point {args.name!r}), src/{args.name}/__init__.py (a method "
+              f"and a shift), tests/test_contract.py, README.md\nnext: pip install -e '{written}[test]' && "
+              f"pytest {written}/tests")
+    else:
+        print(f"wrote {written}\nnext: robustprune run {written}")
+    return int(ExitStatus.OK)
+
+
+COMMANDS = {"new": cmd_new, "run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store}
 
 MAIN_HELP = f"""\
 usage: robustprune COMMAND [...]
@@ -386,6 +411,7 @@ commands:
   plugins                     list plugins with their versions and what they register
   report RESULTS.json         re-render a JSON report's tables and figures (computes nothing)
   store info|verify|gc        inspect, verify (authentication, pruned networks, evaluations) and clean a store
+  new plugin|suite NAME       write a plugin package (method, shift, contract tests) or a suite to start from
 """
 
 

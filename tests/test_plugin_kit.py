@@ -142,3 +142,38 @@ def test_the_source_hash_covers_a_package_and_follows_its_files(tmp_path, monkey
     (package / "helpers.py").write_text("def helper():\n    return 2\n")
     monkeypatch.setattr(host, "_HASHES", {})  # a new run
     assert source_hash(module) != first  # a helper next to the plugin counts
+
+
+@pytest.mark.slow
+def test_a_new_plugin_package_installs_and_its_generated_tests_pass(tmp_path):
+    import subprocess
+    import sys
+
+    from suite_runner import run
+
+    from robustprune.cli import main
+
+    assert main(["new", "plugin", "demo", "--dir", str(tmp_path)]) == ExitStatus.OK
+    package = tmp_path / "robustprune-demo"
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(package)], check=True, capture_output=True, text=True)
+    env = {"PYTHONPATH": str(site)}
+    tests = run(["-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=package, env=env)
+    assert tests.returncode == 0 and "3 passed" in tests.stdout, tests.stdout + tests.stderr
+    listing = run(["-m", "robustprune.cli", "plugins"], cwd=tmp_path, env=env)
+    assert re.search(r"^demo\s+robustprune-demo 0\.1\.0\s+entry point\s+methods: demo_magnitude; shifts: "
+                     r"demo_darken", listing.stdout, re.M), listing.stdout
+
+
+def test_a_new_suite_collects_and_names_are_checked(pytester, capsys):
+    from robustprune.cli import main
+
+    assert main(["new", "suite", "my_gate", "--dir", str(pytester.path)]) == ExitStatus.OK
+    result = pytester.runpytest_subprocess("my_gate.py", "--collect-only", "-q", f"--rp-store={pytester.path / 's'}")
+    assert result.ret == ExitStatus.OK
+    result.stdout.fnmatch_lines(["4 tests collected*"])
+    assert not (pytester.path / "s").exists()  # --collect-only computes nothing
+    assert main(["new", "suite", "my_gate", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
+    assert main(["new", "plugin", "Bad-Name", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
+    assert "'Bad-Name' is not a usable name" in capsys.readouterr().err

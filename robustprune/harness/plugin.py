@@ -142,6 +142,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     config = session.config
     if getattr(config, "workerinput", None) is not None:
         return  # under pytest-xdist every worker is a process already: each computes what its checks need
+    if config.option.collectonly:
+        return  # --collect-only lists the checks: nothing is computed
     state = run_state(config)
     executor = make_executor(config.getoption("rp_executor"), config.getoption("rp_workers") or available_cores(),
                              config.getoption("rp_ray_address"))
