@@ -387,7 +387,7 @@ def cmd_new(argv: list[str]) -> int:
     try:
         make = scaffold.new_plugin if args.what == "plugin" else scaffold.new_suite
         written = make(args.name, Path(args.dir))
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"robustprune new: {exc}", file=sys.stderr)
         return int(ExitStatus.CONFIGURATION_ERROR)
     if args.what == "plugin":

@@ -160,15 +160,25 @@ def test_prune_potential(case):
 '''
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str, *, plugin: bool = False) -> None:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ValueError(f"{name!r} is not a usable name: lower-case letters, digits and _, starting with a letter "
                          "(it becomes a Python module and the plugin's entry-point name)")
+    if plugin:
+        import importlib.metadata
+        import importlib.util
+
+        if name in {ep.name for ep in importlib.metadata.entry_points(group="robustprune")}:
+            raise ValueError(f"{name!r} is the name of an installed robustprune plugin: choose another (a prefix "
+                             "such as mylab_ keeps names apart)")
+        if importlib.util.find_spec(name) is not None:
+            raise ValueError(f"{name!r} is the name of an importable module: the package would shadow it; "
+                             "choose another")
 
 
 def new_plugin(name: str, folder: Path) -> Path:
     """Write the plugin package ``robustprune-NAME`` into ``folder/robustprune-NAME``; returns that folder."""
-    _check_name(name)
+    _check_name(name, plugin=True)
     dist = f"robustprune-{name.replace('_', '-')}"
     root = folder / dist
     if root.exists():
@@ -191,6 +201,7 @@ def new_plugin(name: str, folder: Path) -> Path:
 def new_suite(name: str, folder: Path) -> Path:
     """Write the suite ``folder/NAME.py``; returns its path."""
     _check_name(name)
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.py"
     if path.exists():
         raise FileExistsError(f"{path} exists already: choose another name")

@@ -20,6 +20,7 @@ plugin's tests run in seconds.
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,7 +96,13 @@ def check_shift(shift: PixelShift | TensorShift, param: Any, *, images: np.ndarr
     """Apply ``shift`` at ``param`` as the host does, twice: the same seeds must give the same result, of the
     input's shape and dtype (uint8 images for a pixel shift, a float batch for a tensor shift)."""
     images = _images(8, seed=0) if images is None else images
+    shift.param.parse(str(param))  # the host's range check: raises ValueError naming the range
     if isinstance(shift, PixelShift):
+        try:
+            pickle.dumps(shift.apply)
+        except Exception as exc:  # noqa: BLE001 - the host refuses it at registration
+            raise AssertionError(f"shift {shift.name}: its apply cannot be pickled ({exc}); the host runs it in "
+                                 "worker processes: use a module-level function") from None
         for seed, image in enumerate(images):
             first = np.asarray(shift.apply(image, param, seed))
             again = np.asarray(shift.apply(image, param, seed))

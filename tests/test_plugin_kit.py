@@ -93,7 +93,7 @@ def test_a_clash_fails_only_the_cases_that_use_the_name(run_suite, pytester):
                                  "*ERROR suite_toy.py::test_nominal[[]wt-toynet-toy[]]*"])
     output = result.stdout.str()
     assert ("method 'wt' is registered by 2 plugins: 'wt' (robustprune 0.1.0) and 'my_wt' (local" in output
-            and "disable one of them (--disable NAME" in output)
+            and "disable one of them (robustprune run --disable NAME, pytest --rp-disable NAME" in output)
 
 
 def test_disabling_a_first_party_plugin_lets_a_third_party_one_take_its_name(run_suite, pytester):
@@ -177,3 +177,8 @@ def test_a_new_suite_collects_and_names_are_checked(pytester, capsys):
     assert main(["new", "suite", "my_gate", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
     assert main(["new", "plugin", "Bad-Name", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
     assert "'Bad-Name' is not a usable name" in capsys.readouterr().err
+    assert main(["new", "plugin", "random", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
+    assert "'random' is the name of an installed robustprune plugin" in capsys.readouterr().err
+    assert main(["new", "plugin", "numpy", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
+    assert "'numpy' is the name of an importable module" in capsys.readouterr().err
+    assert main(["new", "suite", "elsewhere", "--dir", str(pytester.path / "a" / "b")]) == ExitStatus.OK

@@ -163,6 +163,17 @@ def test_two_plugins_registering_one_name_make_only_that_name_unavailable(write_
     assert "other_of_second" in reg.names("method") and "wt" in reg.names("method")  # the rest still works
     assert reg.registered_by(first) == {"method": ["twin (clash)"]}
     assert not failures_of(reg, first) and not failures_of(reg, second)
+    third = method_module(write_module, "twin", hint="third")
+    with pytest.raises(PluginConflictError, match="registered by 3 plugins: .* disable all but one of them"):
+        registry_with(first, second, third).method("twin")
+
+
+def test_one_plugin_registering_a_name_twice_is_its_own_failure(write_module):
+    mod = write_module(METHOD_MODULE.format(name="doubled", version="1").replace(
+        "register(Method())", "register(Method())\n    register(Method())"), "doubled")
+    reg = registry_with(mod)
+    (failure,) = failures_of(reg, mod)
+    assert "registers method 'doubled' twice" in failure.error and not reg.clashes
 
 
 def test_local_plugin_conflicting_with_first_party(write_module):

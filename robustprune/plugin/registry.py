@@ -141,6 +141,8 @@ class Registry:
                 self.clashes[clash].append(info)
                 return
             holder = next((k for k in kinds if item.name in self._items[k]), None)
+            if holder is not None and self._items[holder][item.name].plugin.name == info.name:
+                raise ValueError(f"plugin {info.name!r} registers {item_kind} {item.name!r} twice")
             if holder is not None:
                 self.clashes[(holder, item.name)] = [self._items[holder].pop(item.name).plugin, info]
                 return
@@ -172,8 +174,10 @@ class Registry:
         if plugins is None:
             return None
         who = " and ".join(f"{p.name!r} ({p.distribution} {p.version})" for p in plugins)
-        return (f"{kind} {name!r} is registered by {len(plugins)} plugins: {who}, so it is unavailable; disable one "
-                "of them (--disable NAME, or $ROBUSTPRUNE_DISABLE_PLUGINS) or rename its item")
+        which = "one of them" if len(plugins) == 2 else "all but one of them"
+        return (f"{kind} {name!r} is registered by {len(plugins)} plugins: {who}, so it is unavailable; disable "
+                f"{which} (robustprune run --disable NAME, pytest --rp-disable NAME, or "
+                "$ROBUSTPRUNE_DISABLE_PLUGINS) or rename its item")
 
     def method(self, name: str) -> Registered[PruneMethod]:
         """The method registered as ``name`` (it has every attribute of :class:`PruneMethod`, checked on
