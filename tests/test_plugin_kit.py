@@ -182,3 +182,109 @@ def test_a_new_suite_collects_and_names_are_checked(pytester, capsys):
     assert main(["new", "plugin", "numpy", "--dir", str(pytester.path)]) == ExitStatus.CONFIGURATION_ERROR
     assert "'numpy' is the name of an importable module" in capsys.readouterr().err
     assert main(["new", "suite", "elsewhere", "--dir", str(pytester.path / "a" / "b")]) == ExitStatus.OK
+
+
+BROKEN_SHIFTS = '''
+"""Two broken shifts: a pixel shift returning floats, a noise shift that raises."""
+
+import numpy as np
+
+from robustprune import PixelShift, ShiftParam, TensorShift, hookimpl
+
+
+def to_float(image, amount, seed):
+    return image.astype(np.float32) * amount
+
+
+def crash(batch, eps, seeds):
+    raise RuntimeError("noise generator exploded")
+
+
+@hookimpl
+def robustprune_register_shifts(register):
+    register(PixelShift("as_float", to_float, ShiftParam("amount", float, 0.0, 1.0)))
+    register(TensorShift("exploding", crash))
+'''
+
+SHIFT_CHECKS = """
+def test_nominal(case):
+    assert case.prune_potential() >= 0.0
+
+
+def test_each_shift(shift_case):
+    assert shift_case.prune_potential >= 0.0
+"""
+
+
+def test_broken_shifts_fail_only_their_checks_and_each_is_named_with_its_plugin(run_suite, pytester):
+    pytester.makepyfile(broken_shifts=BROKEN_SHIFTS)
+    result = run_suite(SHIFT_CHECKS, "-rA", shifts=("darken@0.5", "as_float@0.5", "exploding@0.1"),
+                       plugins=("toy_plugin", "broken_shifts"))
+    assert result.ret == ExitStatus.CHECKS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "*PASSED suite_toy.py::test_nominal[[]wt-toynet-toy[]]*",
+        "*PASSED suite_toy.py::test_each_shift[[]wt-toynet-toy-darken@0.5[]]*",
+        "*ERROR suite_toy.py::test_each_shift[[]wt-toynet-toy-as_float@0.5[]]*",
+        "*ERROR suite_toy.py::test_each_shift[[]wt-toynet-toy-exploding@0.1[]]*",
+    ])
+    output = result.stdout.str()
+    # every bad shift is reported, each with the plugin that registered it; the method is not blamed
+    assert ("error: shift as_float@0.5 (registered by plugin 'broken_shifts', local src-" in output
+            and "failed on toy: returned images of shape (8, 8, 3) and dtype float32; expected (8, 8, 3) uint8"
+            in output)
+    assert ("error: shift exploding@0.1 (registered by plugin 'broken_shifts', local src-" in output
+            and "failed on toy: RuntimeError: noise generator exploded" in output)
+    assert "error in wt" not in output
+    table = output[output.index("toynet on toy"):]
+    assert re.search(r"^wt\s.*\berror\b.*\berror\b", table, re.M)  # the two broken columns, not the row
+
+
+CLASHING_SHIFT = '''
+"""Registers a shift under the toy plugin's name."""
+
+import numpy as np
+
+from robustprune import PixelShift, ShiftParam, hookimpl
+
+
+def brighten(image, strength, seed):
+    return np.clip(image.astype(np.float32) * (1 + strength), 0, 255).astype(np.uint8)
+
+
+@hookimpl
+def robustprune_register_shifts(register):
+    register(PixelShift("darken", brighten, ShiftParam("strength", float, 0.0, 1.0)))
+'''
+
+
+def test_a_clashing_shift_fails_only_the_checks_that_need_it_and_the_gate_is_not_judged(run_suite, pytester):
+    pytester.makepyfile(clashing_shift=CLASHING_SHIFT)
+    result = run_suite(SHIFT_CHECKS, "-rA", shifts=("darken@0.5",), plugins=("toy_plugin", "clashing_shift"),
+                       extra="gate=DeployGate(shifts=['nominal', 'darken@0.5'], max_accuracy_loss=0.5),")
+    assert result.ret == ExitStatus.CHECKS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "*PASSED suite_toy.py::test_nominal[[]wt-toynet-toy[]]*",
+        "*ERROR suite_toy.py::test_each_shift[[]wt-toynet-toy-darken@0.5[]]*",
+    ])
+    output = result.stdout.str()
+    assert "shift 'darken' is registered by 2 plugins: 'toy_plugin' (local" in output
+    assert "not judged: shift 'darken' is registered by 2 plugins" in output  # the gate cannot pass
+
+
+@pytest.mark.slow
+def test_a_broken_shift_in_worker_processes_fails_only_its_checks(pytester, torch_warmed_up):
+    from conftest import TOY_PLUGIN, TOY_SUITE_HEAD
+
+    pytester.makepyfile(toy_plugin=TOY_PLUGIN, broken_shifts=BROKEN_SHIFTS, suite_toy=TOY_SUITE_HEAD.format(
+        methods=["wt", "erase"], shifts=["darken@0.5", "as_float@0.5"], plugins=["toy_plugin", "broken_shifts"],
+        extra="") + SHIFT_CHECKS)
+    result = pytester.runpytest_subprocess("suite_toy.py", f"--rp-store={pytester.path / 'store'}",
+                                           "--rp-workers=2", "-p", "no:cacheprovider", "-rA")
+    assert result.ret == ExitStatus.CHECKS_FAILED
+    result.stdout.fnmatch_lines_random([
+        "*2 worker processes*",
+        "*PASSED suite_toy.py::test_each_shift[[]erase-toynet-toy-darken@0.5[]]*",
+        "*ERROR suite_toy.py::test_each_shift[[]erase-toynet-toy-as_float@0.5[]]*",
+        "*ERROR suite_toy.py::test_each_shift[[]wt-toynet-toy-as_float@0.5[]]*",
+        "error: shift as_float@0.5 (registered by plugin 'broken_shifts'*",
+    ])

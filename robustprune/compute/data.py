@@ -87,9 +87,14 @@ def _apply_chunk(apply: Callable[..., np.ndarray], images: np.ndarray, param: An
 
 
 def _apply_task(task: tuple[int, int, Callable[..., np.ndarray], np.ndarray, Any, list[int]]
-                ) -> tuple[int, int, np.ndarray]:
+                ) -> tuple[int, int, np.ndarray | str]:
+    """One chunk of one job: the shifted images, or the error a shift's code raised (as text: one broken shift
+    must not stop the pool that makes the others)."""
     job_index, start, apply, images, param, seeds = task
-    return job_index, start, _apply_chunk(apply, images, param, seeds)
+    try:
+        return job_index, start, _apply_chunk(apply, images, param, seeds)
+    except Exception as exc:  # noqa: BLE001 - plugin code: reported per shift by the caller
+        return job_index, start, f"{type(exc).__name__}: {exc}"
 
 
 def process_pool_context() -> multiprocessing.context.BaseContext:
@@ -105,13 +110,17 @@ def generate_pixel_shifts(
     workers: int,
     progress: ProgressFn | None = None,
     finished: Callable[[int, np.ndarray], None] | None = None,
+    failed: Callable[[int, str], None] | None = None,
 ) -> list[np.ndarray]:
     """Apply each ``(shift, per-image seeds)`` job to ``images``; all jobs share one worker pool.
 
     ``finished(job_index, shifted)`` is called as soon as a job's last chunk is
-    done (the caller stores it: a Ctrl-C keeps every finished set). On Ctrl-C
-    or any error the pool's workers are terminated at once, not waited for;
-    and they die with this process if it is killed.
+    done (the caller stores it: a Ctrl-C keeps every finished set). A job whose
+    shift raises or returns images of another shape or dtype calls
+    ``failed(job_index, problem)`` once and is dropped, the others go on
+    (without ``failed`` its problem raises ``ValueError``). On Ctrl-C or any
+    other error the pool's workers are terminated at once, not waited for; and
+    they die with this process if it is killed.
     """
     started = time.monotonic()
     tasks = []
@@ -122,14 +131,23 @@ def generate_pixel_shifts(
                           list(seeds[start : start + SHIFT_CHUNK])))
     outputs = [np.empty_like(images) for _ in jobs]
     done_per_job = [0] * len(jobs)
+    dropped: set[int] = set()
 
-    def store(job_index: int, start: int, result: np.ndarray) -> None:
-        if result.shape != images[start : start + len(result)].shape or result.dtype != np.uint8:
-            shift = jobs[job_index][0]
-            raise ValueError(
-                f"shift {shift.label} returned images of shape {result.shape[1:]} and dtype {result.dtype}; "
-                f"expected {images.shape[1:]} uint8"
-            )
+    def store(job_index: int, start: int, result: np.ndarray | str) -> None:
+        if job_index in dropped:
+            return
+        problem = result if isinstance(result, str) else None
+        if problem is None and isinstance(result, np.ndarray) and (
+                result.shape != images[start : start + len(result)].shape or result.dtype != np.uint8):
+            problem = (f"returned images of shape {result.shape[1:]} and dtype {result.dtype}; expected "
+                       f"{images.shape[1:]} uint8")
+        if problem is not None:
+            if failed is None:
+                raise ValueError(f"shift {jobs[job_index][0].label} {problem}")
+            dropped.add(job_index)
+            failed(job_index, problem)
+            return
+        assert isinstance(result, np.ndarray)
         outputs[job_index][start : start + len(result)] = result
         done_per_job[job_index] += len(result)
         if done_per_job[job_index] == len(images):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import metrics
 from .beyond import TEST_LABEL, TRAIN_LABEL
 from .gate import DeployGate, GateResult, ShiftNumbers, ShiftStatistics, evaluate_gate, resolve_entries
-from .results import CaseKey, CaseResult, FeaturesResult, SimilarityResult
+from .results import CaseError, CaseKey, CaseResult, FeaturesResult, SimilarityResult
 from .shifts import NOMINAL, ShiftEntry
 from .suite import Suite
 from .uncertainty import Estimate, PerRepeat, Reducer
@@ -200,6 +200,8 @@ class Case:
             # for a network pruned elsewhere the deploy ratio is a minimum sparsity
             required = self.suite.deploy_ratio_for(self.method)
         gated = {label for members in entries.values() for label in members}
+        for label in sorted(gated):
+            self._check_shift(label)  # a gated shift that failed: the gate cannot be judged, say why
         numbers, statistics = {}, {}
         for label in gated:
             loss = self._loss(label, index)
@@ -223,6 +225,9 @@ class Case:
         return len(self.result.repeats)
 
     def _check_shift(self, shift: str) -> None:
+        failed = self.result.shift_errors.get(shift)
+        if failed is not None:  # its plugin failed (or its name clashes): what needs it fails, saying why
+            raise CaseError(failed)
         if shift not in self.result.repeats[0].accuracy:
             raise KeyError(f"shift {shift!r} is not evaluated by this suite; evaluated: "
                            f"{', '.join(self.result.repeats[0].accuracy)}")
@@ -235,6 +240,8 @@ class Case:
         cached = self._statistics.get(key)
         if cached is not None:
             return cached
+        for shift in shifts:  # every statistic passes here: a failed or unknown shift is named, never a KeyError
+            self._check_shift(shift)
         import numpy as np
 
         values: list[float] = []
@@ -395,7 +402,8 @@ class Case:
         """How fast pruning adds error under shifts: the slope b of ``mean delta e(r) = b r`` (least squares
         through the origin over every ratio of the grid, the mean over ``shifts``: every shift of the suite
         by default), as the paper regresses it; delta e per unit of prune ratio."""
-        shifts = [s for s in (self.result.repeats[0].accuracy if shifts is None else shifts) if s != NOMINAL]
+        every = [*self.result.repeats[0].accuracy, *self.result.shift_errors]
+        shifts = [s for s in (every if shifts is None else shifts) if s != NOMINAL]
         if not shifts:
             raise LookupError("no shift to regress the delta excess error over: the suite evaluates nominal only")
         for shift in shifts:
@@ -575,6 +583,8 @@ class GroupCase:
         return [m.label for m in self.entry.members]
 
     def _members(self) -> list[PerRepeat]:
+        for member in self.members:
+            self.case._check_shift(member)  # a failed member fails the group's numbers, naming it
         return [self.case._prune_potential_statistic(m) for m in self.members]
 
     def summary(self) -> metrics.GroupSummary:

@@ -215,6 +215,8 @@ class CaseResult:
     costs: list[dict[str, Any]] = field(default_factory=list)
     # shift label -> "generated" or "published: <path>" (CIFAR-10-C arrays, CIFAR-10.1 on disk)
     shift_sources: dict[str, str] = field(default_factory=dict)
+    # shift label -> why it could not be evaluated (its plugin failed, or its name clashes): not in the curves
+    shift_errors: dict[str, str] = field(default_factory=dict)
     similarity: SimilarityResult | None = None  # the first repeat's
     features: FeaturesResult | None = None  # the first repeat's
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..plugin.api import NOMINAL, PixelShift, PublishedShift
-from ..plugin.registry import Registered, Registry
+from ..plugin.api import NOMINAL, PixelShift, PublishedShift, ShiftGroup
+from ..plugin.registry import PluginConflictError, Registered, Registry
 
 
 class ShiftSpecError(ValueError):
@@ -22,11 +22,16 @@ class ShiftSpecError(ValueError):
 
 @dataclass(frozen=True)
 class Shift:
-    """One concrete shift: a registered shift at one parameter (or nominal)."""
+    """One concrete shift: a registered shift at one parameter (or nominal).
+
+    ``unavailable`` says why it cannot be evaluated (several plugins registered
+    its name): the checks that need it fail with that message, the rest run.
+    """
 
     name: str
     param: Any = None
     registered: Registered[Any] | None = None
+    unavailable: str | None = None
 
     @property
     def label(self) -> str:
@@ -93,12 +98,12 @@ def parse_shift(text: str, registry: Registry) -> ShiftEntry:
     if name in registry.names("group"):
         member_names = registry.get("group", name).item.members
     else:
-        registry.get("shift", name)  # raises UnknownNameError with suggestions
+        _registered(registry, name)  # raises UnknownNameError with suggestions
         member_names = (name,)
     params_texts = [p.strip() for p in params_text.split(",")]
     if not params_texts or any(not p for p in params_texts):
         raise ShiftSpecError(f"shift {text!r} has an empty parameter; write e.g. '{name}@3'")
-    first = registry.get("shift", member_names[0]).item.param
+    first = _registered(registry, member_names[0])[0].item.param
     try:
         parsed = [first.parse(p) for p in params_texts]
     except ValueError as exc:
@@ -108,15 +113,28 @@ def parse_shift(text: str, registry: Registry) -> ShiftEntry:
     members: list[Shift] = []
     for param_text in params_texts:
         for member in member_names:
-            registered = registry.get("shift", member)
+            registered, unavailable = _registered(registry, member)
             try:
                 param = registered.item.param.parse(param_text)
             except ValueError as exc:
                 raise ShiftSpecError(f"bad shift {text!r}: {exc}") from None
-            members.append(Shift(member, param, registered))
+            members.append(Shift(member, param, registered, unavailable))
     # the label is rebuilt from parsed values: one way to write each shift (contrast@3, never contrast@3.0)
     label = f"{name}@{','.join(format_param(registered.item.param.parse(p)) for p in params_texts)}"
     return ShiftEntry(label, tuple(members))
+
+
+def _registered(registry: Registry, name: str) -> tuple[Registered[Any], str | None]:
+    """The shift registered as ``name``; for a name several plugins registered, the first of them (its parameter
+    is parsed as usual) with why it cannot be used."""
+    try:
+        return registry.get("shift", name), None
+    except PluginConflictError as exc:
+        shifts = [r for kind in ("shift", "group") for r in registry.clashing(kind, name)
+                  if not isinstance(r.item, ShiftGroup)]
+        if not shifts:  # only groups clash: there is no shift to parse the parameter with
+            raise
+        return shifts[0], str(exc)
 
 
 def parse_shifts(texts: Sequence[str], registry: Registry) -> list[ShiftEntry]:

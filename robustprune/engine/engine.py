@@ -52,7 +52,7 @@ from .context import CaseContext, NetworkRecord, RunOptions, tagged
 from .costing import curve_costs
 from .features import case_features
 from .robust_training import RobustTraining, TrainingPool, resolve_mix
-from .shifted import ShiftedSets
+from .shifted import ShiftedSets, ShiftFailure
 from .similarity import baseline_seed, case_similarity
 
 __all__ = ["Engine", "TrainedNetwork", "WorkPlan"]
@@ -531,6 +531,7 @@ class Engine:
             costs=costs,
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
+            shift_errors=self.shifted.failures(data, self.shifts),
             similarity=similarity,
             features=features,
         )
@@ -582,7 +583,8 @@ class Engine:
         )
 
     def _shift_sources(self, data: PreparedData) -> dict[str, str]:
-        return {s.label: self.shifted.source(data, s) for s in self.shifts if not s.is_nominal}
+        return {s.label: self.shifted.source(data, s) for s in self.shifts
+                if not s.is_nominal and self.shifted.failure(data, s) is None}
 
     # ------------------------------------------------------------------ pruned checkpoints
 
@@ -606,6 +608,7 @@ class Engine:
             costs=costs,
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
+            shift_errors=self.shifted.failures(data, self.shifts),
         )
 
     def _pruned_record(self, case: CaseKey, data: PreparedData,
@@ -792,10 +795,13 @@ class Engine:
         accuracies on the whole sets and on the bootstrap's image resamples, from the stored predictions.
 
         Each shift is scored against its own labels: a published set (CIFAR-10.1)
-        has other images and labels than the nominal test set.
+        has other images and labels than the nominal test set. A shift that
+        fails (its plugin's code raises, say) is left out of the curves: the
+        result names it in ``shift_errors`` and only the checks needing it fail.
         """
-        labels = {shift.label: self.shifted.labels(data, shift) for shift in self.shifts}
-        pairs = [(shift, draw) for shift in self.shifts for draw in range(self._draws(shift))]
+        usable = [shift for shift in self.shifts if self.shifted.failure(data, shift) is None]
+        labels = {shift.label: self.shifted.labels(data, shift) for shift in usable}
+        pairs = [(shift, draw) for shift in usable for draw in range(self._draws(shift))]
         eval_keys = {(i, shift.label, draw): self._eval_key(record, data, shift, draw)
                      for i, record in enumerate(records) for shift, draw in pairs}
         predictions: dict[tuple[int, str, int], torch.Tensor] = {}
@@ -813,7 +819,9 @@ class Engine:
             record.state = None  # curves are all that is kept in memory
         accuracies: dict[str, tuple[tuple[float, ...], ...]] = {}
         replicates: dict[str, tuple[tuple[Sequence[float], ...], ...]] | None = {} if self.suite.bootstrap else None
-        for shift in self.shifts:
+        for shift in usable:
+            if self.shifted.failure(data, shift) is not None:  # failed while its sets were made, just now
+                continue
             draws_accuracy, draws_replicates = [], []
             for draw in range(self._draws(shift)):
                 correct = torch.stack([predictions[(i, shift.label, draw)] == labels[shift.label]
@@ -848,12 +856,18 @@ class Engine:
             with self.options.store.claim("eval", records[i].key):
                 network: nn.Module | None = None
                 for shift, draw in shifts:
+                    if self.shifted.failure(data, shift) is not None:
+                        continue  # its set could not be made: left out of the curves
                     key = eval_keys[(i, shift.label, draw)]
                     preds = self.options.store.load("eval", key)  # done by another process meanwhile?
                     if preds is None or len(preds) != len(labels[shift.label]):
                         if network is None:
                             network = self._load(case, data, records[i])
-                        preds = predict(network, self.shifted.inputs(data, shift, draw), self.options.device)
+                        try:
+                            inputs = self.shifted.inputs(data, shift, draw)
+                        except ShiftFailure:
+                            continue  # recorded by ShiftedSets; the checks needing this shift report it
+                        preds = predict(network, inputs, self.options.device)
                         spec = {"network": records[i].key, "shift": shift.identity()}
                         self.options.store.save("eval", key, preds, {**spec, "draw": draw} if draw else spec)
                         label = shift.label + (f" draw {draw + 1}" if draw else "")

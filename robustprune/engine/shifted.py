@@ -11,6 +11,12 @@ Where a shifted test set comes from, in order:
 
 Normalized sets are kept in memory up to a budget, so a case evaluating
 many networks on one shift normalizes it once.
+
+A shift whose code raises or returns something else than the test set's
+shape and dtype (or whose name several plugins registered) is a *failed*
+shift: :meth:`ShiftedSets.failure` says why, naming the plugin, and
+:meth:`ShiftedSets.inputs` raises :class:`ShiftFailure`; the engine leaves it
+out, so only the checks that need it fail.
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ from ..core.shifts import NOMINAL, Shift, image_seeds
 from ..plugin.api import ImageSet, ShiftedSet
 from .context import ProgressFn, tagged
 
-__all__ = ["PublishedSet", "ShiftedSets", "content_hash_of"]
+__all__ = ["PublishedSet", "ShiftFailure", "ShiftedSets", "content_hash_of"]
 
 _MEMORY_BUDGET = 2 * 1024**3  # keep normalized shifted sets in memory up to this size (bytes)
+
+
+class ShiftFailure(CaseError):
+    """A shift could not make its test set (its plugin's code failed); the message names shift and plugin."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,32 @@ class ShiftedSets:
         self._pixel_images: dict[tuple[str, str], np.ndarray] = {}  # uint8 sets loaded but not yet normalized
         self._bytes = 0
         self._published: dict[tuple[str, str], PublishedSet | None] = {}
+        self._failures: dict[tuple[str, str], str] = {}  # (dataset, shift label) -> why it failed
+
+    # ------------------------------------------------------------------ failed shifts
+
+    def failure(self, data: PreparedData, shift: Shift) -> str | None:
+        """Why ``shift`` cannot make ``data``'s test set (``None`` while it can, or has not been tried)."""
+        return shift.unavailable or self._failures.get((data.name, shift.label))
+
+    def failures(self, data: PreparedData, shifts: list[Shift]) -> dict[str, str]:
+        """Shift label -> why it failed, for the ``shifts`` of ``data`` that failed so far."""
+        return {s.label: problem for s in shifts if (problem := self.failure(data, s)) is not None}
+
+    def _fail(self, data: PreparedData, shift: Shift, problem: str) -> None:
+        who = ""
+        if shift.registered is not None:
+            plugin = shift.registered.plugin
+            who = f" (registered by plugin {plugin.name!r}, {plugin.distribution} {plugin.version})"
+        message = f"shift {shift.label}{who} failed on {data.name}: {problem}"
+        if (data.name, shift.label) not in self._failures:
+            self._failures[(data.name, shift.label)] = message
+            tagged(self.progress, data.name)(message)
+
+    def _check_usable(self, data: PreparedData, shift: Shift) -> None:
+        problem = self.failure(data, shift)
+        if problem is not None:
+            raise ShiftFailure(problem)
 
     # ------------------------------------------------------------------ published sets
 
@@ -121,6 +157,7 @@ class ShiftedSets:
         """
         if draw and shift.kind != "tensor":
             raise ValueError(f"{shift.label} is not a noise (tensor) shift: it has one draw, not {draw + 1}")
+        self._check_usable(data, shift)
         cached = self._inputs.get((data.name, shift.label, draw))
         if cached is not None:
             return cached
@@ -130,6 +167,7 @@ class ShiftedSets:
             inputs = data.normalize(found.test.images)
         elif shift.kind == "pixel":
             self.ensure_pixel_sets(data, [shift])  # loads or generates the uint8 images
+            self._check_usable(data, shift)
             images = self._pixel_images.pop((data.name, shift.label), None)
             if images is None:
                 return self._pixel_inputs_uncached(data, shift)
@@ -139,7 +177,17 @@ class ShiftedSets:
         else:
             seeds = np.array(image_seeds(self.seed, data.key, shift, len(data.test_labels), draw), dtype=np.int64)
             assert shift.registered is not None
-            inputs = shift.registered.item.apply(data.normalize(data.splits.test.images), shift.param, seeds)
+            clean = data.normalize(data.splits.test.images)
+            try:
+                inputs = shift.registered.item.apply(clean, shift.param, seeds)
+            except Exception as exc:  # noqa: BLE001 - plugin code: this shift fails, the others go on
+                self._fail(data, shift, f"{type(exc).__name__}: {exc}")
+                raise ShiftFailure(self._failures[(data.name, shift.label)]) from exc
+            if not isinstance(inputs, torch.Tensor) or inputs.shape != clean.shape or inputs.dtype != clean.dtype:
+                got = f"{tuple(inputs.shape)} {inputs.dtype}" if isinstance(inputs, torch.Tensor) else \
+                    type(inputs).__name__
+                self._fail(data, shift, f"returned {got}; expected a {tuple(clean.shape)} {clean.dtype} tensor")
+                raise ShiftFailure(self._failures[(data.name, shift.label)])
         self._remember(data, shift, inputs, draw)
         return inputs
 
@@ -162,6 +210,7 @@ class ShiftedSets:
         images = self.store.load("shifted", self._key(data, shift))
         if images is None:  # removed as damaged between generation and use: make it again
             self.ensure_pixel_sets(data, [shift])
+            self._check_usable(data, shift)
             images = self.store.load("shifted", self._key(data, shift))
         if images is None:
             raise CaseError(f"the shifted set {shift.label} of {data.name} vanished from the store "
@@ -170,7 +219,7 @@ class ShiftedSets:
 
     def ensure_pixel_sets(self, data: PreparedData, shifts: list[Shift]) -> None:
         """Load pixel-shifted sets from the store; generate the missing ones in one worker pool."""
-        wanted = [s for s in shifts if (data.name, s.label, 0) not in self._inputs
+        wanted = [s for s in shifts if (data.name, s.label, 0) not in self._inputs and self.failure(data, s) is None
                   and (data.name, s.label) not in self._pixel_images and self.published(data, s) is None]
         if not self._load_pixel_sets(data, wanted):
             return
@@ -203,4 +252,7 @@ class ShiftedSets:
             self.store.log_work("shifted", key, f"{data.name} {shift.label}")
             self._pixel_images[(data.name, shift.label)] = images
 
-        generate_pixel_shifts(data.splits.test.images, jobs, self.workers, progress, finished)
+        def failed(index: int, problem: str) -> None:  # this shift fails its checks; the others are made
+            self._fail(data, missing[index], problem)
+
+        generate_pixel_shifts(data.splits.test.images, jobs, self.workers, progress, finished, failed)

@@ -115,6 +115,7 @@ class Registry:
         self._items: dict[str, dict[str, Registered[Any]]] = {kind: {} for kind in (*_KINDS, "group")}
         # (kind, name) -> every plugin that registered it, when more than one did: the name is unavailable
         self.clashes: dict[tuple[str, str], list[PluginInfo]] = {}
+        self._clashing: dict[tuple[str, str], list[Registered[Any]]] = {}
         for kind, (hook_name, accepts, expected) in _KINDS.items():
             for impl in getattr(host.manager.hook, hook_name).get_hookimpls():
                 info = host.info_for(impl.plugin)
@@ -136,17 +137,21 @@ class Registry:
             check_name(item_kind, item.name)
             # a shift and a shift group share one namespace: suites name both the same way
             kinds = ("shift", "group") if item_kind in ("shift", "group") else (item_kind,)
+            registered = Registered(item.name, item, info)
             clash = next(((k, item.name) for k in kinds if (k, item.name) in self.clashes), None)
             if clash is not None:
                 self.clashes[clash].append(info)
+                self._clashing[clash].append(registered)
                 return
             holder = next((k for k in kinds if item.name in self._items[k]), None)
             if holder is not None and self._items[holder][item.name].plugin.name == info.name:
                 raise ValueError(f"plugin {info.name!r} registers {item_kind} {item.name!r} twice")
             if holder is not None:
-                self.clashes[(holder, item.name)] = [self._items[holder].pop(item.name).plugin, info]
+                first = self._items[holder].pop(item.name)
+                self.clashes[(holder, item.name)] = [first.plugin, info]
+                self._clashing[(holder, item.name)] = [first, registered]
                 return
-            self._items[item_kind][item.name] = Registered(item.name, item, info)
+            self._items[item_kind][item.name] = registered
 
         return register
 
@@ -166,6 +171,10 @@ class Registry:
         if clash is not None:
             raise PluginConflictError(clash)
         raise UnknownNameError(self._unknown_message(kind, name))
+
+    def clashing(self, kind: str, name: str) -> list[Registered[Any]]:
+        """Every registration of a name several plugins registered (empty when none did), in load order."""
+        return list(self._clashing.get((kind, name), ()))
 
     def clash_message(self, kind: str, name: str) -> str | None:
         """Why ``name`` is unavailable when several plugins registered it (``None`` when they did not)."""

@@ -57,13 +57,17 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             continue
         # where each shifted test set came from: the same for every method of a model x dataset
         table.setdefault("shift_sources", {}).update(result.shift_sources)
+        table.setdefault("shift_errors", {}).update(result.shift_errors)
         view = Case(functools.partial(_identity, result), suite, run.entries, key)
         single = view.single_network  # a pruned checkpoint: one network, so no prune potential
         groups: dict[str, dict[str, Any]] = {}
         for entry in run.entries:
-            if single:
+            failed = [m.label for m in entry.members if m.label in result.shift_errors]
+            if single or failed:
                 groups[entry.label] = {"mean": None, "min": None, "worst": None,
                                        "members": {m.label: None for m in entry.members}}
+                if failed:  # the shift's own message is under the table (shift_error_notes)
+                    groups[entry.label]["error"] = f"{', '.join(failed)} failed"
                 continue
             group = view.group(entry.label)
             summary = group.summary()
@@ -71,8 +75,8 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
                                    "members": summary.values,
                                    "mean_estimate": _estimate(group.mean_prune_potential),
                                    "min_estimate": _estimate(group.min_prune_potential)}
-        gate = view.deploy_gate().to_dict() if suite.gate is not None else None
-        shifted = [s.label for s in run.shifts if s.label != NOMINAL]
+        gate = _gate(view) if suite.gate is not None else None
+        shifted = [s.label for s in run.shifts if s.label != NOMINAL and s.label not in result.shift_errors]
         dee_measures = {s: view.delta_excess_error(s) for s in shifted}
         dee = {s: float(m) for s, m in dee_measures.items()}
         worst_dee = max(dee, key=lambda s: dee[s]) if dee else None
@@ -106,6 +110,7 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             "repeats": [_repeat(r) for r in result.repeats],
             "estimates": _estimates(view, run, single),
             "costs": result.costs, "shift_sources": dict(result.shift_sources),
+            "shift_errors": dict(result.shift_errors),
             "single_network": single, "deploy_gate": gate,
             "gate_ratio": view.gate_ratio,
             "similarity": result.similarity.to_dict() if result.similarity is not None else None,
@@ -137,6 +142,14 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
     }
 
 
+def _gate(view: Case) -> dict[str, Any]:
+    """The deploy gate's outcome; one it cannot judge (a gated shift failed) does not pass, saying why."""
+    try:
+        return view.deploy_gate().to_dict()
+    except CaseError as exc:
+        return {"passed": False, "summary": f"not judged: {exc}", "error": str(exc)}
+
+
 def _identity(result: CaseResult) -> CaseResult:
     return result
 
@@ -158,7 +171,7 @@ def _estimates(view: Case, run: SuiteRun, single: bool) -> dict[str, Any]:
     prune potential per shift and per shift entry (mean and min over its members), excess and delta excess
     error at each ratio, the groups' mean excess and delta excess error at each ratio and the delta excess
     error's slope."""
-    labels = [s.label for s in run.shifts]
+    labels = [s.label for s in run.shifts if s.label not in view.result.shift_errors]
     ratios = list(view.ratios)
     out: dict[str, Any] = {
         "parent_accuracy": {s: _estimate(view.parent_accuracy(s)) for s in labels},
@@ -171,18 +184,21 @@ def _estimates(view: Case, run: SuiteRun, single: bool) -> dict[str, Any]:
     if not single:
         out["prune_potential"] = {s: _estimate(view.prune_potential(s)) for s in labels}
         # the paper's aggregates over a group of test sets: mean excess error, and delta e against the ratio
-        groups = [e for e in run.entries if any(m.label != NOMINAL for m in e.members)]
+        # an entry with a failed member has no group numbers (its checks say why)
+        usable = [e for e in run.entries if all(m.label in labels for m in e.members)]
+        groups = [e for e in usable if any(m.label != NOMINAL for m in e.members)]
         out["group_prune_potential"] = {e.label: {"mean": _estimate(view.group(e.label).mean_prune_potential),
                                                   "min": _estimate(view.group(e.label).min_prune_potential)}
-                                        for e in run.entries}
+                                        for e in usable}
         out["group_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_excess_error(r)) for r in ratios]
                                      for e in groups}
         out["group_delta_excess_error"] = {e.label: [_estimate(view.group(e.label).mean_delta_excess_error_at(r))
                                                      for r in ratios] for e in groups}
         out["delta_excess_error_slope"] = {e.label: _estimate(view.group(e.label).delta_excess_error_slope)
                                            for e in groups}
-        if groups:  # over every shift: what the report's figure fits
-            out["delta_excess_error_slope_all"] = _estimate(view.delta_excess_error_slope())
+        if groups:  # over every shift evaluated: what the report's figure fits
+            out["delta_excess_error_slope_all"] = _estimate(view.delta_excess_error_slope(
+                [s for s in labels if s != NOMINAL]))
     return out
 
 
@@ -217,11 +233,13 @@ def merge_reports(parts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                          if (t["model"], t["dataset"]) == (table["model"], table["dataset"])), None)
             if same is None:
                 target["tables"].append({**table, "rows": list(table["rows"]),
-                                         "shift_sources": dict(table.get("shift_sources", {}))})
+                                         "shift_sources": dict(table.get("shift_sources", {})),
+                                         "shift_errors": dict(table.get("shift_errors", {}))})
             else:
                 have = {r["case"] for r in same["rows"]}
                 same["rows"] += [r for r in table["rows"] if r["case"] not in have]
                 same.setdefault("shift_sources", {}).update(table.get("shift_sources", {}))
+                same.setdefault("shift_errors", {}).update(table.get("shift_errors", {}))
     for report in merged.values():
         for table in report["tables"]:
             table["rows"].sort(key=lambda r: report["methods"].index(r["method"]))

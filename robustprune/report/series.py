@@ -66,6 +66,9 @@ def noise_series(case: Mapping[str, Any], delta: float, kinds: Mapping[str, str]
     potentials = prune_potentials(case, delta)
     out = {}
     for name, labels in noise_families(kinds).items():
+        labels = [lab for lab in labels if lab in potentials]  # a level whose shift failed has no point
+        if not labels:
+            continue
         eps = [float(split_label(lab)[1]) for lab in labels]
         values = [potentials[lab] for lab in labels]
         if 0.0 not in eps:

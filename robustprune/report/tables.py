@@ -55,6 +55,9 @@ def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str]
         cells = [row["method"], _pct(row["parent_accuracy"]), "n/a" if single else nominal]
         for label in report["shifts"]:
             g = row["groups"][label]
+            if g.get("error"):
+                cells.append("error")
+                continue
             worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
             mean, low = _spread(g["mean"], g.get("mean_estimate")), _spread(g["min"], g.get("min_estimate"))
             cells.append("n/a" if single else f"{mean} / {low}{worst}")
@@ -163,8 +166,9 @@ def numerics_line(numerics: Mapping[str, Any] | None) -> str | None:
 
 
 def error_notes(table: dict[str, Any]) -> list[str]:
-    """One line per case that could not be computed, with its error."""
-    return [f"error in {row['method']}: {row['error']}" for row in table["rows"] if "error" in row]
+    """One line per case that could not be computed, and one per shift that failed, with its error."""
+    return [*(f"error in {row['method']}: {row['error']}" for row in table["rows"] if "error" in row),
+            *(f"error: {message}" for message in table.get("shift_errors", {}).values())]
 
 
 def chance_notes(report: dict[str, Any], table: dict[str, Any]) -> list[str]:
