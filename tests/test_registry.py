@@ -195,6 +195,8 @@ def test_disabling_the_first_party_plugin_resolves_the_clash(write_module, monke
     reg = registry_with(mod)
     assert reg.method("wt").plugin.distribution == "robustprune"
     assert "ft" not in reg.names("method") and set(reg.host.disabled) == {mod, "ft"}
+    with pytest.raises(UnknownNameError, match=r"unknown method 'ft'.* Disabled \(not loaded\): .*ft"):
+        reg.method("ft")  # the user who disabled it learns why the name is missing
 
 
 def test_group_named_like_a_shift_conflicts(write_module):

@@ -208,6 +208,8 @@ class Registry:
         message = f"unknown {kind} {name!r}{hint} Available {kind}s: {describe_sequence(available)}."
         if self.failures:
             message += " Note: " + "; ".join(f.describe() for f in self.failures)
+        if self.host.disabled:
+            message += f" Disabled (not loaded): {', '.join(self.host.disabled)}."
         return message + " (`robustprune plugins` lists every plugin and what it registers.)"
 
     def registered_by(self, plugin_name: str) -> dict[str, list[str]]:
