@@ -26,9 +26,8 @@ name = "{dist}"
 version = "0.1.0"
 description = "robustprune plugin: {name}"
 requires-python = ">=3.10"
-# robustprune is not on the package index: install it first (see README.md), or name it here with a direct
-# reference that resolves for your users, e.g. "robustprune @ git+https://<your mirror>/robustprune@<tag>"
-dependencies = []
+# robustprune is not on the package index: {dependency_note}
+dependencies = [{dependency}]
 
 [project.optional-dependencies]
 test = ["pytest>=7"]
@@ -160,6 +159,27 @@ def test_prune_potential(case):
 '''
 
 
+def robustprune_requirement() -> str | None:
+    """How this environment got robustprune, as a requirement that resolves again (PEP 610's direct_url.json:
+    ``robustprune @ git+URL@COMMIT`` or ``robustprune @ file:///path``); ``None`` when pip did not record it."""
+    import importlib.metadata
+    import json
+
+    try:
+        text = importlib.metadata.distribution("robustprune").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if not text:
+        return None
+    info = json.loads(text)
+    url, vcs = info.get("url"), info.get("vcs_info")
+    if not url:
+        return None
+    if vcs and vcs.get("vcs") == "git":
+        return f"robustprune @ git+{url}@{vcs.get('commit_id') or vcs.get('requested_revision')}"
+    return f"robustprune @ {url}"
+
+
 def _check_name(name: str, *, plugin: bool = False) -> None:
     if not _NAME.match(name) or keyword.iskeyword(name):
         raise ValueError(f"{name!r} is not a usable name: lower-case letters, digits and _, starting with a letter "
@@ -184,8 +204,14 @@ def new_plugin(name: str, folder: Path) -> Path:
     if root.exists():
         raise FileExistsError(f"{root} exists already: choose another name or folder")
     cls = "".join(part.capitalize() for part in name.split("_"))
+    requirement = robustprune_requirement()
+    if requirement is not None:
+        dependency, note = f'"{requirement}"', "this is where this environment installed it from (pip records it)"
+    else:
+        dependency, note = "", ("install it first (see README.md), or name it here with a direct reference, e.g. "
+                                '"robustprune @ git+https://<your mirror>/robustprune@<tag>"')
     files = {
-        "pyproject.toml": _PYPROJECT.format(dist=dist, name=name),
+        "pyproject.toml": _PYPROJECT.format(dist=dist, name=name, dependency=dependency, dependency_note=note),
         f"src/{name}/__init__.py": _PLUGIN.format(name=name, cls=cls),
         "conftest.py": _CONFTEST,
         "tests/test_contract.py": _TESTS.format(name=name, cls=cls),

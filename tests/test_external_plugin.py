@@ -56,3 +56,15 @@ def test_without_the_plugin_the_name_is_unknown(tmp_path):
     result = run(["-m", "pytest", "suite_tiny.py", f"--rp-store={tmp_path / 'store'}"], cwd=tmp_path)
     assert result.returncode == 2
     assert "unknown method 'layer_magnitude'" in result.stdout
+
+
+def test_an_installed_third_party_plugin_can_be_disabled(installed, tmp_path):
+    write_suite(tmp_path, methods=("wt", "layer_magnitude"))
+    env = {"PYTHONPATH": str(installed)}
+    result = run(["-m", "pytest", "suite_tiny.py", f"--rp-store={tmp_path / 'store'}", "--rp-disable=example"],
+                 cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "unknown method 'layer_magnitude'" in result.stdout and "Disabled (not loaded): example." in result.stdout
+    listing = run(["-m", "robustprune.cli", "plugins"], cwd=tmp_path,
+                  env={**env, "ROBUSTPRUNE_DISABLE_PLUGINS": "example"})
+    assert re.search(r"^example\s+disabled\s+\(not loaded\)", listing.stdout, re.M), listing.stdout

@@ -8,6 +8,7 @@ module per test (a method of its own, or one that clashes with a built-in).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -155,6 +156,22 @@ def test_a_new_plugin_package_installs_and_its_generated_tests_pass(tmp_path):
 
     assert main(["new", "plugin", "demo", "--dir", str(tmp_path)]) == ExitStatus.OK
     package = tmp_path / "robustprune-demo"
+    # the dependency line names where this environment's robustprune came from, so it resolves again
+    from urllib.parse import urlparse
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    from robustprune.scaffold import robustprune_requirement
+
+    dependencies = tomllib.loads((package / "pyproject.toml").read_text())["project"]["dependencies"]
+    expected = robustprune_requirement()
+    assert dependencies == ([expected] if expected else [])
+    if expected:
+        requirement = Requirement(expected)
+        assert requirement.name == "robustprune" and requirement.url
+        if requirement.url.startswith("file://"):
+            assert (Path(urlparse(requirement.url).path) / "pyproject.toml").is_file()
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(site), str(package)], check=True, capture_output=True, text=True)
