@@ -233,7 +233,7 @@ def test_each_shift(shift_case):
 """
 
 
-def test_broken_shifts_fail_only_their_checks_and_each_is_named_with_its_plugin(run_suite, pytester):
+def test_broken_shifts_fail_only_their_checks_and_each_is_named_with_its_plugin(run_suite, pytester, capsys):
     pytester.makepyfile(broken_shifts=BROKEN_SHIFTS)
     result = run_suite(SHIFT_CHECKS, "-rA", shifts=("darken@0.5", "as_float@0.5", "exploding@0.1"),
                        plugins=("toy_plugin", "broken_shifts"))
@@ -254,6 +254,20 @@ def test_broken_shifts_fail_only_their_checks_and_each_is_named_with_its_plugin(
     assert "error in wt" not in output
     table = output[output.index("toynet on toy"):]
     assert re.search(r"^wt\s.*\berror\b.*\berror\b", table, re.M)  # the two broken columns, not the row
+
+    # the failures are stored: a rerun neither tries the broken shifts again nor recomputes anything
+    log = (pytester.path / "store" / "work.log").read_text()
+    assert log.count(" shiftfail ") == 2
+    again = run_suite(SHIFT_CHECKS, "-rA", shifts=("darken@0.5", "as_float@0.5", "exploding@0.1"),
+                      plugins=("toy_plugin", "broken_shifts"))
+    assert again.ret == ExitStatus.CHECKS_FAILED and "error: shift exploding@0.1" in again.stdout.str()
+    assert (pytester.path / "store" / "work.log").read_text() == log
+    # and the store counts as complete for the suite: gc keeps its entries, the failures included
+    from robustprune.cli import main
+
+    capsys.readouterr()
+    assert main(["store", "gc", "--store", str(pytester.path / "store"), "--dry-run", "suite_toy.py"]) == 0
+    assert "would remove 0 entries" in capsys.readouterr().out
 
 
 CLASHING_SHIFT = '''

@@ -130,11 +130,10 @@ def _registered(registry: Registry, name: str) -> tuple[Registered[Any], str | N
     try:
         return registry.get("shift", name), None
     except PluginConflictError as exc:
-        shifts = [r for kind in ("shift", "group") for r in registry.clashing(kind, name)
-                  if not isinstance(r.item, ShiftGroup)]
-        if not shifts:  # only groups clash: there is no shift to parse the parameter with
-            raise
-        return shifts[0], str(exc)
+        clashing = [r for kind in ("shift", "group") for r in registry.clashing(kind, name)]
+        if not clashing or any(isinstance(r.item, ShiftGroup) for r in clashing):
+            raise  # a group among them: which shifts the name stands for cannot be known
+        return clashing[0], str(exc)
 
 
 def parse_shifts(texts: Sequence[str], registry: Registry) -> list[ShiftEntry]:

@@ -423,6 +423,7 @@ class Engine:
             for dataset in dict.fromkeys(c.dataset for c in cases):
                 pixel = [s for s in self.shifts if s.kind == "pixel"]
                 seen.update(("shifted", key) for key in self.shifted.generated_keys(self.data(dataset), pixel))
+                seen.update(("shiftfail", key) for key in self.shifted.failure_keys(self.data(dataset), self.shifts))
         self._repeats.clear()
         return set(seen)
 
@@ -447,6 +448,8 @@ class Engine:
                 for i, record in enumerate(records):
                     network: nn.Module | None = None
                     for shift in self.shifts:
+                        if self.shifted.failure(data, shift) is not None:
+                            continue  # no set to recompute with: reported by the runs, not here
                         labels = self.shifted.labels(data, shift)
                         for draw in range(self._draws(shift)):
                             key = self._eval_key(record, data, shift, draw)
@@ -456,7 +459,7 @@ class Engine:
                             try:
                                 with store.lookup_only():
                                     inputs = self.shifted.inputs(data, shift, draw)
-                            except NotStored:
+                            except (NotStored, ShiftFailure):
                                 continue
                             network = network if network is not None else self._load(case, data, record).eval()
                             fresh = predict(network, inputs, self.options.device)
@@ -531,7 +534,7 @@ class Engine:
             costs=costs,
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
-            shift_errors=self.shifted.failures(data, self.shifts),
+            shift_errors=self._shift_errors(data, repeats),
             similarity=similarity,
             features=features,
         )
@@ -582,6 +585,13 @@ class Engine:
             parent_of_seed=lambda seed: self.trained_parent(case.model, case.dataset, seed),
         )
 
+    def _shift_errors(self, data: PreparedData, repeats: Sequence[RepeatCurves]) -> dict[str, str]:
+        """The case's shifts missing from any repeat's curves, with why (a shift that failed after this case read
+        its predictions from the store is not the case's error)."""
+        present = set.intersection(*(set(r.accuracy) for r in repeats)) if repeats else set()
+        return {s.label: self.shifted.failure(data, s) or f"shift {s.label} was not evaluated on {data.name}"
+                for s in self.shifts if s.label not in present}
+
     def _shift_sources(self, data: PreparedData) -> dict[str, str]:
         return {s.label: self.shifted.source(data, s) for s in self.shifts
                 if not s.is_nominal and self.shifted.failure(data, s) is None}
@@ -608,7 +618,7 @@ class Engine:
             costs=costs,
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
-            shift_errors=self.shifted.failures(data, self.shifts),
+            shift_errors=self._shift_errors(data, [curves]),
         )
 
     def _pruned_record(self, case: CaseKey, data: PreparedData,

@@ -29,7 +29,7 @@ import torch
 
 from ..compute.data import PreparedData, generate_pixel_shifts
 from ..compute.store import Store, make_key
-from ..core.results import CaseError
+from ..core.results import CaseError, StoreError
 from ..core.shifts import NOMINAL, Shift, image_seeds
 from ..plugin.api import ImageSet, ShiftedSet
 from .context import ProgressFn, tagged
@@ -73,12 +73,33 @@ class ShiftedSets:
         self._bytes = 0
         self._published: dict[tuple[str, str], PublishedSet | None] = {}
         self._failures: dict[tuple[str, str], str] = {}  # (dataset, shift label) -> why it failed
+        self._looked_up: set[tuple[str, str]] = set()  # failures looked for in the store
 
     # ------------------------------------------------------------------ failed shifts
 
     def failure(self, data: PreparedData, shift: Shift) -> str | None:
-        """Why ``shift`` cannot make ``data``'s test set (``None`` while it can, or has not been tried)."""
-        return shift.unavailable or self._failures.get((data.name, shift.label))
+        """Why ``shift`` cannot make ``data``'s test set (``None`` while it can, or has not been tried).
+
+        A failure is stored (kind ``shiftfail``, keyed like the set it could not make, the plugin's source
+        hash included): other processes and later runs skip the shift instead of trying it again, and know
+        the case's work is done; editing the plugin gives a new key, so the shift is tried again."""
+        if shift.unavailable is not None:
+            return shift.unavailable
+        where = (data.name, shift.label)
+        if where not in self._failures and where not in self._looked_up and shift.kind in ("pixel", "tensor"):
+            self._looked_up.add(where)
+            stored = self.store.load("shiftfail", self._failure_key(data, shift))
+            if isinstance(stored, str):
+                self._failures[where] = stored
+        return self._failures.get(where)
+
+    def failure_keys(self, data: PreparedData, shifts: list[Shift]) -> list[str]:
+        """The store keys of the recorded failures among ``shifts`` (what ``robustprune store gc`` keeps)."""
+        return [self._failure_key(data, s) for s in shifts
+                if s.unavailable is None and s.kind in ("pixel", "tensor") and self.failure(data, s) is not None]
+
+    def _failure_key(self, data: PreparedData, shift: Shift) -> str:
+        return make_key({"kind": "shift-failure", "data": data.key, "shift": shift.identity(), "seed": self.seed})
 
     def failures(self, data: PreparedData, shifts: list[Shift]) -> dict[str, str]:
         """Shift label -> why it failed, for the ``shifts`` of ``data`` that failed so far."""
@@ -93,6 +114,12 @@ class ShiftedSets:
         if (data.name, shift.label) not in self._failures:
             self._failures[(data.name, shift.label)] = message
             tagged(self.progress, data.name)(message)
+            key = self._failure_key(data, shift)
+            try:
+                self.store.save("shiftfail", key, message, {"data": data.key, "shift": shift.identity()})
+                self.store.log_work("shiftfail", key, f"{data.name} {shift.label}")
+            except StoreError:  # a read-only store: this process knows, the next one tries again
+                pass
 
     def _check_usable(self, data: PreparedData, shift: Shift) -> None:
         problem = self.failure(data, shift)

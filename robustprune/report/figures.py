@@ -81,8 +81,9 @@ def _kinds(report: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _entry_members(report: Mapping[str, Any], case: Mapping[str, Any], entry: str) -> list[str]:
-    members = (report.get("shift_members") or {}).get(entry)
-    return list(members) if members else [entry] if entry in case["accuracy"] else []
+    """The entry's shifts that have curves (a shift that failed has none)."""
+    members = (report.get("shift_members") or {}).get(entry) or [entry]
+    return [m for m in members if m in case["accuracy"]]
 
 
 def _std_band(points: list[Mapping[str, Any]]) -> tuple[list[float], list[float]] | None:
@@ -140,7 +141,8 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
     shifts = list(cases[0]["accuracy"])
     panels = [(label, [label]) for label in shifts]
     if len(panels) > _MAX_PANELS:
-        panels = [(NOMINAL, [NOMINAL])] + [(e, _entry_members(report, cases[0], e)) for e in report["shifts"]]
+        panels = [(NOMINAL, [NOMINAL])] + [(e, members) for e in report["shifts"]
+                                           if (members := _entry_members(report, cases[0], e))]
     cols = min(5 if len(panels) > 6 else 3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 1.0), squeeze=False, layout="constrained")
