@@ -430,5 +430,18 @@ def main(argv: list[str] | None = None) -> int:
     return command(argv[1:])
 
 
+def run_main() -> int:
+    """The console entry point: :func:`main`, quiet when its reader goes away (``robustprune plugins | head``)."""
+    try:
+        status = main()
+        sys.stdout.flush()  # a closed pipe shows here rather than at interpreter exit
+    except BrokenPipeError:
+        # the reader stopped reading: no traceback, and nothing more is written at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a process stopped by SIGPIPE
+    return status
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main())

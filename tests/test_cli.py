@@ -34,3 +34,34 @@ def test_an_option_without_its_value_is_refused(capsys):
         pytest_args_for_run(["--store"])
     assert main(["run", "--store"]) == 2
     assert "robustprune run: --store needs a value" in capsys.readouterr().err
+
+
+def test_python_m_robustprune_is_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "robustprune", "--version"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith("robustprune ")
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """``robustprune plugins | head -1``: the reader goes away; no traceback, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "robustprune", "plugins"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=tmp_path)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the command writes anything (it imports first)
+    stderr = process.stderr.read().decode()
+    assert process.wait() == 141, stderr
+    assert "BrokenPipeError" not in stderr and "Traceback" not in stderr
+
+
+def test_the_package_metadata_carries_the_license_and_classifiers():
+    import importlib.metadata
+
+    metadata = importlib.metadata.metadata("robustprune")
+    assert metadata["License-Expression"] == "MIT" and "LICENSE" in (metadata.get_all("License-File") or [])
+    assert "Framework :: Pytest" in (metadata.get_all("Classifier") or [])

@@ -1,7 +1,8 @@
-"""The report written to disk: ``robustprune-report.json``, ``robustprune-report.md`` and figures.
+"""The report written to disk: ``robustprune-report.json``, ``.md``, ``.csv`` (tidy) and figures.
 
 Files are written atomically (a temporary file renamed into place), so a
-reader never sees half a report.
+reader never sees half a report, with the permissions the umask gives any
+new file (a shared report folder stays shared).
 """
 
 from __future__ import annotations
@@ -15,8 +16,15 @@ from typing import Any
 
 from .build import REPORT_VERSION
 from .tables import render_text
+from .tidy import tidy_csv
 
 __all__ = ["write_figures_or_hint", "write_report"]
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -24,6 +32,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -31,19 +40,22 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_report(reports: Iterable[dict[str, Any]], folder: Path, figures: bool = True) -> list[Path]:
-    """Write ``robustprune-report.json`` (every curve point, achieved ratios, store keys), ``.md`` and,
+    """Write ``robustprune-report.json`` (every curve point, achieved ratios, store keys; its schema is
+    :func:`robustprune.report.tidy.report_schema`), ``.md``, ``.csv`` (one row per accuracy, for pandas) and,
     with matplotlib installed, the figures into ``figures/`` (linked from the Markdown)."""
     reports = list(reports)
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / "robustprune-report.json", folder / "robustprune-report.md"
+    csv_path = folder / "robustprune-report.csv"
     _write_atomic(json_path, json.dumps({"version": REPORT_VERSION, "suites": reports}, indent=1))
+    _write_atomic(csv_path, tidy_csv(reports))
     drawn, hint = write_figures_or_hint(reports, folder / "figures") if figures else ([], None)
     links = [f"![{p.stem}](figures/{p.name})" for p in drawn] + ([f"(no figures: {hint})"] if hint else [])
     markdown = "\n\n".join(render_text(r, "github") for r in reports)
     if links:
         markdown += "\n\n## Figures\n\n" + "\n\n".join(links)
     _write_atomic(md_path, "# robustprune report\n\n" + markdown + "\n")
-    return [json_path, md_path, *drawn]
+    return [json_path, md_path, csv_path, *drawn]
 
 
 def write_figures_or_hint(reports: Iterable[Mapping[str, Any]], folder: Path) -> tuple[list[Path], str | None]:
