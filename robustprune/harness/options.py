@@ -68,6 +68,10 @@ OPTIONS: tuple[Option, ...] = (
                      "matplotlib is installed (pip install 'robustprune[plots]')", "DIR"),
     Option("plugin", "load a local plugin module (repeatable; also $ROBUSTPRUNE_PLUGINS, comma-separated)", "MODULE",
            repeatable=True),
+    Option("select", "keep only the checks of matching cases: method=NAME, model=NAME, dataset=NAME or shift=LABEL "
+                     "(a shift, or a shift entry such as corruptions@3); repeatable: values of one key add up, "
+                     "different keys must all match; unlike -k, names are matched whole", "KEY=VALUE",
+           repeatable=True),
     Option("disable", "do not load this plugin: an entry point's name (`robustprune plugins` lists them, the "
                       "first-party ones included) or a local module's (repeatable; also "
                       "$ROBUSTPRUNE_DISABLE_PLUGINS, comma-separated)", "NAME", repeatable=True),

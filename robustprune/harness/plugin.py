@@ -32,9 +32,11 @@ from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
 from .options import add_options
 from .preflight import (
+    SELECT_KEYS,
     check_options,
     configuration_error,
     environment_error,
+    parse_selectors,
     store_and_plugin_problem,
     warn_if_disk_short,
 )
@@ -123,6 +125,46 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if param is not None and not isinstance(item, DeployGateItem):  # a generated gate check marks itself
             mark_case_item(item, param)
     count_case_checks(items)
+    selectors = config.getoption("rp_select") or []
+    if selectors:
+        _select(config, items, selectors)
+
+
+def _select(config: pytest.Config, items: list[pytest.Item], texts: list[str]) -> None:
+    """Deselect the checks whose case does not match every ``--select`` key (after the checks were counted, so a
+    case left with some of its checks reads "incomplete", as with -k)."""
+    wanted = parse_selectors(texts)
+    state = run_state(config)
+    seen: dict[str, set[str]] = {key: set() for key in SELECT_KEYS}  # every value the collected checks have
+
+    def values(param: CaseParam) -> dict[str, set[str]]:
+        shifts: set[str] = set()
+        if param.shift is not None:
+            engine = state.engines.get(param.suite_file)
+            entry = next((e for e in engine.shift_entries if e.label == param.shift), None) if engine else None
+            shifts = {param.shift, *(m.label for m in entry.members)} if entry is not None else {param.shift}
+        return {"method": {param.key.method}, "model": {param.key.model}, "dataset": {param.key.dataset},
+                "shift": shifts}
+
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        param = _case_param(item)
+        if param is None:
+            keep.append(item)  # not a suite check: --select leaves the project's own tests alone
+            continue
+        have = values(param)
+        for key, found in have.items():
+            seen[key] |= found
+        (keep if all(have[key] & names for key, names in wanted.items()) else drop).append(item)
+    for key, names in wanted.items():
+        unknown = sorted(names - seen[key])
+        if unknown:
+            configuration_error(f"--select {key}={unknown[0]}: no collected check has that {key}; the suites' "
+                                f"{key}s: {', '.join(sorted(seen[key])) or '(none)'}")
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _case_param(item: pytest.Item) -> CaseParam | None:

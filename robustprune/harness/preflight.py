@@ -27,8 +27,8 @@ from ..plugin.host import ENTRY_POINT_GROUP, local_modules_from_env
 from .exitcodes import ExitStatus
 from .options import device_option, store_root, threads_option
 
-__all__ = ["DISK_MARGIN", "check_options", "configuration_error", "environment_error", "store_and_plugin_problem",
-           "warn_if_disk_short"]
+__all__ = ["DISK_MARGIN", "SELECT_KEYS", "check_options", "configuration_error", "environment_error",
+           "parse_selectors", "store_and_plugin_problem", "warn_if_disk_short"]
 
 DISK_MARGIN = 1.5  # the estimate leaves out measures, logs and temporary copies: ask for half as much again
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
@@ -55,6 +55,7 @@ def check_options(config: pytest.Config) -> None:
         _check_folder(Path(report).expanduser(), "--report")
     _check_plugins(config, config.getoption("rp_plugin"), "--plugin")
     _check_disabled(config, config.getoption("rp_disable") or [])
+    parse_selectors(config.getoption("rp_select") or [])
 
 
 def store_and_plugin_problem(config: pytest.Config) -> tuple[ExitStatus, str] | None:
@@ -66,6 +67,22 @@ def store_and_plugin_problem(config: pytest.Config) -> tuple[ExitStatus, str] | 
     except pytest.exit.Exception as stop:
         return ExitStatus(stop.returncode or ExitStatus.ENVIRONMENT_ERROR), str(stop.msg)
     return None
+
+
+SELECT_KEYS = ("method", "model", "dataset", "shift")
+
+
+def parse_selectors(texts: list[str]) -> dict[str, set[str]]:
+    """``["method=wt", "shift=contrast@3"]`` -> ``{"method": {"wt"}, "shift": {"contrast@3"}}``; a bad selector
+    is a configuration error."""
+    wanted: dict[str, set[str]] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or key.strip() not in SELECT_KEYS or not value.strip():
+            configuration_error(f"--select {text!r}: write KEY=VALUE with KEY one of {', '.join(SELECT_KEYS)}, "
+                                "e.g. --select method=wt --select shift=contrast@3")
+        wanted.setdefault(key.strip(), set()).add(value.strip())
+    return wanted
 
 
 def _check_counts(config: pytest.Config) -> None:
