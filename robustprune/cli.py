@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -110,13 +111,33 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
         # the packaged quickstart lives in site-packages: keep pytest's cache out of there
         suites = [str(quickstart_path())]
         passthrough = ["-p", "no:cacheprovider", f"--rootdir={quickstart_path().parent}", *passthrough]
-    elif any(Path(s).is_dir() for s in suites):
-        # every module in a suite folder is a suite, whatever pytest's python_files says
-        passthrough = ["-o", "python_files=*.py", *passthrough]
+    else:
+        # a folder stands for the suites in it, named on pytest's command line: pytest collects (and rewrites
+        # the assertions of) exactly those files, whatever its python_files says; widening python_files instead
+        # made it rewrite every module the suites import (torch's included: 14.8 s of collection, not 2.6 s)
+        suites = [found for s in suites for found in (suite_files(Path(s)) if Path(s).is_dir() else [s])]
     extra = []
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         extra = ["-p", PYTEST_PLUGIN]
     return [*extra, *suites, *passthrough]
+
+
+_SUITE_DECLARATION = re.compile(r"^suite\s*(:[^=]*)?=", re.M)
+
+
+def suite_files(folder: Path) -> list[str]:
+    """The suite modules in ``folder`` and below: each ``test_*.py``, and each module that declares
+    ``suite = ...`` at its top level (local plugin modules next to them are not suites)."""
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        if any(part.startswith(".") or part in ("__pycache__", "site-packages") for part in path.parts):
+            continue
+        if path.name.startswith("test_") or _SUITE_DECLARATION.search(path.read_text(errors="replace")):
+            found.append(str(path))
+    if not found:
+        raise UsageError(f"no suite in {folder}/: a suite is a module with a top-level `suite = Suite(...)` (or a "
+                         "test_*.py file)")
+    return found
 
 
 class UsageError(ValueError):

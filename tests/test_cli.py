@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from robustprune.cli import UsageError, main, pytest_args_for_run, run_help
+from robustprune.harness.exitcodes import ExitStatus
 from robustprune.harness.options import OPTIONS
 
 
@@ -65,3 +66,42 @@ def test_the_package_metadata_carries_the_license_and_classifiers():
     metadata = importlib.metadata.metadata("robustprune")
     assert metadata["License-Expression"] == "MIT" and "LICENSE" in (metadata.get_all("License-File") or [])
     assert "Framework :: Pytest" in (metadata.get_all("Classifier") or [])
+
+
+def test_a_suite_folder_is_its_suite_files_on_pytests_command_line(tmp_path):
+    from robustprune.cli import pytest_args_for_run
+
+    (tmp_path / "suites" / "more").mkdir(parents=True)
+    (tmp_path / "suites" / "gate.py").write_text("from robustprune import Suite\n\nsuite = Suite(models=['m'])\n")
+    (tmp_path / "suites" / "more" / "test_extra.py").write_text("def test_x():\n    pass\n")
+    (tmp_path / "suites" / "my_plugins.py").write_text("from robustprune import hookimpl\n")  # not a suite
+    args = pytest_args_for_run([str(tmp_path / "suites"), "-q"])
+    assert args[:2] == [str(tmp_path / "suites" / "gate.py"), str(tmp_path / "suites" / "more" / "test_extra.py")]
+    assert "python_files=*.py" not in " ".join(args)
+
+
+def test_a_folder_without_suites_is_a_configuration_error(tmp_path, capsys):
+    from robustprune.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["run", str(tmp_path / "empty")]) == ExitStatus.CONFIGURATION_ERROR
+    assert "no suite in" in capsys.readouterr().err
+
+
+def test_only_the_suites_of_a_folder_have_their_assertions_rewritten(tmp_path):
+    """pytest rewrites the modules it collects; a module a suite imports keeps its plain asserts."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "helper.py").write_text("def check(x):\n    assert x\n    return x\n")
+    (folder / "suite_check.py").write_text(
+        "import helper\n"
+        "suite = None  # a suite module by its declaration; no Suite needed to test collection\n"
+        "assert '@py_builtins' not in vars(helper), 'an imported module was rewritten'\n"
+        "def test_rewritten():\n    assert '@py_builtins' in globals()\n")
+    result = subprocess.run([sys.executable, "-m", "robustprune", "run", str(folder), "-q", "-p", "no:cacheprovider",
+                             "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "1 passed" in result.stdout
