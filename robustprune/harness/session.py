@@ -10,6 +10,7 @@ all reports arrive.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ..core.results import CaseError, CaseKey, StoreError
 from ..core.suite import Suite
 from ..engine.factory import EngineJob
 from ..report.build import apply_verdicts, build_report, merge_reports
+from . import progress as progress_display
 from .exitcodes import ExitStatus
 from .options import data_options, device_option, store_root, threads_option
 from .preflight import store_and_plugin_problem
@@ -118,6 +120,7 @@ class RunState:
         self.stop_status: ExitStatus | None = None  # a problem found while collecting sets the exit status
         self._checked = False  # the store and the plugin modules, before the first engine
         self.started = time.monotonic()
+        self.progress_handler: logging.Handler | None = None  # shows the robustprune logger's progress
 
     @classmethod
     def start(cls, config: pytest.Config) -> RunState:
@@ -131,6 +134,10 @@ class RunState:
     def stop(config: pytest.Config) -> None:
         if config in _ACTIVE_CONFIGS:
             _ACTIVE_CONFIGS.remove(config)
+        state = config.stash.get(_RUN, None)
+        if state is not None:
+            progress_display.uninstall(state.progress_handler)
+            state.progress_handler = None
 
     # -------------------------------------------------------------- hooks (this object is a plugin)
 
@@ -163,17 +170,9 @@ class RunState:
     # -------------------------------------------------------------- progress
 
     def progress(self, message: str) -> None:
-        """Long work says what it is doing, even while pytest captures output."""
-        line = f"robustprune {time.monotonic() - self.started:6.1f}s {message}"
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None:
-            return
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(line)
-        else:
-            reporter.write_line(line)
+        """Long work says what it is doing: an INFO record of the ``robustprune`` logger (see
+        :mod:`robustprune.harness.progress` for how it is shown)."""
+        progress_display.LOGGER.info(message)
 
     # -------------------------------------------------------------- engines
 
@@ -200,6 +199,9 @@ class RunState:
                 self.stop_status, message = problem
                 raise RuntimeError(message.removeprefix("robustprune: "))
             self._checked = True
+        if self.progress_handler is None and not self.engines:
+            # shown from the first suite on: a pytest session without suites prints nothing of robustprune's
+            self.progress_handler = progress_display.install(self.config, self.started)
         if module_file not in self.engines:
             job = self.job_for(module_file, suite)
             self.engines[module_file] = job.build(self.progress)
