@@ -220,6 +220,20 @@ def test_unwritable_export_folder_fails_before_any_work(project):
     assert not (project / "fresh-store").exists()
 
 
+def test_the_ci_workflow_is_a_valid_github_workflow(project):
+    pytest.importorskip("check_jsonschema")
+    workflow = project / ".github" / "workflows" / "robustness-gate.yml"
+    result = run(["-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow)],
+                 cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = workflow.read_text()
+    # the store is saved after the gate even when it failed, under the key the restore step computed
+    assert "actions/cache/restore@v4" in text and "actions/cache/save@v4" in text
+    save = text[text.index("name: Save the artifact store"):]
+    assert save.index("if: always()") < save.index("uses: actions/cache/save@v4")
+    assert text.index("name: Run the deploy gate") < text.index("name: Save the artifact store")
+
+
 def test_the_ci_workflow_gate_step_gates_and_exports(project):
     """The workflow of docs/ci-recipe.md: its gate command, its exit status and the folders its uploads name."""
     yaml = pytest.importorskip("yaml")
