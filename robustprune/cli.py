@@ -125,14 +125,26 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
 _SUITE_DECLARATION = re.compile(r"^suite\s*(:[^=]*)?=", re.M)
 
 
+_NOT_SUITES = {"__pycache__", "site-packages", "node_modules", "venv", "build", "dist"}
+
+
 def suite_files(folder: Path) -> list[str]:
-    """The suite modules in ``folder`` and below: each ``test_*.py``, and each module that declares
-    ``suite = ...`` at its top level (local plugin modules next to them are not suites)."""
+    """The suite modules in ``folder`` and below: each ``test_*.py`` / ``*_test.py``, and each module that
+    declares ``suite = ...`` at its top level (local plugin modules next to them are not suites). Hidden
+    folders, virtualenvs and build folders are not searched."""
     found = []
     for path in sorted(folder.rglob("*.py")):
-        if any(part.startswith(".") or part in ("__pycache__", "site-packages") for part in path.parts):
+        inside = path.relative_to(folder).parts[:-1]
+        if any(part.startswith(".") or part in _NOT_SUITES for part in inside):
             continue
-        if path.name.startswith("test_") or _SUITE_DECLARATION.search(path.read_text(errors="replace")):
+        if path.name.startswith("test_") or path.name.endswith("_test.py"):
+            found.append(str(path))
+            continue
+        try:
+            declares = _SUITE_DECLARATION.search(path.read_text(errors="replace")) is not None
+        except OSError:  # a broken link, say: not a suite we can run
+            continue
+        if declares:
             found.append(str(path))
     if not found:
         raise UsageError(f"no suite in {folder}/: a suite is a module with a top-level `suite = Suite(...)` (or a "

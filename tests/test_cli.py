@@ -75,9 +75,15 @@ def test_a_suite_folder_is_its_suite_files_on_pytests_command_line(tmp_path):
     (tmp_path / "suites" / "gate.py").write_text("from robustprune import Suite\n\nsuite = Suite(models=['m'])\n")
     (tmp_path / "suites" / "more" / "test_extra.py").write_text("def test_x():\n    pass\n")
     (tmp_path / "suites" / "my_plugins.py").write_text("from robustprune import hookimpl\n")  # not a suite
+    (tmp_path / "suites" / ".venv").mkdir()
+    (tmp_path / "suites" / ".venv" / "test_vendored.py").write_text("def test_y():\n    pass\n")
     args = pytest_args_for_run([str(tmp_path / "suites"), "-q"])
     assert args[:2] == [str(tmp_path / "suites" / "gate.py"), str(tmp_path / "suites" / "more" / "test_extra.py")]
-    assert "python_files=*.py" not in " ".join(args)
+    assert "python_files=*.py" not in " ".join(args) and "test_vendored" not in " ".join(args)
+    # a folder reached through a dotted parent or `..` is searched like any other
+    hidden = tmp_path / ".work" / "inner"
+    hidden.mkdir(parents=True)
+    assert pytest_args_for_run([str(hidden / ".." / ".." / "suites")])[0].endswith("gate.py")
 
 
 def test_a_folder_without_suites_is_a_configuration_error(tmp_path, capsys):

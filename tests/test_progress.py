@@ -36,6 +36,11 @@ def test_live_logging_shows_progress_in_pytests_format(run_suite):
     assert not LINE.search(output)  # once, in pytest's format
 
 
+def test_live_logging_above_info_leaves_progress_to_robustprune(run_suite):
+    result = run_suite(CHECKS, "--log-cli-level=WARNING")
+    assert result.ret == 0 and LINE.search(result.stdout.str())
+
+
 def test_a_failing_check_carries_the_progress_of_its_work(run_suite):
     result = run_suite("""
 def test_fails(case):
@@ -80,19 +85,30 @@ class _Config:
 
 
 @pytest.mark.parametrize("isatty", [True, False])
-def test_on_a_terminal_the_work_count_is_a_bar_not_a_line_per_piece(isatty, capsys):
+def test_on_a_terminal_the_work_count_is_a_bar_not_a_line_per_piece(isatty, monkeypatch):
+    import io
     import logging
+    import sys
 
     from robustprune.harness.progress import TerminalProgress
 
+    class Stderr(io.StringIO):
+        def isatty(self) -> bool:
+            return isatty
+
+    stderr = Stderr()
+    monkeypatch.setattr(sys, "stderr", stderr)
     reporter = _Reporter(isatty)
     handler = TerminalProgress(_Config(reporter), started=0.0)  # type: ignore[arg-type]
     for message in ["2 worker processes: 1 parents, 2 cascades, 0 measures", "1/3 parent toynet-toy done (1 s)",
-                    "[wt-toynet-toy] ratio 0.25 (1/2): pruning", "2/3 wt-toynet-toy repeat 1 done (2 s)",
+                    "[wt-toynet-toy] ratio 0.25 (1/2): pruning", "2/3 wt-toynet-toy repeat 1 failed: boom",
                     "3/3 erase-toynet-toy repeat 1 done (3 s)"]:
         handler.emit(logging.LogRecord("robustprune", logging.INFO, __file__, 1, message, None, None))
     handler.close()
     counted = [line for line in reporter.lines if re.search(r"s \d/3 ", line)]
-    assert len(reporter.lines) == (2 if isatty else 5) and len(counted) == (0 if isatty else 3)
-    if isatty:
-        assert "robustprune work" in capsys.readouterr().err  # tqdm drew the bar on stderr
+    # a failure is always a line; on a terminal the pieces done are the bar's
+    assert [line.split("s ", 1)[1] for line in counted] == (
+        ["2/3 wt-toynet-toy repeat 1 failed: boom"] if isatty else
+        ["1/3 parent toynet-toy done (1 s)", "2/3 wt-toynet-toy repeat 1 failed: boom",
+         "3/3 erase-toynet-toy repeat 1 done (3 s)"])
+    assert ("robustprune work" in stderr.getvalue()) == isatty  # tqdm drew the bar on stderr

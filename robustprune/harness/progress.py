@@ -27,11 +27,12 @@ from typing import Any
 
 import pytest
 
-__all__ = ["LOGGER", "install", "uninstall"]
+__all__ = ["LOGGER", "TerminalProgress", "WorkerProgress", "install", "uninstall"]
 
 LOGGER = logging.getLogger("robustprune")
 
-_PIECES = re.compile(r"^(\d+)/(\d+) ")  # "7/19 wt-small_cnn-digits repeat 1 done (31 s)": the work pool's count
+# "7/19 wt-small_cnn-digits repeat 1 done (31 s)": the work pool's count (failures and skips stay lines)
+_PIECES = re.compile(r"^(\d+)/(\d+) .* done \(\d+ s\)$")
 
 
 def _line(started: float, record: logging.LogRecord) -> str:
@@ -53,7 +54,8 @@ class TerminalProgress(logging.Handler):
             return
         message = record.getMessage()
         count = _PIECES.match(message)
-        if count is not None and getattr(reporter, "isatty", False) and self._update_bar(count, message):
+        # the bar is drawn on stderr: only when stderr is a terminal (not `pytest 2>log`)
+        if count is not None and sys.stderr.isatty() and self._update_bar(count, message):
             return
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         line = _line(self.started, record)
@@ -114,11 +116,19 @@ class WorkerProgress(logging.Handler):
 
 
 def _live_logging(config: pytest.Config) -> bool:
-    """Whether pytest shows log records live itself (``--log-cli-level``, or ``log_cli`` in the ini file)."""
+    """Whether pytest shows INFO records live itself (``--log-cli-level=INFO`` or lower, or ``log_cli`` in the ini
+    file without a higher level): then it shows progress, in its own format."""
     try:
-        return bool(config.getoption("log_cli_level") or config.getini("log_cli"))
+        level = config.getoption("log_cli_level") or config.getini("log_cli_level") or \
+            config.getoption("log_level") or config.getini("log_level")
+        if not (config.getoption("log_cli_level") or config.getini("log_cli")):
+            return False
     except ValueError:  # the logging plugin is disabled (-p no:logging)
         return False
+    if not level:
+        return True
+    number = int(level) if str(level).isdigit() else logging.getLevelName(str(level).upper())
+    return isinstance(number, int) and number <= logging.INFO
 
 
 def install(config: pytest.Config, started: float | None = None) -> logging.Handler | None:

@@ -159,6 +159,8 @@ class RunState:
         value = excinfo.value
         if isinstance(value, KeyboardInterrupt) and not isinstance(value, pytest.Session.Interrupted):
             self.interrupted = True
+        if isinstance(self.progress_handler, progress_display.TerminalProgress):
+            self.progress_handler.close_bar()  # pytest's own lines follow: not on the end of the bar's line
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
