@@ -222,10 +222,13 @@ def cmd_report(argv: list[str]) -> int:
     parser.add_argument("--no-figures", action="store_true", help="print the tables only")
     parser.add_argument("--format", default="simple", metavar="FMT",
                         help="table format: simple (default), github (Markdown), or any other tabulate format")
+    parser.add_argument("--width", type=int, metavar="N",
+                        help="fit the simple format into N columns (default: the terminal's, or 100 when output "
+                             "is not a terminal; 0: the full table with every spread)")
     args = parser.parse_args(argv)
     import json
 
-    from .report.tables import render_text
+    from .report.tables import render_text, terminal_width
 
     try:
         data = json.loads(args.results.read_text())
@@ -241,7 +244,7 @@ def cmd_report(argv: list[str]) -> int:
         for table in report["tables"]:
             for row in table["rows"]:
                 row.setdefault("verdict", "not checked")
-        print(render_text(report, args.format))
+        print(render_text(report, args.format, terminal_width(args.width) if args.format == "simple" else None))
     if args.no_figures:
         return 0
     from .report.files import write_figures_or_hint

@@ -213,7 +213,7 @@ def test_report_command_rerenders_without_torch(tmp_path):
     pytest.importorskip("matplotlib")
     results = tmp_path / "robustprune-report.json"
     results.write_text(json.dumps({"version": 1, "suites": [_report()]}))
-    code = ("import sys; from robustprune.cli import main; rc = main(['report', sys.argv[1]]); "
+    code = ("import sys; from robustprune.cli import main; rc = main(['report', sys.argv[1], '--width', '0']); "
             "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
     run = subprocess.run([sys.executable, "-c", code, str(results)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

@@ -55,8 +55,10 @@ def test_nominal_prune_potential(case):
 
 def gate_run(project: Path, name: str, limit: float, *extra: str):
     (project / "robustness" / name).write_text(SUITE.format(limit=limit))
+    # the full-width report: the checks below read its notes as whole lines
     return run(["-m", "robustprune.cli", "run", f"robustness/{name}", "--store", "store", "--workers", "1",
-                "--export", "exported", "--report", f"report-{name[:-3]}", "-rA", *extra], cwd=project)
+                "--export", "exported", "--report", f"report-{name[:-3]}", "-rA", "--width", "0", *extra],
+               cwd=project)
 
 
 def report_rows(project: Path, name: str) -> dict[str, dict]:
@@ -243,7 +245,11 @@ def test_the_ci_workflow_gate_step_gates_and_exports(project):
     assert command[:2] == ["robustprune", "run"]
     shutil.rmtree(project / "exported", ignore_errors=True)  # left by the other tests of this module
 
+    summary = project / "step-summary.md"  # what GitHub gives the step as $GITHUB_STEP_SUMMARY
+    summary.unlink(missing_ok=True)
+    command = [arg.replace("$GITHUB_STEP_SUMMARY", str(summary)) for arg in command]
     result = run(["-m", "robustprune.cli", *command[1:], "--workers", "1"], cwd=project)
+    assert "mynet on mydigits" in summary.read_text() and "| wt " in summary.read_text()  # the run's page
     data = json.loads((project / "reports" / "robustprune-report.json").read_text())
     rows = {row["case"]: row for table in data["suites"][0]["tables"] for row in table["rows"]}
     assert set(rows) == {"wt-mynet-mydigits", "ft-mynet-mydigits", "ours-mynet-mydigits"}

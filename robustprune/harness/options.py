@@ -83,6 +83,12 @@ OPTIONS: tuple[Option, ...] = (
            choices=("process", "local", "ray"), default="process"),
     Option("ray-address", "Ray cluster to use with the ray executor (default: $RAY_ADDRESS, else a local instance)",
            "ADDRESS"),
+    Option("summary", "also append the report as Markdown to FILE: in GitHub Actions \"$GITHUB_STEP_SUMMARY\" "
+                      "puts it on the run's page (figures, when --report writes them, linked to the artifacts)",
+           "FILE"),
+    Option("width", "fit the terminal report into N columns: a main table, a details table, gate outcomes as lines "
+                    "(default: the terminal's width, or 100 when output is not a terminal); 0 prints the full "
+                    "table with every spread, as the Markdown report has it", "N", int),
     Option("export", "write the network of every case that passed (its deploy gate and every check) into "
                      "DIR/<case id>/ with a JSON sidecar; DIR is checked for writability before anything runs "
                      "(see docs/ci-recipe.md)", "DIR"),

@@ -25,8 +25,8 @@ from ..core.results import CaseKey, StoreError
 from ..core.suite import Suite
 from ..engine.executors import ExecutorUnavailable, make_executor
 from ..plugin.errors import DataFileError
-from ..report.files import write_report
-from ..report.tables import render_text
+from ..report.files import append_summary, write_report
+from ..report.tables import render_text, terminal_width
 from .exitcodes import ExitStatus
 from .exports import check_export_option, run_exports
 from .gate_items import DeployGateItem, gate_items
@@ -299,12 +299,19 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not reports:
         return
     terminalreporter.write_sep("=", "robustprune report")
+    width = terminal_width(config.getoption("rp_width"), bool(getattr(terminalreporter, "isatty", False)))
     for report in reports:
-        terminalreporter.write_line(render_text(report))
+        terminalreporter.write_line(render_text(report, width=width))
     folder = config.getoption("rp_report")
+    written: list[Path] = []
     if folder:
-        for path in write_report(reports, Path(folder)):
+        written = write_report(reports, Path(folder))
+        for path in written:
             terminalreporter.write_line(f"report written to {path}")
+    summary = config.getoption("rp_summary")
+    if summary:
+        append_summary(reports, Path(summary).expanduser(), [p for p in written if p.suffix == ".png"])
+        terminalreporter.write_line(f"report appended to {summary}")
     if state.export_lines:
         terminalreporter.write_sep("=", "robustprune export")
         for line in state.export_lines:

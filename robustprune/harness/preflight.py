@@ -53,6 +53,9 @@ def check_options(config: pytest.Config) -> None:
     report = config.getoption("rp_report")
     if report:
         _check_folder(Path(report).expanduser(), "--report")
+    summary = config.getoption("rp_summary")
+    if summary:
+        _check_folder(Path(summary).expanduser().parent, "--summary (its folder)")
     _check_plugins(config, config.getoption("rp_plugin"), "--plugin")
     _check_disabled(config, config.getoption("rp_disable") or [])
     parse_selectors(config.getoption("rp_select") or [])

@@ -18,7 +18,7 @@ from .build import REPORT_VERSION
 from .tables import render_text
 from .tidy import tidy_csv
 
-__all__ = ["write_figures_or_hint", "write_report"]
+__all__ = ["append_summary", "write_figures_or_hint", "write_report"]
 
 
 def _file_mode() -> int:
@@ -56,6 +56,20 @@ def write_report(reports: Iterable[dict[str, Any]], folder: Path, figures: bool 
         markdown += "\n\n## Figures\n\n" + "\n\n".join(links)
     _write_atomic(md_path, "# robustprune report\n\n" + markdown + "\n")
     return [json_path, md_path, csv_path, *drawn]
+
+
+def append_summary(reports: Iterable[dict[str, Any]], path: Path, figures: Iterable[Path] = ()) -> None:
+    """Append the report as Markdown to ``path`` (GitHub's ``$GITHUB_STEP_SUMMARY``: the run's page shows it).
+    A summary cannot show the figures: they are named, with a link to the run's artifacts when run on GitHub."""
+    markdown = "\n\n".join(render_text(r, "github") for r in reports)
+    names = [p.name for p in figures]
+    if names:
+        server, repo, run = (os.environ.get(k) for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+        where = (f"[the run's artifacts]({server}/{repo}/actions/runs/{run}#artifacts)" if server and repo and run
+                 else "the report folder")
+        markdown += f"\n\nFigures ({', '.join(names)}): in {where}."
+    with path.open("a") as f:
+        f.write("# robustprune report\n\n" + markdown + "\n")
 
 
 def write_figures_or_hint(reports: Iterable[Mapping[str, Any]], folder: Path) -> tuple[list[Path], str | None]:

@@ -6,14 +6,17 @@ so ``robustprune report RESULTS.json`` re-renders exactly what a run printed.
 
 from __future__ import annotations
 
+import shutil
+import sys
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-__all__ = ["beyond_sections", "numerics_line", "render_text", "robust_training_line", "sources_footnote", "store_line",
-           "table_rows"]
+__all__ = ["beyond_sections", "compact_tables", "fit_table", "numerics_line", "render_text", "robust_training_line",
+           "sources_footnote", "store_line", "table_rows", "terminal_width"]
 
 
 def _verdict_cell(row: dict[str, Any]) -> str:
@@ -23,6 +26,89 @@ def _verdict_cell(row: dict[str, Any]) -> str:
     if not gate:
         return row["verdict"]
     return f"{row['verdict']}\ngate {'pass' if gate['passed'] else 'FAIL'}: {gate['summary']}"
+
+
+def fit_table(body: list[list[Any]], headers: list[str], fmt: str, width: int | None = None, **options: Any) -> str:
+    """``tabulate``, and with ``width`` (plain-text tables) no line wider than it: the widest columns are
+    narrowed first, their cells wrapped (long names broken), until the table fits or every column is
+    down to a few characters."""
+    text = tabulate(body, headers=headers, tablefmt=fmt, **options)
+    if width is None or fmt != "simple" or _widest(text) <= width:
+        return text
+    # headers wrap first (a column is as wide as its content and its header's longest word), then the widest
+    # column narrows until the table fits (tabulate pads and separates columns by its own rules)
+    limits = [max([len(line) for row in body for line in str(row[i]).split("\n")]
+                  + [len(word) for word in str(headers[i]).split()]) for i in range(len(headers))]
+    text = tabulate(body, headers=headers, tablefmt=fmt, maxcolwidths=limits, maxheadercolwidths=limits, **options)
+    while _widest(text) > width and max(limits) > 3:
+        limits[limits.index(max(limits))] -= max(1, (_widest(text) - width) // len(limits))
+        text = tabulate(body, headers=headers, tablefmt=fmt, maxcolwidths=limits, maxheadercolwidths=limits,
+                        **options)
+    return text
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _wrap(text: str, width: int | None) -> str:
+    """Prose lines no wider than ``width``, continuation lines indented."""
+    if width is None:
+        return text
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False)
+                     if len(line) > width else line for line in text.split("\n"))
+
+
+def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str],
+                                                                           list[list[str]], list[str]]:
+    """What a terminal of limited width shows of one model x dataset table: a main table (prune potential
+    nominal and per shift entry, the gate ratio, the verdict), a details table (parent accuracy, achieved
+    ratio, Δe, costs) and one line per deploy gate outcome. Spreads are in the Markdown and the JSON."""
+    main_headers = ["method", "P nominal %", *[f"P {label} %" for label in report["shifts"]], "gate ratio",
+                    "verdict"]
+    detail_headers = ["method", "parent acc %", "achieved ratio", "Δe max % (shift)", "params k gate / parent",
+                      "MACs reduction", "speed-up"]
+    main, details, gates = [], [], []
+    for row in table["rows"]:
+        if "error" in row:
+            main.append([row["method"], *(["-"] * (len(main_headers) - 2)), row["verdict"]])
+            continue
+        single = row.get("single_network", False)
+        cells = [row["method"], "n/a" if single else _pct(row["nominal_prune_potential"])]
+        for label in report["shifts"]:
+            g = row["groups"][label]
+            if g.get("error"):
+                cells.append("error")
+            elif single:
+                cells.append("n/a")
+            else:
+                worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
+                cells.append(f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
+        gate = row.get("gate")
+        verdict = row["verdict"] if not gate else f"{row['verdict']}, gate {'pass' if gate['passed'] else 'FAIL'}"
+        main.append([*cells, "own" if single else f"{row['gate_ratio']:g}", verdict])
+        if gate:
+            gates.append(f"{row['method']} gate {'pass' if gate['passed'] else 'FAIL'}: {gate['summary']}")
+        dee = row["max_delta_excess_error"]
+        costs = row.get("gate_costs")
+        details.append([
+            row["method"], _pct(row["parent_accuracy"]), f"{row['gate_achieved_ratio']:.3f}",
+            f"{_pct(dee)} ({row['max_delta_excess_error_shift']})" if dee is not None else "-",
+            "-" if costs is None else f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}",
+            "-" if costs is None else _times(costs["mac_reduction"]),
+            "-" if costs is None else _times(costs["speedup"]),
+        ])
+    return main_headers, main, detail_headers, details, gates
+
+
+def terminal_width(given: int | None = None, isatty: bool | None = None) -> int | None:
+    """The width a terminal report fits: ``given`` (0: none, the full table), else the terminal's, else 100
+    (a CI log). ``isatty`` says whether output goes to a terminal (default: standard output's)."""
+    if given is not None:
+        return given or None
+    if sys.stdout.isatty() if isatty is None else isatty:
+        return shutil.get_terminal_size((100, 24)).columns
+    return 100
 
 
 def _pct(value: float | None) -> str:
@@ -110,33 +196,47 @@ def sources_footnote(sources: dict[str, str] | None) -> str | None:
     return "shift sources: " + "; ".join(parts)
 
 
-def render_text(report: dict[str, Any], fmt: str = "simple") -> str:
-    """The terminal (or, with ``fmt="github"``, Markdown) rendering of one suite's report."""
+def render_text(report: dict[str, Any], fmt: str = "simple", width: int | None = None) -> str:
+    """The rendering of one suite's report: with ``fmt="simple"`` and a ``width``, the terminal's, every line
+    fitting it (a compact main table, a details table, gate outcomes as lines; spreads are left to the
+    Markdown and JSON); without a width, or with ``fmt="github"`` (Markdown), the full table with every
+    number and its spread."""
+    compact = fmt == "simple" and width is not None
     parts = [f"suite {report['suite']}\n  P = prune potential at delta {report['delta'] * 100:g} %; Δe = delta "
              f"excess error; Δe, params, MACs and speed-up are read at each method's gate ratio;\n  speed-up = "
              f"measured CPU latency of the parent / of the compacted network (structured methods)"]
     repeats = int(report.get("repeats") or 1)
     if repeats > 1:
-        parts[0] += (f";\n  numbers are means over {repeats} repeats (independently trained parents and cascades) "
-                     f"± their standard deviation")
+        parts[0] += (f";\n  numbers are means over {repeats} repeats (independently trained parents and cascades)"
+                     + (" (their spreads: in the Markdown and JSON report, --report DIR)" if compact
+                        else " ± their standard deviation"))
     for table in report["tables"]:
-        headers, rows = table_rows(report, table)
-        if fmt != "simple":  # Markdown and most other formats cannot break a header cell
-            headers = [h.replace("\n", " ") for h in headers]
-            rows = [[c.replace("\n", "; ") if isinstance(c, str) else c for c in r] for r in rows]
-        parts.append(f"\n{table['model']} on {table['dataset']}\n" + tabulate(rows, headers=headers, tablefmt=fmt))
+        title = f"\n{table['model']} on {table['dataset']}\n"
+        if compact:
+            main_headers, main, detail_headers, details, gates = compact_tables(report, table)
+            parts.append(title + fit_table(main, main_headers, fmt, width, disable_numparse=True))
+            parts.append("\n" + fit_table(details, detail_headers, fmt, width, disable_numparse=True))
+            parts += [_wrap(line, width) for line in gates]
+        else:
+            headers, rows = table_rows(report, table)
+            if fmt != "simple":  # Markdown and most other formats cannot break a header cell
+                headers = [h.replace("\n", " ") for h in headers]
+                rows = [[c.replace("\n", "; ") if isinstance(c, str) else c for c in r] for r in rows]
+            parts.append(title + tabulate(rows, headers=headers, tablefmt=fmt))
         footnote = sources_footnote(table.get("shift_sources"))
         if footnote:
-            parts.append(("\n" if fmt != "simple" else "") + footnote)
+            parts.append(("\n" if fmt != "simple" else "") + _wrap(footnote, width))
         for note in [*single_network_notes(table), *error_notes(table), *chance_notes(report, table)]:
-            parts.append(("\n" if fmt != "simple" else "") + note)
-        parts += ["\n" + text for text in beyond_sections(report, table, fmt)]
+            parts.append(("\n" if fmt != "simple" else "") + _wrap(note, width))
+        parts += ["\n" + text for text in beyond_sections(report, table, fmt, width)]
     mix_line = robust_training_line(report)
     if mix_line:
-        parts.append("\n" + mix_line)
+        parts.append("\n" + _wrap(mix_line, width))
     for line in (numerics_line(report.get("numerics")), store_line(report.get("store"))):
         if line:
-            parts.append(("\n" if fmt != "simple" else "") + line)
+            parts.append(("\n" if fmt != "simple" else "") + _wrap(line, width))
+    if compact:
+        parts[0] = _wrap(parts[0], width)
     return "\n".join(parts)
 
 
@@ -197,7 +297,7 @@ def _interval_cell(estimate: Mapping[str, Any] | None, digits: int = 3) -> str:
     return text + f" [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def slope_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -> str | None:
+def slope_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str, width: int | None = None) -> str | None:
     """Delta excess error against the prune ratio, per shift group: the slope of the paper's regression."""
     cases = [c for c in report.get("cases", []) if (c["model"], c["dataset"]) == (table["model"], table["dataset"])
              and (c.get("estimates") or {}).get("delta_excess_error_slope")]
@@ -209,10 +309,11 @@ def slope_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -
                                     for e in entries]] for c in cases]
     title = (f"delta excess error against the prune ratio: slope b of the group's mean Δe = b × ratio (through "
              f"the origin, every ratio), {level * 100:g} % interval")
-    return f"{title}\n" + tabulate(body, headers=["method", *entries], tablefmt=fmt, disable_numparse=True)
+    return f"{_wrap(title, width)}\n" + fit_table(body, ["method", *entries], fmt, width, disable_numparse=True)
 
 
-def similarity_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -> str | None:
+def similarity_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str,
+                     width: int | None = None) -> str | None:
     rows = [r for r in table["rows"] if r.get("similarity")]
     if not rows:
         return None
@@ -230,10 +331,11 @@ def similarity_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: s
         headers = [h.replace("\n", " ") for h in headers]
     title = (f"functional similarity to the parent under uniform noise ε ({settings.get('images', '?')} images x "
              f"{settings.get('draws', '?')} draws): top-1 agreement % / softmax l2 distance")
-    return f"{title}\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+    return f"{_wrap(title, width)}\n" + fit_table(body, headers, fmt, width, disable_numparse=True)
 
 
-def features_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str) -> str | None:
+def features_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str,
+                   width: int | None = None) -> str | None:
     rows = [r for r in table["rows"] if r.get("features")]
     if not rows:
         return None
@@ -250,7 +352,7 @@ def features_table(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str
         headers = [h.replace("\n", " ") for h in headers]
     title = (f"informative features (backward selection, {f0['images']} images, {f0['patch']}x{f0['patch']}-pixel "
              f"patches, subset keeps {f0['threshold'] * 100:g} % of the predicted class's probability)")
-    return f"{title}\n" + tabulate(body, headers=headers, tablefmt=fmt, disable_numparse=True)
+    return f"{_wrap(title, width)}\n" + fit_table(body, headers, fmt, width, disable_numparse=True)
 
 
 def robust_training_line(report: Mapping[str, Any]) -> str | None:
@@ -266,8 +368,9 @@ def robust_training_line(report: Mapping[str, Any]) -> str | None:
     return line
 
 
-def beyond_sections(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str = "simple") -> list[str]:
+def beyond_sections(report: Mapping[str, Any], table: Mapping[str, Any], fmt: str = "simple",
+                    width: int | None = None) -> list[str]:
     """The compact tables printed under one model x dataset table (nothing when the suite asks for none)."""
-    sections = (slope_table(report, table, fmt), similarity_table(report, table, fmt),
-                features_table(report, table, fmt))
+    sections = (slope_table(report, table, fmt, width), similarity_table(report, table, fmt, width),
+                features_table(report, table, fmt, width))
     return [text for text in sections if text]
