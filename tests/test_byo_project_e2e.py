@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -234,6 +236,14 @@ def test_the_ci_workflow_is_a_valid_github_workflow(project):
     save = text[text.index("name: Save the artifact store"):]
     assert save.index("if: always()") < save.index("uses: actions/cache/save@v4")
     assert text.index("name: Run the deploy gate") < text.index("name: Save the artifact store")
+    # the install step names what to set instead of installing a version the index does not have
+    yaml = pytest.importorskip("yaml")
+    steps = {s.get("name"): s for s in yaml.safe_load(text)["jobs"]["gate"]["steps"]}
+    guard = steps["Install"]["run"].splitlines()[0]
+    unset = subprocess.run(["bash", "-c", guard], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "ROBUSTPRUNE"})
+    assert unset.returncode == 1 and "set the repository variable ROBUSTPRUNE_REQUIREMENT" in unset.stdout
+    assert "==" not in yaml.safe_load(text)["jobs"]["gate"]["env"]["ROBUSTPRUNE"]
 
 
 def test_the_ci_workflow_gate_step_gates_and_exports(project):

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 def report_table(stdout: str) -> list[str]:
     """The report's lines, up to pytest's next section line.
 
-    A structured row's speed-up is a CPU latency measured in each store (cached by network and machine):
+    The runs print the full-width table (``--rp-width=0``): one line per method. A structured row's speed-up is
+    a CPU latency measured in each store (cached by network and machine):
     independent stores measure it independently, so that one cell is masked; the store line names each run's
     own store, so it is left out; everything else must match.
     """
@@ -49,7 +50,7 @@ def folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def serial(folder):
-    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=serial", "--rp-executor=local",
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", "--rp-store=serial", "--rp-executor=local",
                   "--rp-report=serial-report"], cwd=folder)
     assert result.returncode == 0, result.stdout[-3000:]
     return result
@@ -72,7 +73,7 @@ def numbers(report: Path) -> dict:
 
 
 def test_worker_processes_match_serial_to_the_bit_and_repeat_nothing(folder, serial):
-    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=process", "--rp-workers=2",
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", "--rp-store=process", "--rp-workers=2",
                   "--rp-report=process-report"], cwd=folder)
     assert result.returncode == 0, result.stdout[-3000:]
     assert "2 worker processes: 2 parents, 4 cascades, 0 measures" in result.stdout
@@ -91,7 +92,8 @@ def test_serial_run_computes_each_piece_once(folder, serial):
 
 
 def test_xdist_matches_serial_and_repeats_nothing(folder, serial):
-    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=xdist", "-n", "2", "--dist", "load"], cwd=folder)
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", "--rp-store=xdist", "-n", "2", "--dist", "load"],
+                 cwd=folder)
     assert result.returncode == 0, result.stdout[-3000:]
     assert report_table(result.stdout) == report_table(serial.stdout)
     keys = computed_keys(folder / "xdist")
@@ -100,7 +102,7 @@ def test_xdist_matches_serial_and_repeats_nothing(folder, serial):
 
 def test_ray_matches_serial_and_repeats_nothing(folder, serial):
     pytest.importorskip("ray")
-    result = run(["-m", "pytest", "suite_tiny.py", "--rp-store=ray", "--rp-executor=ray"], cwd=folder,
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", "--rp-store=ray", "--rp-executor=ray"], cwd=folder,
                  env={"RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"ray: \d+ CPUs, 2 parents, 4 cascades, 0 measures", result.stdout)

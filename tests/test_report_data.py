@@ -63,6 +63,12 @@ def test_the_schema_is_valid_and_validates_a_real_report(with_noise, report_fold
         jsonschema.validate(report, schema)
 
 
+def test_the_schema_validates_the_quickstarts_report():
+    from test_report_width import QUICKSTART_JSON
+
+    jsonschema.validate(QUICKSTART_JSON, report_schema())
+
+
 def test_the_tidy_csv_has_one_row_per_accuracy(with_noise, report_folder):
     frame = pd.read_csv(report_folder / "robustprune-report.csv")
     assert tuple(frame.columns) == CSV_COLUMNS

@@ -1,12 +1,13 @@
 """The terminal report fits the width it is given; the Markdown keeps every number.
 
-``data/quickstart-report.json`` is a real quickstart report (suites/quickstart.py: 3 repeats, 4 methods, 19
-corruptions and 3 noise levels, similarity and features; written by ``--report DIR``), trimmed to what the
-text report reads (per-repeat curves, series and costs removed).
+``data/quickstart-report.json.gz`` is a real quickstart report (suites/quickstart.py: 3 repeats, 4 methods,
+19 corruptions and 3 noise levels, similarity and features; written by ``--report DIR`` on this project's
+CI-like machine, its paths replaced).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import pytest
 
 from robustprune.report.tables import render_text, terminal_width
 
-QUICKSTART = json.loads((Path(__file__).parent / "data" / "quickstart-report.json").read_text())["suites"][0]
+QUICKSTART_JSON = json.loads(gzip.decompress((Path(__file__).parent / "data" / "quickstart-report.json.gz")
+                                             .read_bytes()))
+QUICKSTART = QUICKSTART_JSON["suites"][0]
 
 
 @pytest.mark.parametrize("width", [80, 100, 120])
