@@ -112,8 +112,8 @@ def test_robust_training_reports_train_and_test_distributions(tmp_path):
     (tmp_path / "suite_robust.py").write_text(
         SUITE.format(extra=extra, agreement=0.0).split("def test_agreement")[0]
         + "def test_test_distribution(case):\n    assert case.test_distribution.min_prune_potential >= 0\n")
-    result = run(["-m", "pytest", "suite_robust.py", f"--rp-store={tmp_path / 'store'}", "--rp-report=report"],
-                 cwd=tmp_path)
+    result = run(["-m", "pytest", "suite_robust.py", "--rp-width=0", f"--rp-store={tmp_path / 'store'}",
+                  "--rp-report=report"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "generating 1 corrupted copy of 1437 training images" in result.stdout
     (suite,) = json.loads((tmp_path / "report" / "robustprune-report.json").read_text())["suites"]

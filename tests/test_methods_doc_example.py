@@ -89,8 +89,8 @@ def test_the_documented_suite_is_a_valid_suite():
 def test_the_example_runs_in_a_suite_beside_a_structured_method(tmp_path):
     load_example(tmp_path)  # writes torch_l1.py next to the suite
     write_suite(tmp_path, methods=("torch_l1", "ft"), plugins=("torch_l1",))
-    result = run(["-m", "pytest", "suite_tiny.py", f"--rp-store={tmp_path / 'store'}", "--rp-report=report"],
-                 cwd=tmp_path)
+    result = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", f"--rp-store={tmp_path / 'store'}",
+                  "--rp-report=report"], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     out = result.stdout
     assert re.search(r"^torch_l1\s+\d", out, re.M), out[-2000:]
@@ -111,7 +111,7 @@ def test_the_example_runs_in_a_suite_beside_a_structured_method(tmp_path):
     assert all(c["latency"] > 0 and c["speedup"] > 0 for c in ft["costs"])
     assert ft["costs"][0]["speedup"] == 1.0
     # a warm run measures nothing again and prints the same table
-    warm = run(["-m", "pytest", "suite_tiny.py", f"--rp-store={tmp_path / 'store'}"], cwd=tmp_path)
+    warm = run(["-m", "pytest", "suite_tiny.py", "--rp-width=0", f"--rp-store={tmp_path / 'store'}"], cwd=tmp_path)
     assert "costing" not in warm.stdout
     table = lambda text: text[text.index("robustprune report"):].splitlines()[1:9]  # noqa: E731
     assert table(warm.stdout) == table(out)

@@ -208,7 +208,7 @@ def test_rejections_in_worker_processes_reach_the_report(run_suite, pytester, mo
                              (store_root / "work.log").read_text())
     assert first_pruned is not None
     Store(store_root).path("network", first_pruned.group(1)).unlink()
-    result = pytester.runpytest_subprocess("suite_toy.py", f"--rp-store={store_root}", "--rp-workers=2",
+    result = pytester.runpytest_subprocess("suite_toy.py", "--rp-width=0", f"--rp-store={store_root}", "--rp-workers=2",
                                            "-p", "no:cacheprovider")
     assert result.ret == ExitStatus.CHECKS_FAILED
     result.stdout.fnmatch_lines(["*2 worker processes*", "store: *, authenticated (ROBUSTPRUNE_STORE_KEY); 4 entries "
