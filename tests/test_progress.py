@@ -55,9 +55,11 @@ def test_xdist_workers_progress_reaches_the_terminal(pytester):
     pytest.importorskip("xdist")
     pytester.makepyfile(toy_plugin=TOY_PLUGIN, suite_toy=TOY_SUITE_HEAD.format(
         methods=["wt", "erase"], shifts=["darken@0.5"], plugins=["toy_plugin"], extra="") + CHECKS)
+    summary = pytester.path / "summary.md"
     result = pytester.runpytest_subprocess("suite_toy.py", f"--rp-store={pytester.path / 'store'}", "-n", "2",
-                                           "-p", "no:cacheprovider")
+                                           "-p", "no:cacheprovider", f"--rp-summary={summary}")
     assert result.ret == 0
+    assert summary.read_text().count("# robustprune report") == 1  # the controller's merged report, once
     output = result.stdout.str() + "\n" + result.stderr.str()
     assert re.search(r"^\[gw[01]\] robustprune +\d+\.\ds \[toynet-toy\] training the parent", output, re.M), \
         output[-3000:]

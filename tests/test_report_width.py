@@ -59,3 +59,18 @@ def test_a_run_prints_its_report_within_the_width_option(run_suite):
     assert report and all(len(line) <= 70 for line in report if not line.startswith("=")), \
         [line for line in report if len(line) > 70 and not line.startswith("=")]
     assert any(line.startswith("wt gate pass:") for line in report)  # the gate's outcome as its own line
+
+
+def test_a_failing_verdict_is_never_broken_and_the_gate_is_said_once():
+    import copy
+
+    report = copy.deepcopy(QUICKSTART)
+    row = report["tables"][0]["rows"][0]
+    row["verdict"] = "FAIL (gate)"
+    row["gate"] = {"passed": False, "summary": "accuracy loss 3.1 % under glass_blur@3 > limit 2 % (worst of "
+                                                 "corruptions@3)"}
+    text = render_text(report, width=60)
+    main = text[text.index("small_cnn on digits"):]
+    first = next(line for line in main.splitlines() if line.startswith(row["method"] + " "))
+    assert first.rstrip().endswith("FAIL (gate)")  # whole, on the row's first line: a CI grep finds it
+    assert f"{row['method']} gate FAIL: accuracy loss 3.1 %" in text.replace("\n  ", " ")

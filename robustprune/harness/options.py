@@ -87,8 +87,9 @@ OPTIONS: tuple[Option, ...] = (
                       "puts it on the run's page (figures, when --report writes them, linked to the artifacts)",
            "FILE"),
     Option("width", "fit the terminal report into N columns: a main table, a details table, gate outcomes as lines "
-                    "(default: the terminal's width, or 100 when output is not a terminal); 0 prints the full "
-                    "table with every spread, as the Markdown report has it", "N", int),
+                    "(default: the terminal's width, or 100 when output is not a terminal; below about 50 a wide "
+                    "table may run over); 0 prints the full table with every spread, as the Markdown report has "
+                    "it", "N", int),
     Option("export", "write the network of every case that passed (its deploy gate and every check) into "
                      "DIR/<case id>/ with a JSON sidecar; DIR is checked for writability before anything runs "
                      "(see docs/ci-recipe.md)", "DIR"),

@@ -294,6 +294,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is not None:
+        return  # an xdist worker: the controller prints and writes the merged report
     state = run_state(config)
     reports = state.final_reports()
     if not reports:
@@ -310,8 +312,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(f"report written to {path}")
     summary = config.getoption("rp_summary")
     if summary:
-        append_summary(reports, Path(summary).expanduser(), [p for p in written if p.suffix == ".png"])
-        terminalreporter.write_line(f"report appended to {summary}")
+        try:
+            append_summary(reports, Path(summary).expanduser(), [p for p in written if p.suffix == ".png"])
+            terminalreporter.write_line(f"report appended to {summary}")
+        except OSError as exc:  # the checks ran: say it, do not turn the run into an internal error
+            terminalreporter.write_line(f"robustprune: --summary {summary} could not be written: "
+                                        f"{exc.strerror or exc}")
     if state.export_lines:
         terminalreporter.write_sep("=", "robustprune export")
         for line in state.export_lines:

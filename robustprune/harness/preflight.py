@@ -55,7 +55,10 @@ def check_options(config: pytest.Config) -> None:
         _check_folder(Path(report).expanduser(), "--report")
     summary = config.getoption("rp_summary")
     if summary:
-        _check_folder(Path(summary).expanduser().parent, "--summary (its folder)")
+        path = Path(summary).expanduser()
+        if path.is_dir():
+            environment_error(f"--summary {path} is a folder; name a file to append the Markdown report to")
+        _check_folder(path.parent, "--summary (its folder)")
     _check_plugins(config, config.getoption("rp_plugin"), "--plugin")
     _check_disabled(config, config.getoption("rp_disable") or [])
     parse_selectors(config.getoption("rp_select") or [])

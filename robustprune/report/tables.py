@@ -28,10 +28,12 @@ def _verdict_cell(row: dict[str, Any]) -> str:
     return f"{row['verdict']}\ngate {'pass' if gate['passed'] else 'FAIL'}: {gate['summary']}"
 
 
-def fit_table(body: list[list[Any]], headers: list[str], fmt: str, width: int | None = None, **options: Any) -> str:
+def fit_table(body: list[list[Any]], headers: list[str], fmt: str, width: int | None = None, *,
+              keep_last: bool = False, **options: Any) -> str:
     """``tabulate``, and with ``width`` (plain-text tables) no line wider than it: the widest columns are
     narrowed first, their cells wrapped (long names broken), until the table fits or every column is
-    down to a few characters."""
+    down to a few characters (below about 50 columns a wide table may still run over); with ``keep_last``
+    the last column (a verdict) is never narrowed."""
     text = tabulate(body, headers=headers, tablefmt=fmt, **options)
     if width is None or fmt != "simple" or _widest(text) <= width:
         return text
@@ -40,8 +42,10 @@ def fit_table(body: list[list[Any]], headers: list[str], fmt: str, width: int | 
     limits = [max([len(line) for row in body for line in str(row[i]).split("\n")]
                   + [len(word) for word in str(headers[i]).split()]) for i in range(len(headers))]
     text = tabulate(body, headers=headers, tablefmt=fmt, maxcolwidths=limits, maxheadercolwidths=limits, **options)
-    while _widest(text) > width and max(limits) > 3:
-        limits[limits.index(max(limits))] -= max(1, (_widest(text) - width) // len(limits))
+    keep = len(headers) - 1 if keep_last else len(headers)  # a verdict column is never broken: CI greps it
+    while _widest(text) > width and max(limits[:keep]) > 3:
+        widest = limits.index(max(limits[:keep]))
+        limits[widest] -= max(1, (_widest(text) - width) // len(limits))
         text = tabulate(body, headers=headers, tablefmt=fmt, maxcolwidths=limits, maxheadercolwidths=limits,
                         **options)
     return text
@@ -85,7 +89,9 @@ def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[
                 worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
                 cells.append(f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
         gate = row.get("gate")
-        verdict = row["verdict"] if not gate else f"{row['verdict']}, gate {'pass' if gate['passed'] else 'FAIL'}"
+        verdict = row["verdict"]
+        if gate and not verdict.endswith("(gate)"):
+            verdict += f", gate {'pass' if gate['passed'] else 'FAIL'}"
         main.append([*cells, "own" if single else f"{row['gate_ratio']:g}", verdict])
         if gate:
             gates.append(f"{row['method']} gate {'pass' if gate['passed'] else 'FAIL'}: {gate['summary']}")
@@ -214,7 +220,7 @@ def render_text(report: dict[str, Any], fmt: str = "simple", width: int | None =
         title = f"\n{table['model']} on {table['dataset']}\n"
         if compact:
             main_headers, main, detail_headers, details, gates = compact_tables(report, table)
-            parts.append(title + fit_table(main, main_headers, fmt, width, disable_numparse=True))
+            parts.append(title + fit_table(main, main_headers, fmt, width, keep_last=True, disable_numparse=True))
             parts.append("\n" + fit_table(details, detail_headers, fmt, width, disable_numparse=True))
             parts += [_wrap(line, width) for line in gates]
         else:
