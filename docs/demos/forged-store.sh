@@ -45,15 +45,15 @@ last() { tail -n "$1"; }
 
 say "unauthenticated store: honest run, forge, rerun, verify"
 unset ROBUSTPRUNE_STORE_KEY
-robustprune run suite_forged.py --store store-plain --workers 1 -q | last 3; echo "exit status ${PIPESTATUS[0]}"
+robustprune run suite_forged.py --store store-plain --workers 1 -q --width 0 | last 3; echo "exit status ${PIPESTATUS[0]}"
 python forge.py store-plain
-robustprune run suite_forged.py --store store-plain --workers 1 -q | last 3; echo "exit status ${PIPESTATUS[0]}"
+robustprune run suite_forged.py --store store-plain --workers 1 -q --width 0 | last 3; echo "exit status ${PIPESTATUS[0]}"
 robustprune store verify --store store-plain --recompute-evaluations suite_forged.py; echo "exit status $?"
 
 say "authenticated store: the same forgery"
 export ROBUSTPRUNE_STORE_KEY="demo secret"
-robustprune run suite_forged.py --store store-keyed --workers 1 -q >/dev/null; echo "exit status $?"
+robustprune run suite_forged.py --store store-keyed --workers 1 -q --width 0 >/dev/null; echo "exit status $?"
 python forge.py store-keyed
 robustprune store verify --store store-keyed; echo "exit status $?"
-robustprune run suite_forged.py --store store-keyed --workers 1 -q 2>&1 | grep -E "StoreWarning|^store:|passed|failed"
+robustprune run suite_forged.py --store store-keyed --workers 1 -q --width 0 2>&1 | grep -E "StoreWarning|^store:|passed|failed"
 echo "exit status ${PIPESTATUS[0]}"
