@@ -72,18 +72,23 @@ generate_pixel_shifts(images, [(shift, list(range(200)))], 2)
 """
 
 
+def kill_9_and_expect_its_children_gone(process: subprocess.Popen, what: str) -> None:
+    """Wait for at least two children of ``process``, kill -9 it, and expect every child gone within 5 s."""
+    assert wait_until(lambda: len(children_of(process.pid)) >= 2, 30), f"{what} never started"
+    children = children_of(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    assert wait_until(lambda: not any(alive(c) for c in children), 5), \
+        f"{what} {[c for c in children if alive(c)]} outlived the killed process"
+
+
 def test_kill_9_leaves_no_worker_behind(tmp_path):
     script = tmp_path / "generate.py"
     script.write_text(GENERATE)
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None and parent.stdout.readline().strip() == "started"
-        assert wait_until(lambda: len(children_of(parent.pid)) >= 2, 30), "the pool's workers never started"
-        workers = children_of(parent.pid)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait(timeout=10)
-        assert wait_until(lambda: not any(alive(w) for w in workers), 5), \
-            f"workers {[w for w in workers if alive(w)]} outlived their killed parent"
+        kill_9_and_expect_its_children_gone(parent, "the pool's workers")
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -177,12 +182,7 @@ def test_kill_9_of_a_run_takes_its_worker_processes_with_it(tmp_path):
         for line in run.stdout:
             if "2 worker processes:" in line:
                 break
-        assert wait_until(lambda: len(children_of(run.pid)) >= 2, 30), "no worker processes started"
-        workers = children_of(run.pid)
-        os.kill(run.pid, signal.SIGKILL)
-        run.wait(timeout=10)
-        assert wait_until(lambda: not any(alive(w) for w in workers), 5), \
-            f"processes {[w for w in workers if alive(w)]} outlived the killed run"
+        kill_9_and_expect_its_children_gone(run, "the run's worker processes")
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)

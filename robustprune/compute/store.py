@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from filelock import FileLock
 
-from ..core.datasource import STORE_ENV, can_write, default_store_root
+from ..core.datasource import STORE_ENV, can_write, default_store_root, new_file_mode
 from ..core.results import StoreError
 from .torchload import load_problem
 
@@ -54,13 +54,7 @@ _NO_MAC = bytes(_TAG)
 _LOCKS = "locks"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file: a shared store stays shared
+_FILE_MODE = new_file_mode()  # what open() would give a new file: a shared store stays shared
 
 
 class NotStored(LookupError):

@@ -28,7 +28,7 @@ STORE_ENV = "ROBUSTPRUNE_STORE"
 DEFAULT_STORE = ".robustprune"
 
 __all__ = ["DEFAULT_STORE", "ROOT_PARAM", "STORE_ENV", "can_write", "dataset_request", "default_store_root",
-           "resolve_path", "with_resolved_paths"]
+           "new_file_mode", "resolve_path", "with_resolved_paths"]
 
 
 def default_store_root() -> Path:
@@ -66,6 +66,14 @@ def dataset_request(suite: Suite, name: str, *, data_root: Path | None, download
     # relative to the working directory here; the pytest plugin has already made suite-relative roots absolute
     root = resolve_path(own_root, None) if own_root is not None else data_root
     return DatasetRequest(seed=suite.seed, root=root, download=download, params=params)
+
+
+def new_file_mode() -> int:
+    """The permissions ``open()`` gives a new file under the process's umask (``tempfile.mkstemp`` gives 0600:
+    files written through a temporary copy are set to this, so a store or report shared by a team stays so)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def can_write(folder: Path) -> bool:

@@ -199,7 +199,8 @@ class LocalExecutor:
 
     name = "local"
 
-    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn,
+                 plan: WorkPlan | None = None) -> None:
         return None
 
 
@@ -211,10 +212,12 @@ class ProcessExecutor:
     def __init__(self, workers: int):
         self.workers = workers
 
-    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn,
+                 plan: WorkPlan | None = None) -> None:
+        """``plan``: the cases' work the store lacks, when the caller found it already."""
         if self.workers < 2:
             return  # nothing to spread: the checks compute in this process
-        plan = engine.work_plan(cases)
+        plan = plan if plan is not None else engine.work_plan(cases)
         if not plan.parents and not plan.repeats and not plan.measures:
             return  # everything is in the store
         engine.prepare_shifted_sets(cases)  # with every core, before the pool wants them
@@ -296,8 +299,9 @@ class RayExecutor:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
         return ray
 
-    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn) -> None:
-        plan = engine.work_plan(cases)
+    def prefetch(self, job: EngineJob, engine: Engine, cases: Sequence[CaseKey], progress: ProgressFn,
+                 plan: WorkPlan | None = None) -> None:
+        plan = plan if plan is not None else engine.work_plan(cases)
         if not plan.parents and not plan.repeats and not plan.measures:
             return
         # a task generates shifted sets in its own process, and computes with this process's numerics

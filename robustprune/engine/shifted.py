@@ -101,10 +101,6 @@ class ShiftedSets:
     def _failure_key(self, data: PreparedData, shift: Shift) -> str:
         return make_key({"kind": "shift-failure", "data": data.key, "shift": shift.identity(), "seed": self.seed})
 
-    def failures(self, data: PreparedData, shifts: list[Shift]) -> dict[str, str]:
-        """Shift label -> why it failed, for the ``shifts`` of ``data`` that failed so far."""
-        return {s.label: problem for s in shifts if (problem := self.failure(data, s)) is not None}
-
     def _fail(self, data: PreparedData, shift: Shift, problem: str) -> None:
         who = ""
         if shift.registered is not None:

@@ -210,7 +210,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         if config.getoption("rp_executor") == "local":
             continue  # each case is computed when a check first needs it
         try:
-            executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress)
+            executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress, missing)
         except (StoreError, DataFileError) as exc:
             environment_error(str(exc))
         except ExecutorUnavailable as exc:  # Ray missing, say

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..core.datasource import new_file_mode
 from .build import REPORT_VERSION
 from .tables import render_text
 from .tidy import tidy_csv
@@ -21,18 +22,12 @@ from .tidy import tidy_csv
 __all__ = ["append_summary", "write_figures_or_hint", "write_report"]
 
 
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600
+        os.chmod(tmp, new_file_mode())  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -79,15 +79,7 @@ def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[
             continue
         single = row.get("single_network", False)
         cells = [row["method"], "n/a" if single else _pct(row["nominal_prune_potential"])]
-        for label in report["shifts"]:
-            g = row["groups"][label]
-            if g.get("error"):
-                cells.append("error")
-            elif single:
-                cells.append("n/a")
-            else:
-                worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
-                cells.append(f"{_pct(g['mean'])} / {_pct(g['min'])}{worst}")
+        cells += [_group_cell(row["groups"][label], single, spreads=False) for label in report["shifts"]]
         gate = row.get("gate")
         verdict = row["verdict"]
         if gate and not verdict.endswith("(gate)"):
@@ -95,15 +87,8 @@ def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[
         main.append([*cells, "own" if single else f"{row['gate_ratio']:g}", verdict])
         if gate:
             gates.append(f"{row['method']} gate {'pass' if gate['passed'] else 'FAIL'}: {gate['summary']}")
-        dee = row["max_delta_excess_error"]
-        costs = row.get("gate_costs")
-        details.append([
-            row["method"], _pct(row["parent_accuracy"]), f"{row['gate_achieved_ratio']:.3f}",
-            f"{_pct(dee)} ({row['max_delta_excess_error_shift']})" if dee is not None else "-",
-            "-" if costs is None else f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}",
-            "-" if costs is None else _times(costs["mac_reduction"]),
-            "-" if costs is None else _times(costs["speedup"]),
-        ])
+        details.append([row["method"], _pct(row["parent_accuracy"]), f"{row['gate_achieved_ratio']:.3f}",
+                        _dee_cell(row), *_cost_cells(row.get("gate_costs"))])
     return main_headers, main, detail_headers, details, gates
 
 
@@ -128,6 +113,34 @@ def _spread(value: float | None, estimate: Mapping[str, Any] | None) -> str:
     return f"{_pct(value)} ±{estimate['std'] * 100:.1f}"
 
 
+def _group_cell(group: Mapping[str, Any], single: bool, *, spreads: bool) -> str:
+    """One shift entry's prune potential: ``mean / min (worst)`` (with ``spreads``, each ``±std``)."""
+    if group.get("error"):
+        return "error"
+    if single:
+        return "n/a"
+    worst = f" ({group['worst']})" if len(group["members"]) > 1 else ""
+    if spreads:
+        mean, low = _spread(group["mean"], group.get("mean_estimate")), _spread(group["min"], group.get("min_estimate"))
+    else:
+        mean, low = _pct(group["mean"]), _pct(group["min"])
+    return f"{mean} / {low}{worst}"
+
+
+def _dee_cell(row: Mapping[str, Any]) -> str:
+    """The largest delta excess error at the gate ratio and its shift: ``7.5 (elastic_transform@3)``."""
+    dee = row["max_delta_excess_error"]
+    return f"{_pct(dee)} ({row['max_delta_excess_error_shift']})" if dee is not None else _pct(dee)
+
+
+def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
+    """params k gate / parent, MAC reduction, speed-up."""
+    if costs is None:
+        return ["-", "-", "-"]
+    return [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}", _times(costs["mac_reduction"]),
+            _times(costs["speedup"])]
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -145,25 +158,10 @@ def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str]
         single = row.get("single_network", False)
         nominal = _spread(row["nominal_prune_potential"], row.get("nominal_prune_potential_estimate"))
         cells = [row["method"], _pct(row["parent_accuracy"]), "n/a" if single else nominal]
-        for label in report["shifts"]:
-            g = row["groups"][label]
-            if g.get("error"):
-                cells.append("error")
-                continue
-            worst = f" ({g['worst']})" if len(g["members"]) > 1 else ""
-            mean, low = _spread(g["mean"], g.get("mean_estimate")), _spread(g["min"], g.get("min_estimate"))
-            cells.append("n/a" if single else f"{mean} / {low}{worst}")
-        dee = row["max_delta_excess_error"]
-        shift = f" ({row['max_delta_excess_error_shift']})" if dee is not None else ""
+        cells += [_group_cell(row["groups"][label], single, spreads=True) for label in report["shifts"]]
         ratio = "own" if single else f"{row['gate_ratio']:g}"
-        cells += [f"{ratio} ({row['gate_achieved_ratio']:.3f})", f"{_pct(dee)}{shift}"]
-        costs = row.get("gate_costs")
-        if costs is None:
-            cells += ["-", "-", "-"]
-        else:
-            cells += [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}",
-                      _times(costs["mac_reduction"]), _times(costs["speedup"])]
-        cells.append(_verdict_cell(row))
+        cells += [f"{ratio} ({row['gate_achieved_ratio']:.3f})", _dee_cell(row), *_cost_cells(row.get("gate_costs")),
+                  _verdict_cell(row)]
         rows.append(cells)
     return headers, rows
 
