@@ -32,6 +32,7 @@ from .plugin.api import (
     ShiftParam,
     TensorShift,
 )
+from .plugin.errors import MissingDependencyError
 from .plugin.hookspecs import hookimpl
 from .version import __version__
 
@@ -57,6 +58,7 @@ __all__ = [
     "DeployGate",
     "Features",
     "ImageSet",
+    "MissingDependencyError",
     "ModelSpec",
     "PixelShift",
     "PrunedCheckpoint",

@@ -19,11 +19,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .core.results import StoreError
+from .core.results import CaseError, StoreError
 from .harness.exitcodes import ExitStatus
 from .harness.options import DEVICE_ENV, OPTIONS, THREADS_ENV
 from .harness.options import run_help as options_help
-from .plugin.errors import DataFileError
+from .plugin.errors import DataFileError, MissingDependencyError
 from .version import __version__
 
 RUN_USAGE = """\
@@ -320,7 +320,7 @@ def cmd_store(argv: list[str]) -> int:
                 if args.what == "verify":
                     return _verify(store, engines, args.recompute_evaluations)
                 return _collect_garbage(store, engines, args.older_than, args.dry_run)
-    except (StoreError, DataFileError, OSError) as exc:
+    except (StoreError, DataFileError, MissingDependencyError, OSError) as exc:
         print(f"robustprune store: {exc}", file=sys.stderr)
         return int(ExitStatus.ENVIRONMENT_ERROR)
 
@@ -435,7 +435,63 @@ def cmd_new(argv: list[str]) -> int:
     return int(ExitStatus.OK)
 
 
-COMMANDS = {"new": cmd_new, "run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store}
+def cmd_shifts(argv: list[str]) -> int:
+    """``robustprune shifts preview SHIFT ... --dataset NAME -o FILE.png``: see what a network must survive."""
+    parser = argparse.ArgumentParser(prog="robustprune shifts", description="Look at shifts before running them.")
+    commands = parser.add_subparsers(dest="what", required=True, metavar="{preview}")
+    preview = commands.add_parser(
+        "preview", help="draw a grid of test images under each shift (rows) as a PNG",
+        description="Draw a grid of test images (columns: the first of each class) under each shift (rows, the "
+                    "first clean), as a suite with the same seed and shift_family would evaluate them.")
+    preview.add_argument("shifts", nargs="+", metavar="SHIFT",
+                         help="shifts as suites write them: fog@3, fog@1,3,5, noise@3, uniform_noise@0.2")
+    preview.add_argument("--dataset", default="digits", help="a registered dataset (default: digits)")
+    preview.add_argument("-o", "--output", required=True, metavar="FILE.png", help="where to write the PNG")
+    preview.add_argument("--images", type=int, default=6, metavar="N", help="test images per row (default 6)")
+    preview.add_argument("--seed", type=int, default=0, help="the suite seed whose draws to show (default 0)")
+    preview.add_argument("--family", default="auto", metavar="NAME",
+                         help="parameter family of the corruptions: auto (by image size), cifar10-c, imagenet-c")
+    preview.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load a local plugin")
+    preview.add_argument("--data", metavar="DIR", help="root folder of datasets read from disk")
+    args = parser.parse_args(argv)
+    output = Path(args.output).expanduser()
+    problem = None
+    if not 1 <= args.images <= 64:
+        problem = f"--images must be from 1 to 64, got {args.images}"
+    elif output.suffix.lower() != ".png":
+        problem = f"--output {output} must end in .png"
+    elif not output.parent.is_dir():
+        problem = f"--output {output}: the folder {output.parent} does not exist"
+    if problem:
+        print(f"robustprune shifts preview: {problem}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
+    from .engine.preview import preview_rows, write_preview
+    from .plugin.api import DatasetRequest
+    from .plugin.registry import load_registry
+
+    registry = load_registry(args.plugin, search_path=Path.cwd())
+    data_root = Path(args.data).expanduser().resolve() if args.data else None
+    try:
+        rows = preview_rows(registry, args.shifts, args.dataset, count=args.images, seed=args.seed,
+                            family=args.family, request=DatasetRequest(seed=args.seed, root=data_root))
+        write_preview(rows, output)
+    except (DataFileError, MissingDependencyError, OSError) as exc:
+        print(f"robustprune shifts preview: {exc}", file=sys.stderr)
+        return int(ExitStatus.ENVIRONMENT_ERROR)
+    except (ValueError, LookupError) as exc:  # an unknown shift, dataset or family
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"robustprune shifts preview: {message}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
+    except CaseError as exc:  # a shift's code failed, or it cannot be previewed
+        print(f"robustprune shifts preview: {exc}", file=sys.stderr)
+        return int(ExitStatus.CHECKS_FAILED)
+    print(f"wrote {output}: {len(rows) - 1} shift(s) x {rows[0].images.shape[0]} images of {args.dataset} "
+          f"(rows: {', '.join(r.label for r in rows)})")
+    return int(ExitStatus.OK)
+
+
+COMMANDS = {"new": cmd_new, "run": cmd_run, "plugins": cmd_plugins, "report": cmd_report, "store": cmd_store,
+            "shifts": cmd_shifts}
 
 MAIN_HELP = f"""\
 usage: robustprune COMMAND [...]
@@ -448,6 +504,7 @@ commands:
   report RESULTS.json         re-render a JSON report's tables and figures (computes nothing)
   store info|verify|gc        inspect, verify (authentication, pruned networks, evaluations) and clean a store
   new plugin|suite NAME       write a plugin package (method, shift, contract tests) or a suite to start from
+  shifts preview SHIFT ...    draw test images under shifts as a PNG (-o FILE.png, --dataset NAME)
 """
 
 

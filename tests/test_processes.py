@@ -53,11 +53,10 @@ def wait_until(condition, seconds: float) -> bool:
 
 GENERATE = """
 import os, sys, time
-from types import SimpleNamespace
 
 import numpy as np
 
-from robustprune.compute.data import generate_pixel_shifts
+from robustprune.compute.data import ShiftJob, generate_pixel_shifts
 
 
 def slow(image, param, seed):
@@ -65,10 +64,9 @@ def slow(image, param, seed):
     return image
 
 
-shift = SimpleNamespace(label="slow@1", param=1, registered=SimpleNamespace(item=SimpleNamespace(apply=slow)))
 images = np.zeros((200, 4, 4, 3), np.uint8)  # four chunks: the pool is used
 print("started", flush=True)
-generate_pixel_shifts(images, [(shift, list(range(200)))], 2)
+generate_pixel_shifts(images, [ShiftJob("slow@1", slow, 1, list(range(200)))], 2)
 """
 
 

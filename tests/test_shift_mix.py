@@ -12,6 +12,7 @@ from robustprune.compute.store import Store
 from robustprune.compute.training import train
 from robustprune.engine.robust_training import RobustTraining, image_seed, resolve_mix
 from robustprune.plugin.api import DataSplits, ImageSet, Recipe
+from robustprune_plugins.shifts.cifar10c import corrupt_cifar
 from robustprune_plugins.shifts.corruptions import corrupt_image
 
 torch.set_num_threads(1)
@@ -21,9 +22,10 @@ def _suite(**kwargs) -> Suite:
     return Suite(models=["small_cnn"], datasets=["digits"], methods=["wt"], ratios=[0.5], **kwargs)
 
 
-def _training(tmp_path, registry, **kwargs) -> RobustTraining:
+def _training(tmp_path, registry, shift_family="auto", **kwargs) -> RobustTraining:
     mix = resolve_mix(_suite(**kwargs), registry)
-    return RobustTraining(mix, Store(tmp_path / "store"), seed=0, workers=1, progress=lambda message: None)
+    return RobustTraining(mix, Store(tmp_path / "store"), seed=0, workers=1, progress=lambda message: None,
+                          shift_family=shift_family)
 
 
 def _tiny_data(n: int = 48):
@@ -59,8 +61,11 @@ def test_the_paper_mix_is_severity_zero_to_five_uniformly(registry):
     assert [m.name for m in mix.held_out] == list(PAPER_HELD_OUT)
 
 
-def test_training_copies_never_hold_a_held_out_corruption(tmp_path, registry):
-    training = _training(tmp_path, registry, train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
+@pytest.mark.parametrize(("shift_family", "corrupt"), [("auto", corrupt_cifar), ("imagenet-c", corrupt_image)])
+def test_training_copies_never_hold_a_held_out_corruption(tmp_path, registry, shift_family, corrupt):
+    # 32x32 images: the CIFAR-10-C family unless the suite names another
+    training = _training(tmp_path, registry, shift_family,
+                         train_shifts=ShiftMix(("contrast", "shot_noise", "impulse_noise"), pool=3),
                          held_out=("gaussian_noise", "fog"))
     data = _tiny_data()
     pool = training.pool(data)
@@ -76,8 +81,8 @@ def test_training_copies_never_hold_a_held_out_corruption(tmp_path, registry):
             if member[i] < 0:
                 assert np.array_equal(images[i], original[i])  # clean: untouched
             else:  # corrupted by exactly the drawn shift, severity and seed
-                expected = corrupt_image(names[member[i]], original[i], int(severity[i]),
-                                         image_seed(training.seed, data.key, copy, i))
+                expected = corrupt(names[member[i]], original[i], int(severity[i]),
+                                   image_seed(training.seed, data.key, copy, i))
                 assert np.array_equal(images[i], expected)
     assert seen <= {"contrast", "shot_noise", "impulse_noise"}
     assert not seen & {"gaussian_noise", "fog"}

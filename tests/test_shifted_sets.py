@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustprune.compute.data import generate_pixel_shifts
+from robustprune.compute.data import ShiftJob, generate_pixel_shifts
 from robustprune.core.shifts import image_seeds, parse_shift
 from robustprune_plugins.shifts.corruptions import corrupt_image
 from robustprune_plugins.shifts.uniform_noise import add_uniform_noise
@@ -36,9 +36,14 @@ def test_random_corruptions_are_reproducible_per_seed(images, name):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
-def test_all_19_corruptions_identical_with_one_and_two_workers(registry, images):
+def _job(shift, seeds, family=None) -> ShiftJob:
+    return ShiftJob(shift.label, shift.registered.item.implementation(family), shift.param, seeds)
+
+
+@pytest.mark.parametrize("family", ["cifar10-c", "imagenet-c"])
+def test_all_19_corruptions_identical_with_one_and_two_workers(registry, images, family):
     entry = parse_shift("corruptions@3", registry)
-    jobs = [(shift, image_seeds(0, "dataset-key", shift, len(images))) for shift in entry.members]
+    jobs = [_job(shift, image_seeds(0, "dataset-key", shift, len(images)), family) for shift in entry.members]
     serial = generate_pixel_shifts(images, jobs, workers=1)
     parallel = generate_pixel_shifts(images, jobs, workers=2)
     assert len(serial) == 19
@@ -50,8 +55,8 @@ def test_all_19_corruptions_identical_with_one_and_two_workers(registry, images)
 def test_an_image_is_shifted_alike_whatever_else_is_in_the_set(registry, images):
     (shift,) = parse_shift("shot_noise@2", registry).members
     seeds = image_seeds(0, "k", shift, len(images))
-    whole = generate_pixel_shifts(images, [(shift, seeds)], workers=1)[0]
-    part = generate_pixel_shifts(images[3:], [(shift, seeds[3:])], workers=1)[0]
+    whole = generate_pixel_shifts(images, [_job(shift, seeds)], workers=1)[0]
+    part = generate_pixel_shifts(images[3:], [_job(shift, seeds[3:])], workers=1)[0]
     assert np.array_equal(whole[3:], part)
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.shifts import Shift
 from ..plugin.api import DataSplits
 from .processes import die_with_parent
 
@@ -28,6 +27,17 @@ ProgressFn = Callable[[str], None]
 
 SHIFT_CHUNK = 64
 """Images per worker task: large enough to amortise pickling, small enough to balance load."""
+
+
+@dataclass(frozen=True)
+class ShiftJob:
+    """One shifted set to make: its label (for messages), the function that shifts one image (picklable: it
+    runs in worker processes), its parameter and one seed per image."""
+
+    label: str
+    apply: Callable[[np.ndarray, Any, int], np.ndarray]
+    param: Any
+    seeds: Sequence[int]
 
 
 @dataclass
@@ -106,13 +116,14 @@ def process_pool_context() -> multiprocessing.context.BaseContext:
 
 def generate_pixel_shifts(
     images: np.ndarray,
-    jobs: Sequence[tuple[Shift, Sequence[int]]],
+    jobs: Sequence[ShiftJob],
     workers: int,
     progress: ProgressFn | None = None,
     finished: Callable[[int, np.ndarray], None] | None = None,
     failed: Callable[[int, str], None] | None = None,
 ) -> list[np.ndarray]:
-    """Apply each ``(shift, per-image seeds)`` job to ``images``; all jobs share one worker pool.
+    """Apply each job (a shift's function, its parameter, per-image seeds) to ``images``; all jobs share one
+    worker pool.
 
     ``finished(job_index, shifted)`` is called as soon as a job's last chunk is
     done (the caller stores it: a Ctrl-C keeps every finished set). A job whose
@@ -124,11 +135,10 @@ def generate_pixel_shifts(
     """
     started = time.monotonic()
     tasks = []
-    for job_index, (shift, seeds) in enumerate(jobs):
-        apply = shift.registered.item.apply  # type: ignore[union-attr]
+    for job_index, job in enumerate(jobs):
         for start in range(0, len(images), SHIFT_CHUNK):
-            tasks.append((job_index, start, apply, images[start : start + SHIFT_CHUNK], shift.param,
-                          list(seeds[start : start + SHIFT_CHUNK])))
+            tasks.append((job_index, start, job.apply, images[start : start + SHIFT_CHUNK], job.param,
+                          list(job.seeds[start : start + SHIFT_CHUNK])))
     outputs = [np.empty_like(images) for _ in jobs]
     done_per_job = [0] * len(jobs)
     dropped: set[int] = set()
@@ -143,7 +153,7 @@ def generate_pixel_shifts(
                        f"{images.shape[1:]} uint8")
         if problem is not None:
             if failed is None:
-                raise ValueError(f"shift {jobs[job_index][0].label} {problem}")
+                raise ValueError(f"shift {jobs[job_index].label} {problem}")
             dropped.add(job_index)
             failed(job_index, problem)
             return
@@ -155,7 +165,7 @@ def generate_pixel_shifts(
                 finished(job_index, outputs[job_index])
             if progress is not None:
                 count = sum(1 for d in done_per_job if d == len(images))
-                label, seconds = jobs[job_index][0].label, time.monotonic() - started
+                label, seconds = jobs[job_index].label, time.monotonic() - started
                 progress(f"shifted sets {count}/{len(jobs)}: {label} ({seconds:.1f} s)")
 
     if workers <= 1 or len(tasks) <= 1:

@@ -148,6 +148,12 @@ class Suite:
         noise_draws: independent draws of every noise shift (a tensor shift
             such as ``uniform_noise``); prune potential under noise is the mean
             of the per-draw prune potentials, as the paper estimates it.
+        shift_family: the parameter family of shifts that have several, such
+            as the corruptions (``"cifar10-c"``: calibrated for 32x32 images;
+            ``"imagenet-c"``: for 224x224). ``"auto"`` (the default) lets each
+            shift choose by the dataset's image size; a ``{dataset: family}``
+            mapping sets it per dataset (the others stay ``"auto"``). Shifts
+            are still written ``name@param``; docs/data-and-models.md.
     """
 
     models: Sequence[str]
@@ -175,6 +181,7 @@ class Suite:
     bootstrap: int = 1000
     confidence: float = 0.95
     noise_draws: int = 1
+    shift_family: str | Mapping[str, str] = "auto"
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -205,6 +212,7 @@ class Suite:
         if self.search not in ("grid", "bisect"):
             raise ValueError(f"search must be 'grid' or 'bisect', got {self.search!r}")
         self._check_uncertainty()
+        self._check_shift_family()
         self._check_beyond()
         self._check_deploy()
         if isinstance(self.gate_ratio, Mapping):
@@ -254,6 +262,27 @@ class Suite:
         if not isinstance(self.pruned_checkpoints, Mapping):
             raise TypeError(f"Suite.pruned_checkpoints must map names to PrunedCheckpoint(...) entries, got "
                             f"{self.pruned_checkpoints!r}")
+
+    def _check_shift_family(self) -> None:
+        family = self.shift_family
+        if isinstance(family, str):
+            if not family:
+                raise ValueError('Suite.shift_family must name a family ("cifar10-c", "imagenet-c") or be "auto"')
+            return
+        if not isinstance(family, Mapping) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                      for k, v in family.items()):
+            raise TypeError(f"Suite.shift_family must be a family name or a {{dataset: family}} mapping, "
+                            f"got {family!r}")
+        unknown = sorted(set(family) - set(self.datasets))
+        if unknown:
+            raise ValueError(f"Suite.shift_family names dataset(s) {', '.join(map(repr, unknown))}, not in the "
+                             f"suite's datasets ({', '.join(self.datasets)})")
+        object.__setattr__(self, "shift_family", dict(family))
+
+    def shift_family_for(self, dataset: str) -> str:
+        """The parameter family the suite asks for on ``dataset`` (``"auto"``: each shift chooses)."""
+        family = self.shift_family
+        return family if isinstance(family, str) else family.get(dataset, "auto")
 
     def _check_uncertainty(self) -> None:
         """Repeats, bootstrap, confidence and noise draws: whole numbers and a level that make sense."""

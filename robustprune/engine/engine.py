@@ -44,7 +44,16 @@ from ..core.results import (
 from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, parse_shifts
 from ..core.suite import Suite
 from ..core.uncertainty import Resampling
-from ..plugin.api import DatasetSpec, ModelSpec, PruneContext, PruneMethod, Recipe
+from ..plugin.api import (
+    AUTO_FAMILY,
+    DatasetRequest,
+    DatasetSpec,
+    ModelSpec,
+    PixelShift,
+    PruneContext,
+    PruneMethod,
+    Recipe,
+)
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
 from ..plugin.registry import PluginConflictError, Registered, Registry
 from .bootstrap import ImageResamples
@@ -55,7 +64,7 @@ from .robust_training import RobustTraining, TrainingPool, resolve_mix
 from .shifted import ShiftedSets, ShiftFailure
 from .similarity import baseline_seed, case_similarity
 
-__all__ = ["Engine", "TrainedNetwork", "WorkPlan"]
+__all__ = ["Engine", "TrainedNetwork", "WorkPlan", "load_dataset"]
 
 
 ParentKey = tuple[str, str, int | None]  # (model, dataset, seed); seed None: the suite's checkpoint
@@ -106,11 +115,13 @@ class Engine:
         # robust training: the mix's members and the held-out shifts become two more report columns
         mix = resolve_mix(suite, registry)
         self.robust_training = None if mix is None else RobustTraining(
-            mix, options.store, suite.seed, options.workers, options.progress)
+            mix, options.store, suite.seed, options.workers, options.progress, suite.shift_family)
         if mix is not None:
             self.shift_entries += mix.entries()
         self.shifts: list[Shift] = all_members(self.shift_entries)
-        self.shifted = ShiftedSets(options.store, suite.seed, options.workers, options.progress)
+        self._check_shift_family()
+        self.shifted = ShiftedSets(options.store, suite.seed, options.workers, options.progress,
+                                   suite.shift_family_for)
         self._data: dict[str, PreparedData] = {}
         # (model, dataset, seed), or (model, dataset, None) for the suite's parent checkpoint
         self._parents: dict[tuple[str, str, int | None], NetworkRecord | CaseError] = {}
@@ -121,6 +132,18 @@ class Engine:
             resolve_entries(suite.gate, {e.label: [m.label for m in e.members] for e in self.shift_entries})
 
     # ------------------------------------------------------------------ plan
+
+    def _check_shift_family(self) -> None:
+        """A ``Suite.shift_family`` that a shift of the suite lacks is a configuration error, found before any work."""
+        requested = {self.suite.shift_family_for(d) for d in self.suite.datasets} - {AUTO_FAMILY}
+        with_families = [s for s in self.shifts if s.registered is not None
+                         and isinstance(s.registered.item, PixelShift) and s.registered.item.families]
+        if requested and not with_families:
+            raise ValueError(f"Suite.shift_family asks for {', '.join(sorted(requested))}, but no shift of the suite "
+                             "has parameter families (the corruptions have: cifar10-c, imagenet-c)")
+        for shift in with_families:
+            for family in sorted(requested):
+                shift.registered.item.family_for(family, 0, 0)  # type: ignore[union-attr]  # raises, naming them
 
     def cases(self) -> list[CaseKey]:
         """Every method x model x dataset, then each pruned checkpoint on its model (and dataset)."""
@@ -163,17 +186,9 @@ class Engine:
     def data(self, name: str) -> PreparedData:
         """Dataset ``name`` loaded through its plugin and prepared as tensors (once per engine)."""
         if name not in self._data:
-            reg = self.datasets[name]
             request = dataset_request(self.suite, name, data_root=self.options.data_root,
                                       download=self.options.download)
-            splits = reg.item.load(request)
-            # the data key names the data itself: its content hash covers whatever the plugin's code changes
-            # in it, so the plugin's source hash stays out (the key also seeds every generated shift's draws:
-            # an edit that leaves the data alone leaves the shifted sets, and the numbers, alone)
-            identity = {k: v for k, v in reg.identity().items() if k != "source"}
-            key = make_key({"dataset": identity, "params": dict(request.params), "seed": request.seed,
-                            "content": content_hash(splits)})
-            self._data[name] = prepare(name, key, splits)
+            self._data[name] = load_dataset(name, self.datasets[name], request)
         return self._data[name]
 
     def test_inputs(self, data: PreparedData, shift: Shift = NOMINAL_SHIFT) -> torch.Tensor:
@@ -362,6 +377,15 @@ class Engine:
             repeats=tuple(r for r in repeats if not self._stored(functools.partial(self._stored_repeat, r[0], r[1]))),
             measures=tuple(m for m in measures if not self._stored(functools.partial(self._first_measures, m[0]))),
         )
+
+    def check_shifts_ready(self, cases: Sequence[CaseKey]) -> None:
+        """Before any work: raise :class:`MissingDependencyError` if a pixel shift whose test set the cases still
+        need to generate cannot run on this machine (its plugin's ``check_ready`` says what is missing)."""
+        pixel = [s for s in self.shifts if s.kind == "pixel"]
+        for dataset in dict.fromkeys(c.dataset for c in cases):
+            data = self.data(dataset)
+            self.shifted.check_ready(data, [s for s in pixel if not self.options.store.contains(
+                "shifted", self.shifted.generated_key(data, s))])
 
     def planned_bytes(self, cases: Sequence[CaseKey], plan: WorkPlan) -> int:
         """Roughly what ``plan`` and the cases' generated shifted sets not stored yet will add to the store:
@@ -782,8 +806,9 @@ class Engine:
         return self.suite.noise_draws if shift.kind == "tensor" else 1
 
     def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift, draw: int = 0) -> str:
-        spec: dict[str, Any] = {"kind": "eval", "network": record.key, "data": data.key, "shift": shift.identity(),
-                                "seed": self.suite.seed, "numerics": self.numerics}
+        spec: dict[str, Any] = {"kind": "eval", "network": record.key, "data": data.key,
+                                "shift": self.shifted.identity(data, shift), "seed": self.suite.seed,
+                                "numerics": self.numerics}
         if draw:
             spec["draw"] = draw
         published = self.shifted.published(data, shift)
@@ -798,8 +823,8 @@ class Engine:
             return predict(self._load(case, data, record), self.test_inputs(data, shift), self.options.device)
 
         key = self._eval_key(record, data, shift)
-        preds = self.options.store.load_or_compute("eval", key, compute, {"network": record.key,
-                                                   "shift": shift.identity()}, f"{case.id} {shift.label}")
+        preds = self.options.store.load_or_compute("eval", key, compute, {
+            "network": record.key, "shift": self.shifted.identity(data, shift)}, f"{case.id} {shift.label}")
         return accuracy(preds, self.shifted.labels(data, shift))
 
     def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], seed: int) -> RepeatCurves:
@@ -880,7 +905,7 @@ class Engine:
                         except ShiftFailure:
                             continue  # recorded by ShiftedSets; the checks needing this shift report it
                         preds = predict(network, inputs, self.options.device)
-                        spec = {"network": records[i].key, "shift": shift.identity()}
+                        spec = {"network": records[i].key, "shift": self.shifted.identity(data, shift)}
                         self.options.store.save("eval", key, preds, {**spec, "draw": draw} if draw else spec)
                         label = shift.label + (f" draw {draw + 1}" if draw else "")
                         self.options.store.log_work("eval", key, f"{case.id} network {i} {label}")
@@ -899,6 +924,18 @@ class Engine:
 
 
 V = TypeVar("V")
+
+
+def load_dataset(name: str, registered: Registered[DatasetSpec], request: DatasetRequest) -> PreparedData:
+    """Dataset ``name`` loaded through its plugin and prepared as tensors, under the key runs store it by."""
+    splits = registered.item.load(request)
+    # the data key names the data itself: its content hash covers whatever the plugin's code changes
+    # in it, so the plugin's source hash stays out (the key also seeds every generated shift's draws:
+    # an edit that leaves the data alone leaves the shifted sets, and the numbers, alone)
+    identity = {k: v for k, v in registered.identity().items() if k != "source"}
+    key = make_key({"dataset": identity, "params": dict(request.params), "seed": request.seed,
+                    "content": content_hash(splits)})
+    return prepare(name, key, splits)
 
 
 class Available(dict[str, V]):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +33,7 @@ from ..compute.store import Store, make_key
 from ..core.beyond import TEST_LABEL, TRAIN_LABEL, ShiftMix
 from ..core.shifts import Shift, ShiftEntry
 from ..core.suite import Suite
-from ..plugin.api import PixelShift
+from ..plugin.api import AUTO_FAMILY, PixelShift
 from ..plugin.registry import Registry
 from .context import ProgressFn, tagged
 
@@ -154,14 +154,21 @@ class TrainingPool:
     """The corrupted copies of one dataset's training set; ``pool(epoch)`` is that epoch's normalized inputs."""
 
     def __init__(self, mix: ResolvedMix, data: PreparedData, store: Store, seed: int, workers: int,
-                 progress: ProgressFn):
+                 progress: ProgressFn, family: str = AUTO_FAMILY):
         self.mix, self.data, self.store, self.seed, self.workers = mix, data, store, seed, workers
+        height, width = data.splits.train.images.shape[1:3]
+        self.items: list[PixelShift] = [m.registered.item for m in mix.members]  # type: ignore[union-attr]
+        # each member's parameter family on this dataset (the suite's shift_family, else chosen by image size)
+        self.families = [item.family_for(family, int(height), int(width)) for item in self.items]
         self.progress = tagged(progress, f"{data.name} training mix")
         self.copies: list[np.ndarray] | None = None
 
     def key(self, copy: int) -> str:
-        return make_key({"kind": "train_pool", "data": self.data.key, "mix": self.mix.identity(),
-                         "seed": self.seed, "copy": copy})
+        spec = {"kind": "train_pool", "data": self.data.key, "mix": self.mix.identity(), "seed": self.seed,
+                "copy": copy}
+        if any(self.families):
+            spec["families"] = self.families
+        return make_key(spec)
 
     def _ensure(self) -> list[np.ndarray]:
         if self.copies is not None:
@@ -189,7 +196,7 @@ class TrainingPool:
         started = time.monotonic()
         self.progress(f"generating {len(missing)} corrupted cop{'y' if len(missing) == 1 else 'ies'} of "
                       f"{len(images)} training images with {self.workers} workers")
-        applies = [m.registered.item.apply for m in self.mix.members]  # type: ignore[union-attr]
+        applies = [item.implementation(family) for item, family in zip(self.items, self.families)]
         for i in missing:
             member, severity = self.mix.draw(len(images), image_seed(self.seed, self.data.key, i, -1))
             seeds = [image_seed(self.seed, self.data.key, i, j) for j in range(len(images))]
@@ -210,18 +217,29 @@ class TrainingPool:
 class RobustTraining:
     """A suite's training mix at work in a run: the store-key part of every trained network, one pool per dataset."""
 
-    def __init__(self, mix: ResolvedMix, store: Store, seed: int, workers: int, progress: ProgressFn):
+    def __init__(self, mix: ResolvedMix, store: Store, seed: int, workers: int, progress: ProgressFn,
+                 shift_family: str | Mapping[str, str] = AUTO_FAMILY):
         self.mix, self.store, self.seed, self.workers, self.progress = mix, store, seed, workers, progress
+        self.shift_family = shift_family
         self._pools: dict[str, TrainingPool] = {}
 
+    def _family(self, dataset: str) -> str:
+        family = self.shift_family
+        return family if isinstance(family, str) else family.get(dataset, AUTO_FAMILY)
+
     def key_part(self) -> dict[str, Any]:
-        """What the mix adds to the store keys of parents and cascade steps."""
-        return {"train_shifts": self.mix.identity()}
+        """What the mix adds to the store keys of parents and cascade steps (with the data's key, which fixes
+        the image size, the suite's ``shift_family`` determines each member's parameter family)."""
+        part: dict[str, Any] = {"train_shifts": self.mix.identity()}
+        if self.shift_family != AUTO_FAMILY:
+            part["shift_family"] = self.shift_family
+        return part
 
     def pool(self, data: PreparedData) -> TrainingPool:
         """The per-epoch training inputs of ``data`` under the mix (made once per dataset)."""
         if data.name not in self._pools:
-            self._pools[data.name] = TrainingPool(self.mix, data, self.store, self.seed, self.workers, self.progress)
+            self._pools[data.name] = TrainingPool(self.mix, data, self.store, self.seed, self.workers, self.progress,
+                                                  self._family(data.name))
         return self._pools[data.name]
 
 

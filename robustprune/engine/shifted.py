@@ -22,16 +22,19 @@ out, so only the checks that need it fail.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..compute.data import PreparedData, generate_pixel_shifts
+from ..compute.data import PreparedData, ShiftJob, generate_pixel_shifts
 from ..compute.store import Store, make_key
 from ..core.results import CaseError, StoreError
 from ..core.shifts import NOMINAL, Shift, image_seeds
-from ..plugin.api import ImageSet, ShiftedSet
+from ..plugin.api import AUTO_FAMILY, ImageSet, PixelShift, ShiftedSet
+from ..plugin.errors import MissingDependencyError
 from .context import ProgressFn, tagged
 
 __all__ = ["PublishedSet", "ShiftFailure", "ShiftedSets", "content_hash_of"]
@@ -63,8 +66,10 @@ def content_hash_of(images: ImageSet) -> str:
 class ShiftedSets:
     """Every shifted test set a run needs, read, generated or computed once and shared by all its cases."""
 
-    def __init__(self, store: Store, seed: int, workers: int, progress: ProgressFn):
+    def __init__(self, store: Store, seed: int, workers: int, progress: ProgressFn,
+                 requested_family: Callable[[str], str] = lambda dataset: AUTO_FAMILY):
         self.store = store
+        self.requested_family = requested_family  # dataset name -> the suite's shift_family for it
         self.seed = seed
         self.workers = workers
         self.progress = progress
@@ -74,6 +79,47 @@ class ShiftedSets:
         self._published: dict[tuple[str, str], PublishedSet | None] = {}
         self._failures: dict[tuple[str, str], str] = {}  # (dataset, shift label) -> why it failed
         self._looked_up: set[tuple[str, str]] = set()  # failures looked for in the store
+        self._families: dict[tuple[str, str], str | None] = {}
+
+    # ------------------------------------------------------------------ parameter families
+
+    def family(self, data: PreparedData, shift: Shift) -> str | None:
+        """The parameter family that makes ``shift`` on ``data`` (``"cifar10-c"``, ...; ``None``: the shift has
+        none): the suite's ``shift_family`` for the dataset, else the shift's choice for its image size."""
+        where = (data.name, shift.label)
+        if where not in self._families:
+            item = shift.registered.item if shift.registered is not None else None
+            family = None
+            if isinstance(item, PixelShift):
+                height, width = data.splits.test.images.shape[1:3]
+                family = item.family_for(self.requested_family(data.name), int(height), int(width))
+            self._families[where] = family
+        return self._families[where]
+
+    def identity(self, data: PreparedData, shift: Shift) -> dict[str, Any]:
+        """What identifies ``shift`` on ``data`` in store keys: the shift's identity and its family, if any."""
+        family = self.family(data, shift)
+        return shift.identity() if family is None else {**shift.identity(), "family": family}
+
+    def check_ready(self, data: PreparedData, shifts: list[Shift]) -> None:
+        """Ask each of ``shifts`` (those whose sets must be generated) whether this machine can make it under the
+        family ``data`` uses (once per shift and family), before any work: raises
+        :class:`MissingDependencyError` naming what is missing and the fix. A shift whose sets the dataset
+        publishes (read from disk) needs nothing, and is not asked."""
+        asked: set[tuple[str, str | None]] = set()
+        for shift in shifts:
+            item = shift.registered.item if shift.registered is not None else None
+            if not isinstance(item, PixelShift) or item.check_ready is None or shift.unavailable is not None:
+                continue
+            family = self.family(data, shift)
+            if (shift.name, family) in asked:
+                continue
+            asked.add((shift.name, family))
+            try:
+                item.check_ready(family)
+            except MissingDependencyError:
+                if self.published(data, shift) is None:
+                    raise
 
     # ------------------------------------------------------------------ failed shifts
 
@@ -99,7 +145,8 @@ class ShiftedSets:
                 if s.unavailable is None and s.kind in ("pixel", "tensor") and self.failure(data, s) is not None]
 
     def _failure_key(self, data: PreparedData, shift: Shift) -> str:
-        return make_key({"kind": "shift-failure", "data": data.key, "shift": shift.identity(), "seed": self.seed})
+        return make_key({"kind": "shift-failure", "data": data.key, "shift": self.identity(data, shift),
+                         "seed": self.seed})
 
     def _fail(self, data: PreparedData, shift: Shift, problem: str) -> None:
         who = ""
@@ -112,7 +159,7 @@ class ShiftedSets:
             tagged(self.progress, data.name)(message)
             key = self._failure_key(data, shift)
             try:
-                self.store.save("shiftfail", key, message, {"data": data.key, "shift": shift.identity()})
+                self.store.save("shiftfail", key, message, {"data": data.key, "shift": self.identity(data, shift)})
                 self.store.log_work("shiftfail", key, f"{data.name} {shift.label}")
             except StoreError:  # a read-only store: this process knows, the next one tries again
                 pass
@@ -167,9 +214,13 @@ class ShiftedSets:
         return published.labels if published is not None else data.test_labels
 
     def source(self, data: PreparedData, shift: Shift) -> str:
-        """``"generated"`` or ``"published: <path>"``: where a shifted test set came from (the report shows it)."""
+        """Where a shifted test set came from (the report shows it): ``"published: <path>"``, ``"generated"``, or
+        ``"generated: <family>"`` for a shift made with a named parameter family."""
         published = self.published(data, shift)
-        return f"published: {published.source}" if published is not None else "generated"
+        if published is not None:
+            return f"published: {published.source}"
+        family = self.family(data, shift)
+        return "generated" if family is None else f"generated: {family}"
 
     # ------------------------------------------------------------------ inputs
 
@@ -226,8 +277,12 @@ class ShiftedSets:
         """The store keys of the generated pixel-shifted sets of ``shifts`` (published ones are not stored)."""
         return [self._key(data, s) for s in shifts if s.kind == "pixel" and self.published(data, s) is None]
 
+    def generated_key(self, data: PreparedData, shift: Shift) -> str:
+        """The store key of ``shift``'s generated set on ``data``."""
+        return self._key(data, shift)
+
     def _key(self, data: PreparedData, shift: Shift) -> str:
-        return make_key({"kind": "shifted", "data": data.key, "shift": shift.identity(), "seed": self.seed})
+        return make_key({"kind": "shifted", "data": data.key, "shift": self.identity(data, shift), "seed": self.seed})
 
     def _pixel_inputs_uncached(self, data: PreparedData, shift: Shift) -> torch.Tensor:
         images = self.store.load("shifted", self._key(data, shift))
@@ -266,12 +321,14 @@ class ShiftedSets:
     def _generate_pixel_sets(self, data: PreparedData, missing: list[Shift]) -> None:
         progress = tagged(self.progress, data.name)
         progress(f"generating {len(missing)} shifted test sets with {self.workers} workers")
-        jobs = [(s, image_seeds(self.seed, data.key, s, len(data.test_labels))) for s in missing]
+        jobs = [ShiftJob(s.label, s.registered.item.implementation(self.family(data, s)),  # type: ignore[union-attr]
+                         s.param, image_seeds(self.seed, data.key, s, len(data.test_labels))) for s in missing]
 
         def finished(index: int, images: np.ndarray) -> None:  # stored at once: a Ctrl-C keeps every finished set
             shift = missing[index]
             key = self._key(data, shift)
-            self.store.save("shifted", key, torch.from_numpy(images), {"data": data.key, "shift": shift.identity()})
+            self.store.save("shifted", key, torch.from_numpy(images),
+                            {"data": data.key, "shift": self.identity(data, shift)})
             self.store.log_work("shifted", key, f"{data.name} {shift.label}")
             self._pixel_images[(data.name, shift.label)] = images
 

@@ -24,7 +24,7 @@ from ..core.machine import available_cores
 from ..core.results import CaseKey, StoreError
 from ..core.suite import Suite
 from ..engine.executors import ExecutorUnavailable, make_executor
-from ..plugin.errors import DataFileError
+from ..plugin.errors import DataFileError, MissingDependencyError
 from ..report.files import append_summary, write_report
 from ..report.tables import render_text, terminal_width
 from .exitcodes import ExitStatus
@@ -199,6 +199,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         missing = engine.work_plan(list(cases.values()))  # what it reads is kept: the checks read it again
         count = len(missing.parents) + len(missing.repeats) + len(missing.measures)
         if count:
+            try:
+                engine.check_shifts_ready(list(cases.values()))
+            except (DataFileError, MissingDependencyError) as exc:
+                environment_error(str(exc))
+            except Exception:  # noqa: BLE001 - a plugin failing here fails its checks, which say so
+                pass
             planned = _planned_bytes(engine, list(cases.values()), missing)
             if planned is not None:
                 warn_if_disk_short(engine.options.store.root, planned)
@@ -211,7 +217,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             continue  # each case is computed when a check first needs it
         try:
             executor.prefetch(state.jobs[suite_file], engine, list(cases.values()), state.progress, missing)
-        except (StoreError, DataFileError) as exc:
+        except (StoreError, DataFileError, MissingDependencyError) as exc:
             environment_error(str(exc))
         except ExecutorUnavailable as exc:  # Ray missing, say
             configuration_error(str(exc))
@@ -223,10 +229,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _planned_bytes(engine: Engine, cases: list[CaseKey], plan: WorkPlan) -> int | None:
     """What the plan will store, for the disk check; ``None`` when a plugin fails while it is estimated (its
-    checks report that failure). Data files that are missing or broken stop the run here, once."""
+    checks report that failure). Data files that are missing or broken, and libraries a shift needs that are
+    missing, stop the run here, once."""
     try:
         return engine.planned_bytes(cases, plan)
-    except DataFileError as exc:
+    except (DataFileError, MissingDependencyError) as exc:
         environment_error(str(exc))
     except Exception:  # noqa: BLE001 - a model or dataset plugin that raises: the checks meet it and say so
         return None

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .channels import ChannelGroup
 
 __all__ = [
+    "AUTO_FAMILY",
     "NOMINAL",
     "SEVERITY",
     "DatasetRequest",
@@ -276,6 +277,43 @@ class PixelShift:
     param: ShiftParam = SEVERITY
     description: str = ""
     version: str | None = None
+    families: Mapping[str, Callable[[np.ndarray, Any, int], np.ndarray]] = field(default_factory=dict, hash=False)
+    """Named parameterisations of the same shift (``{"cifar10-c": ..., "imagenet-c": ...}``), each an
+    ``apply``-like function. A suite's ``shift_family`` names one; else :attr:`default_family` picks one
+    by image size. The family used enters the store keys and the report's shift sources."""
+    default_family: Callable[[int, int], str | None] | None = None
+    """``(height, width)`` of a dataset's images -> the family used when the suite names none
+    (``None``: :attr:`apply`)."""
+    check_ready: Callable[[str | None], None] | None = None
+    """Called once per family a run uses, before any work, with the family's name (``None`` for
+    :attr:`apply`): raises :class:`~robustprune.plugin.errors.MissingDependencyError` naming what this
+    machine lacks (a library, a file) and how to install it."""
+
+    def family_for(self, requested: str | None, height: int, width: int) -> str | None:
+        """The family that makes this shift for ``height`` x ``width`` images: ``requested`` (a suite's
+        ``shift_family``; ``None`` or ``"auto"`` for the default), else :attr:`default_family`'s choice.
+        ``None`` when the shift has no families (its :attr:`apply` is used). Raises ``ValueError`` for a
+        requested family this shift does not have."""
+        if not self.families:
+            return None
+        if requested not in (None, AUTO_FAMILY):
+            if requested not in self.families:
+                raise ValueError(f"shift {self.name!r} has no parameter family {requested!r}; its families: "
+                                 f"{', '.join(sorted(self.families))} (or {AUTO_FAMILY!r}: chosen by image size)")
+            return requested
+        chosen = self.default_family(height, width) if self.default_family is not None else None
+        if chosen is not None and chosen not in self.families:
+            raise ValueError(f"shift {self.name!r}: default_family chose {chosen!r}, which is not one of its "
+                             f"families ({', '.join(sorted(self.families))})")
+        return chosen
+
+    def implementation(self, family: str | None) -> Callable[[np.ndarray, Any, int], np.ndarray]:
+        """The function that makes the shift under ``family`` (:attr:`apply` for ``None``)."""
+        return self.apply if family is None else self.families[family]
+
+
+AUTO_FAMILY = "auto"
+"""``Suite.shift_family``'s default: each shift's family chosen by the dataset's image size."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DataFileError"]
+__all__ = ["DataFileError", "MissingDependencyError"]
 
 
 class DataFileError(ValueError):
@@ -20,3 +20,12 @@ class DataFileError(ValueError):
     def __init__(self, problem: str, path: Path | str, expected: str, fix: str):
         self.problem, self.path, self.expected, self.fix = problem, Path(path), expected, fix
         super().__init__(f"{problem}: {path}\n  expected: {expected}\n  fix: {fix}")
+
+
+class MissingDependencyError(ImportError):
+    """This machine lacks a library or file a plugin needs (a system library such as libGL, an optional
+    package).
+
+    The message names what is missing and every fix. Met before any work (a shift's ``check_ready``), it
+    stops the run once with exit status 6, like missing data.
+    """

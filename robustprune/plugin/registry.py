@@ -97,13 +97,15 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
 
 def _check_picklable(shift: PixelShift, info: PluginInfo) -> None:
     """Pixel shifts run in worker processes: an unpicklable ``apply`` would fail only with workers > 1."""
-    try:
-        pickle.dumps(shift.apply)
-    except Exception as exc:  # noqa: BLE001 - pickling raises many types
-        raise TypeError(
-            f"plugin {info.name!r}: shift {shift.name!r} has an apply that cannot be pickled ({exc}); use a "
-            "module-level function or functools.partial of one, not a lambda or a nested function"
-        ) from None
+    for family, function in [(None, shift.apply), *shift.families.items()]:
+        try:
+            pickle.dumps(function)
+        except Exception as exc:  # noqa: BLE001 - pickling raises many types
+            which = "an apply" if family is None else f"a family {family!r} function"
+            raise TypeError(
+                f"plugin {info.name!r}: shift {shift.name!r} has {which} that cannot be pickled ({exc}); use a "
+                "module-level function or functools.partial of one, not a lambda or a nested function"
+            ) from None
 
 
 class Registry:
