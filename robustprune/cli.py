@@ -435,6 +435,16 @@ def cmd_new(argv: list[str]) -> int:
     return int(ExitStatus.OK)
 
 
+def _param_value(text: str) -> Any:
+    """A command-line parameter value as Python would write it: ``1000`` -> 1000, ``0.1`` -> 0.1, else text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def cmd_shifts(argv: list[str]) -> int:
     """``robustprune shifts preview SHIFT ... --dataset NAME -o FILE.png``: see what a network must survive."""
     parser = argparse.ArgumentParser(prog="robustprune shifts", description="Look at shifts before running them.")
@@ -451,8 +461,12 @@ def cmd_shifts(argv: list[str]) -> int:
     preview.add_argument("--seed", type=int, default=0, help="the suite seed whose draws to show (default 0)")
     preview.add_argument("--family", default="auto", metavar="NAME",
                          help="parameter family of the corruptions: auto (by image size), cifar10-c, imagenet-c")
+    preview.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="a dataset parameter, as a suite's dataset_params gives it (repeatable), e.g. "
+                              "test_subset=1000: the data, and so the images' seeds, depend on them")
     preview.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load a local plugin")
     preview.add_argument("--data", metavar="DIR", help="root folder of datasets read from disk")
+    preview.add_argument("--download", action="store_true", help="let the dataset plugin download missing data")
     args = parser.parse_args(argv)
     output = Path(args.output).expanduser()
     problem = None
@@ -462,6 +476,13 @@ def cmd_shifts(argv: list[str]) -> int:
         problem = f"--output {output} must end in .png"
     elif not output.parent.is_dir():
         problem = f"--output {output}: the folder {output.parent} does not exist"
+    params: dict[str, Any] = {}
+    for item in args.param:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            problem = f"--param {item!r}: write KEY=VALUE, e.g. test_subset=1000"
+            break
+        params[key] = _param_value(value)
     if problem:
         print(f"robustprune shifts preview: {problem}", file=sys.stderr)
         return int(ExitStatus.CONFIGURATION_ERROR)
@@ -470,10 +491,16 @@ def cmd_shifts(argv: list[str]) -> int:
     from .plugin.registry import load_registry
 
     registry = load_registry(args.plugin, search_path=Path.cwd())
+    failed = [f for f in registry.failures if f.name in args.plugin]
+    if failed:
+        for failure in failed:
+            print(f"robustprune shifts preview: {failure.describe()}", file=sys.stderr)
+        return int(ExitStatus.CONFIGURATION_ERROR)
     data_root = Path(args.data).expanduser().resolve() if args.data else None
+    request = DatasetRequest(seed=args.seed, root=data_root, download=args.download, params=params)
     try:
         rows = preview_rows(registry, args.shifts, args.dataset, count=args.images, seed=args.seed,
-                            family=args.family, request=DatasetRequest(seed=args.seed, root=data_root))
+                            family=args.family, request=request)
         write_preview(rows, output)
     except (DataFileError, MissingDependencyError, OSError) as exc:
         print(f"robustprune shifts preview: {exc}", file=sys.stderr)

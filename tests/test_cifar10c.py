@@ -170,6 +170,24 @@ def test_elastic_transform_always_warps_and_its_displacement_grows():
     assert scales == sorted(scales) and jitters == sorted(jitters, reverse=True)
 
 
+def test_glass_blur_moves_pixels_as_the_published_script_did():
+    # its `x[h, w], x[h', w'] = x[h', w'], x[h, w]` assigns numpy views: a copy from the neighbour, not a swap
+    image, seed = COLOUR[6], 21
+    for severity in (2, 5):
+        sigma, delta, iterations = CIFAR10C_PARAMETERS["glass_blur"][severity - 1]
+        rng = np.random.default_rng(seed)
+        x = (np.clip(cifar10c._blur(image / 255.0, sigma), 0, 1) * 255).astype(np.uint8)
+        rows, cols = range(32 - delta, delta, -1), range(32 - delta, delta, -1)
+        for _ in range(iterations):
+            offsets = rng.integers(-delta, delta, size=(len(rows), len(cols), 2))
+            for i, h in enumerate(rows):
+                for j, w in enumerate(cols):
+                    dx, dy = offsets[i, j]
+                    x[h, w], x[h + dy, w + dx] = x[h + dy, w + dx], x[h, w]  # the published statement, verbatim
+        expected = (np.clip(cifar10c._blur(x / 255.0, sigma), 0, 1) * 255).astype(np.uint8)
+        assert np.array_equal(corrupt_cifar("glass_blur", image, severity, seed), expected)
+
+
 def test_contrast_keeps_each_channels_mean():
     out = corrupt_cifar("contrast", COLOUR[3], 5, 0) / 255.0
     assert np.allclose(out.mean(axis=(0, 1)), (COLOUR[3] / 255.0).mean(axis=(0, 1)), atol=2 / 255)
@@ -216,6 +234,10 @@ def test_opencv_operations_match_opencv():
         disk = ((xx**2 + yy**2) <= radius**2).astype(np.float32)
         expected = cv2.GaussianBlur(disk / disk.sum(), ksize=(3, 3), sigmaX=alias)
         assert np.allclose(cifar10c._disk(radius, alias), expected, atol=1e-6)
+    # frost's photographs are shrunk as OpenCV's INTER_LINEAR does (sampling, no smoothing)
+    photo = rng.random((120, 90, 3))
+    assert np.allclose(cifar10c._linear_resize(photo, 0.2),
+                       cv2.resize(photo.astype(np.float32), (0, 0), fx=0.2, fy=0.2), atol=1e-6)
     # the affine warp of elastic_transform
     source = np.float32([[26, 26], [26, 6], [6, 6]])
     target = source + rng.uniform(-2, 2, source.shape).astype(np.float32)

@@ -30,6 +30,12 @@ def _invert(image, param, seed):
     return 255 - image
 
 
+def _needs_gl(image, param, seed):
+    from robustprune import MissingDependencyError
+
+    raise MissingDependencyError("libGL.so.1 is missing")
+
+
 FAMILIES = PixelShift("toy", _keep, families={"small": _invert, "large": _keep},
                       default_family=lambda height, width: "small" if max(height, width) <= 32 else "large")
 
@@ -146,6 +152,10 @@ def test_preview_command_writes_a_png(tmp_path, capsys):
     (["fog@3", "--dataset", "mnist"], 2, "dataset"),
     (["fog@3", "--family", "cifar"], 2, "no parameter family 'cifar'"),
     (["fog@3", "--images", "0"], 2, "--images must be from 1 to 64"),
+    (["fog@3", "--plugin", "no_such_module"], 2, "plugin 'no_such_module' (local module) failed to load"),
+    (["fog@3", "--param", "test_fraction"], 2, "write KEY=VALUE"),
+    (["fog@3", "--param", "test_fraction=2"], 2, "test_fraction must be in (0, 1)"),
+    (["cifar10_1@6"], 2, "is a published test set with images of its own"),
 ])
 def test_preview_refuses_bad_input_with_what_to_write(tmp_path, capsys, args, status, message):
     assert main(["shifts", "preview", *args, "-o", str(tmp_path / "p.png")]) == status
@@ -159,7 +169,29 @@ def test_preview_output_must_be_a_png_in_an_existing_folder(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_preview_takes_the_datasets_parameters_as_a_suite_gives_them(registry):
+    from robustprune.plugin.api import DatasetRequest
+
+    default = preview_rows(registry, ["fog@3"], "digits", count=3)
+    half = preview_rows(registry, ["fog@3"], "digits", count=3,
+                        request=DatasetRequest(seed=0, params={"test_fraction": 0.5}))
+    assert not np.array_equal(default[1].images, half[1].images)  # another split: another key, other draws
+
+
 # --------------------------------------------------------------------------- without OpenCV
+
+
+def test_a_missing_library_is_never_recorded_as_the_shifts_failure(tmp_path):
+    from robustprune import MissingDependencyError
+    from robustprune.compute.data import ShiftJob, generate_pixel_shifts
+
+    failures = []
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    with pytest.raises(MissingDependencyError, match="libGL"):
+        generate_pixel_shifts(images, [ShiftJob("needs_gl@3", _needs_gl, 3, [0, 1, 2, 3])], 1,
+                              failed=lambda index, problem: failures.append(problem))
+    assert failures == []  # a shift failure would be stored, and outlive the library's installation
+
 
 # what `import cv2` raises in python:3.11-slim with opencv-python installed
 _NO_LIBGL = 'raise ImportError("libGL.so.1: cannot open shared object file: No such file or directory")\n'

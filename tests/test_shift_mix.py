@@ -139,7 +139,13 @@ def test_mix_adds_train_and_test_columns_and_enters_keys(make_engine):
     assert [s.label for s in mixed.shifts] == ["nominal", "contrast@3", "fog@3", "snow@3"]
     assert plain.robust_training is None  # no mix: nothing enters the keys of existing parents and steps
     assert mixed.robust_training is not None and other.robust_training is not None
-    assert mixed.robust_training.key_part() != other.robust_training.key_part()
+    data = mixed.data("digits")
+    assert mixed.robust_training.key_part(data) != other.robust_training.key_part(data)
+    # the members' parameter family on this dataset is part of it: 32x32 digits -> CIFAR-10-C's
+    assert mixed.robust_training.key_part(data)["families"] == ["cifar10-c", "cifar10-c"]
+    forced = make_engine(_suite(shifts=["contrast@3"], train_shifts=["contrast", "fog"], held_out=["snow"],
+                                shift_family="imagenet-c"))
+    assert forced.robust_training.key_part(data)["families"] == ["imagenet-c", "imagenet-c"]
 
 
 def test_train_uses_the_epoch_inputs():

@@ -19,8 +19,9 @@ details), and the published arrays win where they are on disk.
 Every corruption draws from a generator seeded per image
 (``numpy.random.default_rng(seed)``), never from numpy's global state, so a
 set is the same whatever the worker count. Images of any size work; the
-parameters stay those calibrated for 32x32 pixels (displacements in pixels,
-fog's fractal tile, the frost crop).
+parameters stay those calibrated for 32x32 pixels (displacements, blur radii
+and the frost photographs' scale in pixels; fog's fractal is made as large as
+the image, with the published roughness).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from robustprune import MissingDependencyError
 
 __all__ = ["CIFAR10C_PARAMETERS", "corrupt_cifar", "frost_folder"]
 
@@ -200,9 +203,21 @@ def frost_folder() -> Path:
     OpenCV)."""
     spec = importlib.util.find_spec("imagecorruptions")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("frost needs the frost images of the imagecorruptions package; "
-                          "install it: pip install imagecorruptions-imaug")
+        raise MissingDependencyError("frost needs the frost photographs of the imagecorruptions package, which "
+                                     "is not installed; install it: pip install imagecorruptions-imaug")
     return Path(next(iter(spec.submodule_search_locations))) / "frost"
+
+
+def _linear_resize(image: np.ndarray, scale: float) -> np.ndarray:
+    """OpenCV's ``resize(..., fx=scale, fy=scale)`` with ``INTER_LINEAR``: output pixel x samples the input at
+    (x + 0.5) / scale - 0.5, bilinearly, without smoothing first (shrinking keeps the texture's grain)."""
+    height, width = image.shape[:2]
+    out_h, out_w = max(1, round(height * scale)), max(1, round(width * scale))
+    rows = np.clip((np.arange(out_h) + 0.5) / scale - 0.5, 0, height - 1)
+    cols = np.clip((np.arange(out_w) + 0.5) / scale - 0.5, 0, width - 1)
+    grid = np.meshgrid(rows, cols, indexing="ij")
+    return np.stack([ndimage.map_coordinates(image[..., d], grid, order=1) for d in range(image.shape[2])],
+                    axis=-1)
 
 
 @functools.lru_cache(maxsize=8)
@@ -212,9 +227,8 @@ def _frost_image(index: int, scale: float) -> np.ndarray:
     names = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
     path = frost_folder() / names[index]
     with Image.open(path) as opened:
-        picture = opened.convert("RGB")
-        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
-        return np.asarray(picture.resize(size, Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
+        picture = np.asarray(opened.convert("RGB"), dtype=np.float64) / 255.0
+    return _linear_resize(picture, scale)
 
 
 # --------------------------------------------------------------------------- noise
@@ -254,7 +268,8 @@ def _glass_blur(image: np.ndarray, c: tuple[float, int, int], rng: np.random.Gen
     sigma, delta, iterations = c
     blurred = (np.clip(_blur(_float(image), sigma), 0, 1) * 255).astype(np.uint8)
     height, width = blurred.shape[:2]
-    order = list(range(height * width))  # swapping indices in a list, then gathering once, is ~50x faster
+    # pixel indices moved in a list, then gathered once: ~50x faster than moving pixels one by one
+    order = list(range(height * width))
     rows = range(height - delta, delta, -1)
     cols = range(width - delta, delta, -1)
     for _ in range(iterations):
@@ -263,8 +278,9 @@ def _glass_blur(image: np.ndarray, c: tuple[float, int, int], rng: np.random.Gen
         for i, h in enumerate(rows):
             for j, w in enumerate(cols):
                 dx, dy = offsets[i][j]
-                a, b = h * width + w, (h + dy) * width + (w + dx)
-                order[a], order[b] = order[b], order[a]
+                # the script's "swap" `x[h, w], x[h', w'] = x[h', w'], x[h, w]` assigns numpy views: it copies
+                # the neighbour into (h, w) and leaves the neighbour as it was; the published arrays did that
+                order[h * width + w] = order[(h + dy) * width + (w + dx)]
     shuffled = blurred.reshape(height * width, -1)[order].reshape(blurred.shape)
     return _blur(shuffled / 255.0, sigma)
 

@@ -99,10 +99,14 @@ def _apply_chunk(apply: Callable[..., np.ndarray], images: np.ndarray, param: An
 def _apply_task(task: tuple[int, int, Callable[..., np.ndarray], np.ndarray, Any, list[int]]
                 ) -> tuple[int, int, np.ndarray | str]:
     """One chunk of one job: the shifted images, or the error a shift's code raised (as text: one broken shift
-    must not stop the pool that makes the others)."""
+    must not stop the pool that makes the others). A missing library (``ImportError``, such as
+    :class:`MissingDependencyError`) is raised instead: it is the machine's problem, not the shift's, and must
+    not be recorded as the shift's failure."""
     job_index, start, apply, images, param, seeds = task
     try:
         return job_index, start, _apply_chunk(apply, images, param, seeds)
+    except ImportError:
+        raise
     except Exception as exc:  # noqa: BLE001 - plugin code: reported per shift by the caller
         return job_index, start, f"{type(exc).__name__}: {exc}"
 

@@ -54,6 +54,7 @@ from ..plugin.api import (
     PruneMethod,
     Recipe,
 )
+from ..plugin.errors import DataFileError, MissingDependencyError
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
 from ..plugin.registry import PluginConflictError, Registered, Registry
 from .bootstrap import ImageResamples
@@ -140,7 +141,8 @@ class Engine:
                          and isinstance(s.registered.item, PixelShift) and s.registered.item.families]
         if requested and not with_families:
             raise ValueError(f"Suite.shift_family asks for {', '.join(sorted(requested))}, but no shift of the suite "
-                             "has parameter families (the corruptions have: cifar10-c, imagenet-c)")
+                             "has parameter families (`robustprune plugins` lists the shifts; families belong to "
+                             "pixel shifts such as the corruptions)")
         for shift in with_families:
             for family in sorted(requested):
                 shift.registered.item.family_for(family, 0, 0)  # type: ignore[union-attr]  # raises, naming them
@@ -228,9 +230,9 @@ class Engine:
         network.load_state_dict(stored["state"])
         return TrainedNetwork(network.eval(), stored.get("masks"), key)
 
-    def _mix_key(self) -> dict[str, Any]:
+    def _mix_key(self, data: PreparedData) -> dict[str, Any]:
         """The store-key part of the training data: empty without a mix, so existing keys stay valid."""
-        return {} if self.robust_training is None else self.robust_training.key_part()
+        return {} if self.robust_training is None else self.robust_training.key_part(data)
 
     def _epoch_inputs(self, data: PreparedData) -> TrainingPool | None:
         return None if self.robust_training is None else self.robust_training.pool(data)
@@ -281,7 +283,7 @@ class Engine:
             return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
         recipe = self.recipes[model]
         spec = {"kind": "parent", "model": self.models[model].identity(), "data": data.key,
-                "recipe": recipe.to_dict(), "seed": seed, "numerics": self.numerics, **self._mix_key()}
+                "recipe": recipe.to_dict(), "seed": seed, "numerics": self.numerics, **self._mix_key(data)}
         key = make_key(spec)
         label = f"{model}-{dataset}" if seed == self.suite.seed else f"{model}-{dataset}-seed{seed}"
         progress = self._progress(label)
@@ -383,7 +385,12 @@ class Engine:
         need to generate cannot run on this machine (its plugin's ``check_ready`` says what is missing)."""
         pixel = [s for s in self.shifts if s.kind == "pixel"]
         for dataset in dict.fromkeys(c.dataset for c in cases):
-            data = self.data(dataset)
+            try:
+                data = self.data(dataset)
+            except (DataFileError, MissingDependencyError):
+                raise
+            except Exception:  # noqa: BLE001 - a dataset plugin that fails: its checks say so; check the others
+                continue
             self.shifted.check_ready(data, [s for s in pixel if not self.options.store.contains(
                 "shifted", self.shifted.generated_key(data, s))])
 
@@ -744,7 +751,7 @@ class Engine:
         spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
                 "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
                 "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
-                "numerics": self.numerics, **self._mix_key()}
+                "numerics": self.numerics, **self._mix_key(data)}
         key = make_key(spec)
         progress = self._progress(case.id)
 

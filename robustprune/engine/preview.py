@@ -2,9 +2,11 @@
 
 Each row is one shift at one parameter (the first is the clean image), each
 column one test image (the first of each class). The images are the ones a
-run evaluates: the dataset is loaded under the same key and every image is
-shifted under the same per-image seed as in a suite with that ``seed``, and
-with the parameter family a suite with that ``shift_family`` would use.
+run evaluates: the dataset is loaded with the same request (seed, parameters)
+under the same key, every image is shifted under the same per-image seed as
+in a suite with that ``seed`` and with the parameter family a suite with that
+``shift_family`` would use, and a set the dataset publishes (the CIFAR-10-C
+arrays on disk) is shown instead of a generated one, as a run reads it.
 """
 
 from __future__ import annotations
@@ -61,21 +63,33 @@ def _shifted(data: PreparedData, shift: Shift, indices: list[int], seed: int, fa
     return (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def _published(data: PreparedData, shift: Shift, indices: list[int]) -> np.ndarray | None:
+    """The dataset's published images of ``shift`` at ``indices`` (as a run reads them), if it supplies them."""
+    lookup = data.splits.published_shift
+    if lookup is None or shift.kind != "pixel":
+        return None
+    found = lookup(shift.name, shift.param)
+    if found is None or found.test.images.shape != data.splits.test.images.shape:
+        return None
+    return np.asarray(found.test.images)[indices]
+
+
 def preview_rows(registry: Registry, shifts: Sequence[str], dataset: str, *, count: int = 6, seed: int = 0,
                  family: str = AUTO_FAMILY, request: DatasetRequest | None = None) -> list[PreviewRow]:
     """The clean images and each shift's, for ``count`` test images of ``dataset``.
 
     ``shifts`` are written as in suites (``fog@1,3,5``, ``noise@3``, ``uniform_noise@0.2``). Raises
-    ``ValueError`` (a ``ShiftSpecError``) for an unknown shift or dataset, ``CaseError`` for a shift that
-    cannot be previewed, :class:`MissingDependencyError` when the machine lacks what a shift needs.
+    ``ValueError`` or ``LookupError`` for an unknown shift, dataset or family or a shift that cannot be
+    previewed, ``CaseError`` for a shift whose code fails, :class:`MissingDependencyError` when the machine
+    lacks what a shift needs.
     """
     members = all_members(parse_shifts(list(shifts), registry))
     for shift in members:
         if shift.kind == "published":
-            raise CaseError(f"{shift.label} is a published test set (only a dataset can supply it): nothing to "
-                            "generate, so nothing to preview")
+            raise ValueError(f"{shift.label} is a published test set with images of its own, not a shift of the "
+                             "test images: nothing to preview side by side")
         if shift.unavailable is not None:
-            raise CaseError(shift.unavailable)
+            raise ValueError(shift.unavailable)
     request = request or DatasetRequest(seed=seed)
     data = load_dataset(dataset, registry.get("dataset", dataset), request)
     indices = _columns(data, count)
@@ -85,6 +99,10 @@ def preview_rows(registry: Registry, shifts: Sequence[str], dataset: str, *, cou
         if shift.is_nominal:
             continue
         item = shift.registered.item  # type: ignore[union-attr]
+        published = _published(data, shift, indices)
+        if published is not None:
+            rows.append(PreviewRow(f"{shift.label} (published)", published))
+            continue
         chosen = item.family_for(family, int(height), int(width)) if isinstance(item, PixelShift) else None
         if isinstance(item, PixelShift) and item.check_ready is not None:
             item.check_ready(chosen)

@@ -196,6 +196,9 @@ class TrainingPool:
         started = time.monotonic()
         self.progress(f"generating {len(missing)} corrupted cop{'y' if len(missing) == 1 else 'ies'} of "
                       f"{len(images)} training images with {self.workers} workers")
+        for item, family in zip(self.items, self.families):
+            if item.check_ready is not None:
+                item.check_ready(family)  # a missing library says so before any image is made
         applies = [item.implementation(family) for item, family in zip(self.items, self.families)]
         for i in missing:
             member, severity = self.mix.draw(len(images), image_seed(self.seed, self.data.key, i, -1))
@@ -227,12 +230,13 @@ class RobustTraining:
         family = self.shift_family
         return family if isinstance(family, str) else family.get(dataset, AUTO_FAMILY)
 
-    def key_part(self) -> dict[str, Any]:
-        """What the mix adds to the store keys of parents and cascade steps (with the data's key, which fixes
-        the image size, the suite's ``shift_family`` determines each member's parameter family)."""
+    def key_part(self, data: PreparedData) -> dict[str, Any]:
+        """What the mix adds to the store keys of parents and cascade steps trained on ``data``: the mix, and
+        the parameter family of each member there when any has one."""
         part: dict[str, Any] = {"train_shifts": self.mix.identity()}
-        if self.shift_family != AUTO_FAMILY:
-            part["shift_family"] = self.shift_family
+        families = self.pool(data).families
+        if any(families):
+            part["families"] = families
         return part
 
     def pool(self, data: PreparedData) -> TrainingPool:

@@ -254,6 +254,8 @@ class ShiftedSets:
             clean = data.normalize(data.splits.test.images)
             try:
                 inputs = shift.registered.item.apply(clean, shift.param, seeds)
+            except ImportError:
+                raise  # a library this machine lacks: not the shift's failure, never recorded as one
             except Exception as exc:  # noqa: BLE001 - plugin code: this shift fails, the others go on
                 self._fail(data, shift, f"{type(exc).__name__}: {exc}")
                 raise ShiftFailure(self._failures[(data.name, shift.label)]) from exc
