@@ -1,4 +1,13 @@
-"""A small CNN sized for a fast CPU default: four conv layers, global pooling, one linear layer."""
+"""A small CNN sized for a fast CPU default: four conv layers, global pooling, one linear layer.
+
+Two registrations: ``small_cnn`` reads the normalized input as it comes;
+``small_cnn_std`` first standardises each image (zero mean, unit variance
+over its pixels and channels, as TensorFlow's ``per_image_standardization``),
+so a global change of brightness or contrast does not move its input. On the
+bundled digits (white strokes on black) that is the difference between
+chance and 99 % under ``contrast@3``: ``small_cnn`` has only ever seen
+full-brightness strokes. The quickstart uses ``small_cnn_std``.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +28,10 @@ class SmallCNN(nn.Module):
     32x32 image, so a CPU trains it in about a second per digits epoch.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 32, 64)):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple[int, ...] = (16, 32, 32, 64),
+                 standardize: bool = False):
         super().__init__()
+        self.standardize = standardize
         layers: list[nn.Module] = []
         c_in = in_channels
         for i, width in enumerate(widths):
@@ -35,6 +46,8 @@ class SmallCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
+        if self.standardize:  # per image; the floor keeps a flat image (all one value) finite
+            x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
         return self.classifier(self.flatten(self.pool(self.features(x))))
 
 
@@ -53,5 +66,14 @@ def robustprune_register_models(register):
             build=lambda num_classes, input_shape: SmallCNN(num_classes, in_channels=input_shape[0]),
             recipe=SMALL_CNN_RECIPE,
             description="4-layer CNN (about 33 k parameters), the fast CPU default",
+        )
+    )
+    register(
+        ModelSpec(
+            name="small_cnn_std",
+            build=lambda num_classes, input_shape: SmallCNN(num_classes, in_channels=input_shape[0],
+                                                            standardize=True),
+            recipe=SMALL_CNN_RECIPE,
+            description="small_cnn standardising each input image (robust to global contrast), the quickstart's",
         )
     )
