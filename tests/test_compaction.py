@@ -45,8 +45,8 @@ def with_trained_norms(net: nn.Module, seed: int = 1) -> nn.Module:
 
 def build(model: str) -> nn.Module:
     torch.manual_seed(0)
-    if model == "small_cnn":
-        return with_trained_norms(load_plugin("models/small_cnn.py").SmallCNN(10))
+    if model in ("small_cnn", "small_cnn_std"):
+        return with_trained_norms(load_plugin("models/small_cnn.py").SmallCNN(10, standardize=model.endswith("std")))
     return with_trained_norms(load_plugin("models/cifar_resnet.py").CifarResNet(20))
 
 
@@ -57,7 +57,7 @@ STRUCTURED = {
 }
 
 
-@pytest.fixture(scope="module", params=["small_cnn", "resnet20"])
+@pytest.fixture(scope="module", params=["small_cnn", "small_cnn_std", "resnet20"])
 def model(request) -> tuple[str, nn.Module, list[ChannelGroup]]:
     net = build(request.param)
     return request.param, net, channel_groups(net, EXAMPLE)
