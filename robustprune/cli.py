@@ -19,9 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .core.datasource import ROOT_PARAM
 from .core.results import CaseError, StoreError
 from .harness.exitcodes import ExitStatus
-from .harness.options import DEVICE_ENV, OPTIONS, THREADS_ENV
+from .harness.options import DATA_ENV, DEVICE_ENV, OPTIONS, THREADS_ENV
 from .harness.options import run_help as options_help
 from .plugin.errors import DataFileError, MissingDependencyError
 from .version import __version__
@@ -436,13 +437,14 @@ def cmd_new(argv: list[str]) -> int:
 
 
 def _param_value(text: str) -> Any:
-    """A command-line parameter value as Python would write it: ``1000`` -> 1000, ``0.1`` -> 0.1, else text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    """A command-line parameter value as a suite would write it: ``1000``, ``0.1``, ``False``, ``None``; anything
+    that is not a Python literal is text (``/data/cifar``)."""
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def cmd_shifts(argv: list[str]) -> int:
@@ -465,7 +467,7 @@ def cmd_shifts(argv: list[str]) -> int:
                          help="a dataset parameter, as a suite's dataset_params gives it (repeatable), e.g. "
                               "test_subset=1000: the data, and so the images' seeds, depend on them")
     preview.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="also load a local plugin")
-    preview.add_argument("--data", metavar="DIR", help="root folder of datasets read from disk")
+    preview.add_argument("--data", metavar="DIR", help=f"root folder of datasets read from disk (default: ${DATA_ENV})")
     preview.add_argument("--download", action="store_true", help="let the dataset plugin download missing data")
     args = parser.parse_args(argv)
     output = Path(args.output).expanduser()
@@ -496,7 +498,9 @@ def cmd_shifts(argv: list[str]) -> int:
         for failure in failed:
             print(f"robustprune shifts preview: {failure.describe()}", file=sys.stderr)
         return int(ExitStatus.CONFIGURATION_ERROR)
-    data_root = Path(args.data).expanduser().resolve() if args.data else None
+    # a dataset's own root (as in a suite's dataset_params), else --data, else $ROBUSTPRUNE_DATA, as a run finds it
+    root = params.pop(ROOT_PARAM, None) or args.data or os.environ.get(DATA_ENV)
+    data_root = Path(str(root)).expanduser().resolve() if root else None
     request = DatasetRequest(seed=args.seed, root=data_root, download=args.download, params=params)
     try:
         rows = preview_rows(registry, args.shifts, args.dataset, count=args.images, seed=args.seed,

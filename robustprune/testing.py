@@ -94,22 +94,30 @@ def check_method(method: PruneMethod, *, models: Sequence[str | nn.Module] = ("s
 
 def check_shift(shift: PixelShift | TensorShift, param: Any, *, images: np.ndarray | None = None) -> None:
     """Apply ``shift`` at ``param`` as the host does, twice: the same seeds must give the same result, of the
-    input's shape and dtype (uint8 images for a pixel shift, a float batch for a tensor shift)."""
+    input's shape and dtype (uint8 images for a pixel shift, a float batch for a tensor shift). A pixel shift
+    with parameter families is checked in each family, and its ``default_family`` must name one of them."""
     images = _images(8, seed=0) if images is None else images
     shift.param.parse(str(param))  # the host's range check: raises ValueError naming the range
     if isinstance(shift, PixelShift):
-        try:
-            pickle.dumps(shift.apply)
-        except Exception as exc:  # noqa: BLE001 - the host refuses it at registration
-            raise AssertionError(f"shift {shift.name}: its apply cannot be pickled ({exc}); the host runs it in "
-                                 "worker processes: use a module-level function") from None
-        for seed, image in enumerate(images):
-            first = np.asarray(shift.apply(image, param, seed))
-            again = np.asarray(shift.apply(image, param, seed))
-            assert first.shape == image.shape and first.dtype == np.uint8, (
-                f"shift {shift.name}@{param} returned {first.shape} {first.dtype} for a {image.shape} uint8 image; "
-                "return the image's shape as uint8")
-            assert np.array_equal(first, again), f"shift {shift.name}@{param} is not deterministic given its seed"
+        functions = {"": shift.apply, **{f" (family {name!r})": f for name, f in shift.families.items()}}
+        for which, function in functions.items():
+            try:
+                pickle.dumps(function)
+            except Exception as exc:  # noqa: BLE001 - the host refuses it at registration
+                raise AssertionError(f"shift {shift.name}{which}: its function cannot be pickled ({exc}); the host "
+                                     "runs it in worker processes: use a module-level function") from None
+            for seed, image in enumerate(images):
+                first = np.asarray(function(image, param, seed))
+                again = np.asarray(function(image, param, seed))
+                assert first.shape == image.shape and first.dtype == np.uint8, (
+                    f"shift {shift.name}@{param}{which} returned {first.shape} {first.dtype} for a "
+                    f"{image.shape} uint8 image; return the image's shape as uint8")
+                assert np.array_equal(first, again), (
+                    f"shift {shift.name}@{param}{which} is not deterministic given its seed")
+        if shift.families:
+            height, width = images.shape[1:3]
+            chosen = shift.family_for(None, int(height), int(width))  # raises if default_family names no family
+            assert chosen is None or chosen in shift.families
         return
     batch = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
     seeds = np.arange(len(images), dtype=np.int64)

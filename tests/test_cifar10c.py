@@ -160,14 +160,11 @@ def test_spatter_water_then_mud_each_grows():
         assert ssim[1] > ssim[2] > ssim[3] and ssim[4] > ssim[5], ssim
 
 
-def test_elastic_transform_always_warps_and_its_displacement_grows():
-    # the published affine jitter shrinks with severity (2.56 -> 0.96 px) while the smooth displacement field
-    # grows (scale 0 at severity 1): the images are warped at every severity
+def test_elastic_transform_warps_at_every_severity():
+    # not monotone by SSIM: the published affine jitter shrinks with severity (2.56 -> 0.96 px) while the smooth
+    # displacement field grows (scale 0 at severity 1); every severity warps the images
     for severity in range(1, 6):
         assert _mean_ssim("elastic_transform", severity, COLOUR) < 0.9, severity
-    scales = [CIFAR10C_PARAMETERS["elastic_transform"][s][0] for s in range(5)]
-    jitters = [CIFAR10C_PARAMETERS["elastic_transform"][s][2] for s in range(5)]
-    assert scales == sorted(scales) and jitters == sorted(jitters, reverse=True)
 
 
 def test_glass_blur_moves_pixels_as_the_published_script_did():

@@ -3,7 +3,6 @@ preview command; and machines without OpenCV (a slim container: libGL missing)."
 
 from __future__ import annotations
 
-import functools
 import sys
 import textwrap
 from pathlib import Path
@@ -149,7 +148,8 @@ def test_preview_command_writes_a_png(tmp_path, capsys):
 @pytest.mark.parametrize(("args", "status", "message"), [
     (["fgo@3"], 2, "unknown shift 'fgo'"),
     (["fog@7"], 2, "severity must be an integer from 1 to 5"),
-    (["fog@3", "--dataset", "mnist"], 2, "dataset"),
+    (["fog@3", "--dataset", "mnist"], 2, "unknown dataset 'mnist'"),
+    (["uniform_noise@0.1", "--family", "cifar10-c"], 2, "none of these shifts has parameter families"),
     (["fog@3", "--family", "cifar"], 2, "no parameter family 'cifar'"),
     (["fog@3", "--images", "0"], 2, "--images must be from 1 to 64"),
     (["fog@3", "--plugin", "no_such_module"], 2, "plugin 'no_such_module' (local module) failed to load"),
@@ -267,15 +267,7 @@ def test_suite_without_opencv_runs_on_digits_and_stops_before_any_work_with_imag
 def test_registering_the_corruptions_imports_no_opencv(tmp_path, no_opencv):
     done = run(["-m", "robustprune.cli", "plugins"], tmp_path, env=no_opencv)
     assert done.returncode == 0, done.stderr
-    assert "gaussian_noise" in done.stdout and "broken" not in done.stdout.lower()
-
-
-def test_partial_of_module_functions_keeps_families_picklable():
-    import pickle
-
-    shift = PixelShift("p", functools.partial(corrupt_cifar, "fog"),
-                       families={"cifar10-c": functools.partial(corrupt_cifar, "fog")})
-    assert pickle.loads(pickle.dumps(shift.families["cifar10-c"])).args == ("fog",)
+    assert "gaussian_noise" in done.stdout and "failed to load" not in done.stdout
 
 
 def test_unpicklable_family_functions_are_refused_at_registration(tmp_path):

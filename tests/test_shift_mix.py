@@ -25,7 +25,7 @@ def _suite(**kwargs) -> Suite:
 def _training(tmp_path, registry, shift_family="auto", **kwargs) -> RobustTraining:
     mix = resolve_mix(_suite(**kwargs), registry)
     return RobustTraining(mix, Store(tmp_path / "store"), seed=0, workers=1, progress=lambda message: None,
-                          shift_family=shift_family)
+                          requested_family=lambda dataset: shift_family)
 
 
 def _tiny_data(n: int = 48):

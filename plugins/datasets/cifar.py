@@ -14,8 +14,8 @@ Published shifts (:attr:`robustprune.DataSplits.published_shift`):
 * The 19 corruptions at severity s are read from ``<root>/CIFAR-10-C/<name>.npy``
   (``CIFAR-100-C`` for cifar100) when that folder exists: one uint8 array per
   corruption with severities 1-5 stacked in blocks the size of the test set,
-  plus ``labels.npy``. The arrays were made with CIFAR-specific parameters, so
-  they replace the generated (ImageNet-C-parameter) corruptions.
+  plus ``labels.npy``. They replace the generated corruptions (the same
+  CIFAR-10-C parameters, in robustprune's implementation: close, not identical).
 * ``cifar10_1@6`` (and ``@4``) on ``cifar10``: CIFAR-10.1 as a shift of CIFAR-10,
   a new test set with its own images and labels.
 

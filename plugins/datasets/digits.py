@@ -1,6 +1,6 @@
 """scikit-learn's bundled handwritten digits (1,797 real 8x8 images), as 32x32 RGB.
 
-Upsampled so that imagecorruptions (which needs at least 32x32) and the
+Upsampled to CIFAR's size so that the corruptions (ImageNet-C's need at least 32x32) and the
 CIFAR-style networks apply; the split is stratified and seeded, so every run
 with the same seed trains and tests on the same images.
 """

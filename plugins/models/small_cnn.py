@@ -2,7 +2,7 @@
 
 Two registrations: ``small_cnn`` reads the normalized input as it comes;
 ``small_cnn_std`` first standardises each image (zero mean, unit variance
-over its pixels and channels, as TensorFlow's ``per_image_standardization``),
+over its pixels and channels, like TensorFlow's ``per_image_standardization``),
 so a global change of brightness or contrast does not move its input. On the
 bundled digits (white strokes on black) that is the difference between
 chance and 99 % under ``contrast@3``: ``small_cnn`` has only ever seen

@@ -442,7 +442,7 @@ def _canny(image: np.ndarray, low: float, high: float) -> np.ndarray:
         behind = padded[1 - dy : 1 - dy + height, 1 - dx : 1 - dx + width]
         keep |= band & (magnitude > ahead) & (magnitude >= behind)
     weak = keep & (magnitude > low)
-    labels, count = ndimage.label(weak, structure=np.ones((3, 3)))
+    labels, _ = ndimage.label(weak, structure=np.ones((3, 3)))
     strong_labels = np.unique(labels[weak & (magnitude > high)])
     return np.isin(labels, strong_labels[strong_labels > 0])
 

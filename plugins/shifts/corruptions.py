@@ -68,6 +68,16 @@ def _import_opencv() -> None:
         raise MissingDependencyError(OPENCV_FIX.format(problem=f"{type(exc).__name__}: {exc}")) from exc
 
 
+def _import_imagecorruptions() -> None:
+    _import_opencv()  # its own message first: the likeliest failure, with the fixes
+    try:
+        import imagecorruptions  # noqa: F401  # pulls in numba and scikit-image too
+    except ImportError as exc:
+        raise MissingDependencyError(f"the ImageNet-C corruptions need the imagecorruptions package, whose import "
+                                     f"failed: {type(exc).__name__}: {exc}; reinstall it: pip install "
+                                     "--force-reinstall imagecorruptions-imaug") from exc
+
+
 def corrupt_image(name: str, image: np.ndarray, severity: int, seed: int) -> np.ndarray:
     """Corrupt one uint8 (H, W, 3) image deterministically with ImageNet-C's parameters."""
     _import_opencv()
@@ -92,7 +102,7 @@ def default_family(height: int, width: int) -> str:
 def check_ready(name: str, family: str | None) -> None:
     """Before any work: ImageNet-C needs OpenCV importable; CIFAR-10-C's frost needs the frost photographs."""
     if family == IMAGENETC:
-        _import_opencv()
+        _import_imagecorruptions()
     elif name == "frost":
         folder = frost_folder()
         if not folder.is_dir():

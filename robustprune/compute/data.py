@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..plugin.api import DataSplits
+from ..plugin.errors import as_missing_dependency
 from .processes import die_with_parent
 
 ProgressFn = Callable[[str], None]
@@ -105,8 +106,8 @@ def _apply_task(task: tuple[int, int, Callable[..., np.ndarray], np.ndarray, Any
     job_index, start, apply, images, param, seeds = task
     try:
         return job_index, start, _apply_chunk(apply, images, param, seeds)
-    except ImportError:
-        raise
+    except ImportError as exc:
+        raise as_missing_dependency(exc, "a shift") from exc
     except Exception as exc:  # noqa: BLE001 - plugin code: reported per shift by the caller
         return job_index, start, f"{type(exc).__name__}: {exc}"
 

@@ -61,6 +61,16 @@ class Shift:
 
 NOMINAL_SHIFT = Shift(NOMINAL)
 
+GENERATED = "generated"
+"""A shifted set's source when robustprune made it (the report's ``shift sources``)."""
+GENERATED_WITH = "generated: "
+"""The prefix of a generated set's source made with a named parameter family: ``generated: cifar10-c``."""
+
+
+def generated_source(family: str | None) -> str:
+    """How the report records a set robustprune generated, with the parameter family that made it."""
+    return GENERATED if family is None else GENERATED_WITH + family
+
 
 @dataclass(frozen=True)
 class ShiftEntry:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ..plugin.api import check_name
+from ..plugin.api import AUTO_FAMILY, check_name
 from .beyond import Features, ShiftMix, Similarity, as_shift_mix
 from .gate import DeployGate
 
@@ -181,7 +181,7 @@ class Suite:
     bootstrap: int = 1000
     confidence: float = 0.95
     noise_draws: int = 1
-    shift_family: str | Mapping[str, str] = "auto"
+    shift_family: str | Mapping[str, str] = AUTO_FAMILY
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -282,7 +282,7 @@ class Suite:
     def shift_family_for(self, dataset: str) -> str:
         """The parameter family the suite asks for on ``dataset`` (``"auto"``: each shift chooses)."""
         family = self.shift_family
-        return family if isinstance(family, str) else family.get(dataset, "auto")
+        return family if isinstance(family, str) else family.get(dataset, AUTO_FAMILY)
 
     def _check_uncertainty(self) -> None:
         """Repeats, bootstrap, confidence and noise draws: whole numbers and a level that make sense."""

@@ -116,7 +116,7 @@ class Engine:
         # robust training: the mix's members and the held-out shifts become two more report columns
         mix = resolve_mix(suite, registry)
         self.robust_training = None if mix is None else RobustTraining(
-            mix, options.store, suite.seed, options.workers, options.progress, suite.shift_family)
+            mix, options.store, suite.seed, options.workers, options.progress, suite.shift_family_for)
         if mix is not None:
             self.shift_entries += mix.entries()
         self.shifts: list[Shift] = all_members(self.shift_entries)
@@ -145,7 +145,7 @@ class Engine:
                              "pixel shifts such as the corruptions)")
         for shift in with_families:
             for family in sorted(requested):
-                shift.registered.item.family_for(family, 0, 0)  # type: ignore[union-attr]  # raises, naming them
+                shift.registered.item.check_family(family)  # type: ignore[union-attr]  # raises, naming them
 
     def cases(self) -> list[CaseKey]:
         """Every method x model x dataset, then each pruned checkpoint on its model (and dataset)."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,27 +26,32 @@ from ..core.datasource import new_file_mode
 from ..core.results import CaseError
 from ..core.shifts import Shift, all_members, image_seeds, parse_shifts
 from ..plugin.api import AUTO_FAMILY, DatasetRequest, PixelShift, TensorShift
-from ..plugin.errors import MissingDependencyError
+from ..plugin.errors import as_missing_dependency
 from ..plugin.registry import Registry
 from .engine import load_dataset
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
 
 __all__ = ["PreviewRow", "preview_grid", "preview_rows", "write_preview"]
 
 _TILE = 96  # each image is scaled up (nearest neighbour) to at least this many pixels on its longer side
 
 
+@dataclass(frozen=True)
 class PreviewRow:
     """One row of the grid: a label (``fog@3 (cifar10-c)``) and its images, uint8 ``(N, H, W, 3)``."""
 
-    def __init__(self, label: str, images: np.ndarray):
-        self.label, self.images = label, images
+    label: str
+    images: np.ndarray
 
 
 def _columns(data: PreparedData, count: int) -> list[int]:
     """The first test image of each class, then the next ones, up to ``count``."""
     labels = data.test_labels.numpy()
     firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
-    rest = [i for i in range(len(labels)) if i not in set(firsts)]
+    taken = set(firsts)
+    rest = [i for i in range(len(labels)) if i not in taken]
     return (firsts + rest)[:count]
 
 
@@ -69,8 +76,11 @@ def _published(data: PreparedData, shift: Shift, indices: list[int]) -> np.ndarr
     if lookup is None or shift.kind != "pixel":
         return None
     found = lookup(shift.name, shift.param)
-    if found is None or found.test.images.shape != data.splits.test.images.shape:
+    if found is None:
         return None
+    if found.test.images.shape != data.splits.test.images.shape:  # a run refuses it as well
+        raise CaseError(f"the published set for {shift.label} ({found.source}) holds images of shape "
+                        f"{found.test.images.shape}; the test set's are {data.splits.test.images.shape}")
     return np.asarray(found.test.images)[indices]
 
 
@@ -84,13 +94,19 @@ def preview_rows(registry: Registry, shifts: Sequence[str], dataset: str, *, cou
     lacks what a shift needs.
     """
     members = all_members(parse_shifts(list(shifts), registry))
+    with_families = [s for s in members if isinstance(s.registered and s.registered.item, PixelShift)
+                     and s.registered.item.families]  # type: ignore[union-attr]
+    if family != AUTO_FAMILY and not with_families:
+        raise ValueError(f"--family {family}: none of these shifts has parameter families")
+    for shift in with_families:
+        shift.registered.item.check_family(family)  # type: ignore[union-attr]
     for shift in members:
         if shift.kind == "published":
             raise ValueError(f"{shift.label} is a published test set with images of its own, not a shift of the "
                              "test images: nothing to preview side by side")
         if shift.unavailable is not None:
             raise ValueError(shift.unavailable)
-    request = request or DatasetRequest(seed=seed)
+    request = request or DatasetRequest(seed=seed)  # a given request's seed wins: it made the data key
     data = load_dataset(dataset, registry.get("dataset", dataset), request)
     indices = _columns(data, count)
     rows = [PreviewRow("clean", data.splits.test.images[indices])]
@@ -108,15 +124,15 @@ def preview_rows(registry: Registry, shifts: Sequence[str], dataset: str, *, cou
             item.check_ready(chosen)
         try:
             images = _shifted(data, shift, indices, request.seed, chosen)
-        except MissingDependencyError:
-            raise
+        except ImportError as exc:
+            raise as_missing_dependency(exc, f"shift {shift.label}") from exc
         except Exception as exc:  # noqa: BLE001 - plugin code: say which shift failed
             raise CaseError(f"shift {shift.label} failed on {dataset}: {type(exc).__name__}: {exc}") from exc
         rows.append(PreviewRow(shift.label + (f" ({chosen})" if chosen else ""), images))
     return rows
 
 
-def preview_grid(rows: list[PreviewRow]) -> object:
+def preview_grid(rows: list[PreviewRow]) -> Image.Image:
     """The rows drawn as one PIL image: labels on the left, images scaled up without smoothing."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -144,7 +160,7 @@ def write_preview(rows: list[PreviewRow], path: Path) -> Path:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            grid.save(out, format="PNG")  # type: ignore[attr-defined]
+            grid.save(out, format="PNG")
         os.chmod(temporary, new_file_mode())
         os.replace(temporary, path)
     except BaseException:

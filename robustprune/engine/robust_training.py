@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -221,14 +221,10 @@ class RobustTraining:
     """A suite's training mix at work in a run: the store-key part of every trained network, one pool per dataset."""
 
     def __init__(self, mix: ResolvedMix, store: Store, seed: int, workers: int, progress: ProgressFn,
-                 shift_family: str | Mapping[str, str] = AUTO_FAMILY):
+                 requested_family: Callable[[str], str] = lambda dataset: AUTO_FAMILY):
         self.mix, self.store, self.seed, self.workers, self.progress = mix, store, seed, workers, progress
-        self.shift_family = shift_family
+        self.requested_family = requested_family  # dataset name -> the suite's shift_family for it
         self._pools: dict[str, TrainingPool] = {}
-
-    def _family(self, dataset: str) -> str:
-        family = self.shift_family
-        return family if isinstance(family, str) else family.get(dataset, AUTO_FAMILY)
 
     def key_part(self, data: PreparedData) -> dict[str, Any]:
         """What the mix adds to the store keys of parents and cascade steps trained on ``data``: the mix, and
@@ -243,7 +239,7 @@ class RobustTraining:
         """The per-epoch training inputs of ``data`` under the mix (made once per dataset)."""
         if data.name not in self._pools:
             self._pools[data.name] = TrainingPool(self.mix, data, self.store, self.seed, self.workers, self.progress,
-                                                  self._family(data.name))
+                                                  self.requested_family(data.name))
         return self._pools[data.name]
 
 

@@ -32,9 +32,9 @@ import torch
 from ..compute.data import PreparedData, ShiftJob, generate_pixel_shifts
 from ..compute.store import Store, make_key
 from ..core.results import CaseError, StoreError
-from ..core.shifts import NOMINAL, Shift, image_seeds
+from ..core.shifts import NOMINAL, Shift, generated_source, image_seeds
 from ..plugin.api import AUTO_FAMILY, ImageSet, PixelShift, ShiftedSet
-from ..plugin.errors import MissingDependencyError
+from ..plugin.errors import MissingDependencyError, as_missing_dependency
 from .context import ProgressFn, tagged
 
 __all__ = ["PublishedSet", "ShiftFailure", "ShiftedSets", "content_hash_of"]
@@ -219,8 +219,7 @@ class ShiftedSets:
         published = self.published(data, shift)
         if published is not None:
             return f"published: {published.source}"
-        family = self.family(data, shift)
-        return "generated" if family is None else f"generated: {family}"
+        return generated_source(self.family(data, shift))
 
     # ------------------------------------------------------------------ inputs
 
@@ -254,8 +253,8 @@ class ShiftedSets:
             clean = data.normalize(data.splits.test.images)
             try:
                 inputs = shift.registered.item.apply(clean, shift.param, seeds)
-            except ImportError:
-                raise  # a library this machine lacks: not the shift's failure, never recorded as one
+            except ImportError as exc:  # a library this machine lacks: not the shift's failure, never recorded
+                raise as_missing_dependency(exc, shift.label) from exc
             except Exception as exc:  # noqa: BLE001 - plugin code: this shift fails, the others go on
                 self._fail(data, shift, f"{type(exc).__name__}: {exc}")
                 raise ShiftFailure(self._failures[(data.name, shift.label)]) from exc

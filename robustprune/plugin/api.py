@@ -297,15 +297,20 @@ class PixelShift:
         if not self.families:
             return None
         if requested not in (None, AUTO_FAMILY):
-            if requested not in self.families:
-                raise ValueError(f"shift {self.name!r} has no parameter family {requested!r}; its families: "
-                                 f"{', '.join(sorted(self.families))} (or {AUTO_FAMILY!r}: chosen by image size)")
+            self.check_family(requested)
             return requested
         chosen = self.default_family(height, width) if self.default_family is not None else None
         if chosen is not None and chosen not in self.families:
             raise ValueError(f"shift {self.name!r}: default_family chose {chosen!r}, which is not one of its "
                              f"families ({', '.join(sorted(self.families))})")
         return chosen
+
+    def check_family(self, requested: str) -> None:
+        """Raise ``ValueError`` naming this shift's families if it has families and ``requested`` (neither
+        ``"auto"`` nor one of them) is not one."""
+        if self.families and requested != AUTO_FAMILY and requested not in self.families:
+            raise ValueError(f"shift {self.name!r} has no parameter family {requested!r}; its families: "
+                             f"{', '.join(sorted(self.families))} (or {AUTO_FAMILY!r}: chosen by image size)")
 
     def implementation(self, family: str | None) -> Callable[[np.ndarray, Any, int], np.ndarray]:
         """The function that makes the shift under ``family`` (:attr:`apply` for ``None``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DataFileError", "MissingDependencyError"]
+__all__ = ["DataFileError", "MissingDependencyError", "as_missing_dependency"]
 
 
 class DataFileError(ValueError):
@@ -29,3 +29,12 @@ class MissingDependencyError(ImportError):
     The message names what is missing and every fix. Met before any work (a shift's ``check_ready``), it
     stops the run once with exit status 6, like missing data.
     """
+
+
+def as_missing_dependency(error: ImportError, what: str) -> MissingDependencyError:
+    """``error`` as a :class:`MissingDependencyError` (itself if it is one): an ``ImportError`` raised by a
+    plugin's code while making ``what`` means a library is missing here, which stops the run once."""
+    if isinstance(error, MissingDependencyError):
+        return error
+    return MissingDependencyError(f"{what} needs a library that cannot be imported here: {type(error).__name__}: "
+                                  f"{error}; install it (pip install ...) and run again")

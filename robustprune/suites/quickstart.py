@@ -1,8 +1,9 @@
 """The quickstart suite: is a pruned small CNN on digits still deployable under noise and corruptions?
 
-The CNN (``small_cnn_std``) standardises each input image: trained on white
-strokes on black, a CNN that does not collapses to chance once a corruption
-dims the strokes (``contrast@3``), and prune potential there says nothing.
+The CNN (``small_cnn_std``) standardises each input image. Trained on white
+strokes on black, a CNN without this step (``small_cnn``) collapses to chance
+once a corruption dims the strokes (``contrast@3``), where prune potential
+then says nothing.
 
 Three independently trained parents (as the paper's three networks), each
 pruned by the paper's four methods in a cascade over six ratios: WT and SiPP
