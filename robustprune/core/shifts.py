@@ -8,7 +8,7 @@ lists parameters; ``nominal`` is the identity.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,17 @@ class ShiftEntry:
     @property
     def is_group(self) -> bool:
         return len(self.members) > 1
+
+
+def check_requested_family(shifts: Iterable[Shift], requested: Iterable[str]) -> bool:
+    """Raise ``ValueError`` (naming its families) if a shift with parameter families lacks a ``requested`` family;
+    return whether any of ``shifts`` has families (a family asked of none is the caller's error to word)."""
+    with_families = [s.registered.item for s in shifts if s.registered is not None
+                     and isinstance(s.registered.item, PixelShift) and s.registered.item.families]
+    for item in with_families:
+        for family in sorted(set(requested)):
+            item.check_family(family)
+    return bool(with_families)
 
 
 def format_param(value: Any) -> str:

@@ -41,7 +41,7 @@ from ..core.results import (
     StoreError,
     SuiteRun,
 )
-from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, parse_shifts
+from ..core.shifts import NOMINAL_SHIFT, Shift, ShiftEntry, all_members, check_requested_family, parse_shifts
 from ..core.suite import Suite
 from ..core.uncertainty import Resampling
 from ..plugin.api import (
@@ -49,7 +49,6 @@ from ..plugin.api import (
     DatasetRequest,
     DatasetSpec,
     ModelSpec,
-    PixelShift,
     PruneContext,
     PruneMethod,
     Recipe,
@@ -137,15 +136,10 @@ class Engine:
     def _check_shift_family(self) -> None:
         """A ``Suite.shift_family`` that a shift of the suite lacks is a configuration error, found before any work."""
         requested = {self.suite.shift_family_for(d) for d in self.suite.datasets} - {AUTO_FAMILY}
-        with_families = [s for s in self.shifts if s.registered is not None
-                         and isinstance(s.registered.item, PixelShift) and s.registered.item.families]
-        if requested and not with_families:
+        if not check_requested_family(self.shifts, requested) and requested:
             raise ValueError(f"Suite.shift_family asks for {', '.join(sorted(requested))}, but no shift of the suite "
                              "has parameter families (`robustprune plugins` lists the shifts; families belong to "
                              "pixel shifts such as the corruptions)")
-        for shift in with_families:
-            for family in sorted(requested):
-                shift.registered.item.check_family(family)  # type: ignore[union-attr]  # raises, naming them
 
     def cases(self) -> list[CaseKey]:
         """Every method x model x dataset, then each pruned checkpoint on its model (and dataset)."""
@@ -383,7 +377,6 @@ class Engine:
     def check_shifts_ready(self, cases: Sequence[CaseKey]) -> None:
         """Before any work: raise :class:`MissingDependencyError` if a pixel shift whose test set the cases still
         need to generate cannot run on this machine (its plugin's ``check_ready`` says what is missing)."""
-        pixel = [s for s in self.shifts if s.kind == "pixel"]
         for dataset in dict.fromkeys(c.dataset for c in cases):
             try:
                 data = self.data(dataset)
@@ -391,8 +384,7 @@ class Engine:
                 raise
             except Exception:  # noqa: BLE001 - a dataset plugin that fails: its checks say so; check the others
                 continue
-            self.shifted.check_ready(data, [s for s in pixel if not self.options.store.contains(
-                "shifted", self.shifted.generated_key(data, s))])
+            self.shifted.check_ready(data, self.shifted.to_generate(data, self.shifts))
 
     def planned_bytes(self, cases: Sequence[CaseKey], plan: WorkPlan) -> int:
         """Roughly what ``plan`` and the cases' generated shifted sets not stored yet will add to the store:
@@ -413,12 +405,9 @@ class Engine:
             pruned, images = len(self.suite.ratios), len(self.data(case.dataset).test_labels)
             total += pruned * (entry + 2 * network_bytes(case.model, case.dataset))  # a mask as large, at most
             total += (pruned + 1) * evaluations * (entry + images * 8)  # int64 predictions
-        pixel = [s for s in self.shifts if s.kind == "pixel"]
         for dataset in dict.fromkeys(c.dataset for c in cases):
             data = self.data(dataset)
-            missing = [k for k in self.shifted.generated_keys(data, pixel)
-                       if not self.options.store.contains("shifted", k)]
-            total += len(missing) * (entry + data.splits.test.images.nbytes)
+            total += len(self.shifted.to_generate(data, self.shifts)) * (entry + data.splits.test.images.nbytes)
         return total
 
     def _stored(self, compute: Callable[[], object]) -> bool:

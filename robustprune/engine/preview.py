@@ -24,11 +24,12 @@ import torch
 from ..compute.data import PreparedData
 from ..core.datasource import new_file_mode
 from ..core.results import CaseError
-from ..core.shifts import Shift, all_members, image_seeds, parse_shifts
+from ..core.shifts import Shift, all_members, check_requested_family, image_seeds, parse_shifts
 from ..plugin.api import AUTO_FAMILY, DatasetRequest, PixelShift, TensorShift
 from ..plugin.errors import as_missing_dependency
 from ..plugin.registry import Registry
 from .engine import load_dataset
+from .shifted import read_published
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -71,16 +72,14 @@ def _shifted(data: PreparedData, shift: Shift, indices: list[int], seed: int, fa
 
 
 def _published(data: PreparedData, shift: Shift, indices: list[int]) -> np.ndarray | None:
-    """The dataset's published images of ``shift`` at ``indices`` (as a run reads them), if it supplies them."""
-    lookup = data.splits.published_shift
-    if lookup is None or shift.kind != "pixel":
-        return None
-    found = lookup(shift.name, shift.param)
+    """The dataset's published images of ``shift`` at ``indices`` (read and checked as a run reads them), if it
+    supplies them."""
+    found = read_published(data, shift) if shift.kind == "pixel" else None
     if found is None:
         return None
-    if found.test.images.shape != data.splits.test.images.shape:  # a run refuses it as well
-        raise CaseError(f"the published set for {shift.label} ({found.source}) holds images of shape "
-                        f"{found.test.images.shape}; the test set's are {data.splits.test.images.shape}")
+    if len(found.test.images) != len(data.splits.test.images):  # side by side needs the same test images
+        raise CaseError(f"the published set for {shift.label} ({found.source}) holds {len(found.test.images)} "
+                        f"images, the test set {len(data.splits.test.images)}: they cannot be shown side by side")
     return np.asarray(found.test.images)[indices]
 
 
@@ -94,12 +93,8 @@ def preview_rows(registry: Registry, shifts: Sequence[str], dataset: str, *, cou
     lacks what a shift needs.
     """
     members = all_members(parse_shifts(list(shifts), registry))
-    with_families = [s for s in members if isinstance(s.registered and s.registered.item, PixelShift)
-                     and s.registered.item.families]  # type: ignore[union-attr]
-    if family != AUTO_FAMILY and not with_families:
+    if not check_requested_family(members, [family]) and family != AUTO_FAMILY:
         raise ValueError(f"--family {family}: none of these shifts has parameter families")
-    for shift in with_families:
-        shift.registered.item.check_family(family)  # type: ignore[union-attr]
     for shift in members:
         if shift.kind == "published":
             raise ValueError(f"{shift.label} is a published test set with images of its own, not a shift of the "

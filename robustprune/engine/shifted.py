@@ -37,7 +37,7 @@ from ..plugin.api import AUTO_FAMILY, ImageSet, PixelShift, ShiftedSet
 from ..plugin.errors import MissingDependencyError, as_missing_dependency
 from .context import ProgressFn, tagged
 
-__all__ = ["PublishedSet", "ShiftFailure", "ShiftedSets", "content_hash_of"]
+__all__ = ["PublishedSet", "ShiftFailure", "ShiftedSets", "content_hash_of", "read_published"]
 
 _MEMORY_BUDGET = 2 * 1024**3  # keep normalized shifted sets in memory up to this size (bytes)
 
@@ -61,6 +61,34 @@ def content_hash_of(images: ImageSet) -> str:
     h.update(np.ascontiguousarray(images.images).data)
     h.update(np.ascontiguousarray(images.labels).astype(np.int64).data)
     return h.hexdigest()
+
+
+def read_published(data: PreparedData, shift: Shift) -> ShiftedSet | None:
+    """``data``'s published set for ``shift`` (CIFAR-10-C arrays, CIFAR-10.1), checked as a run uses it; ``None``
+    when the dataset supplies none. Raises :class:`CaseError` naming the dataset, the shift and what is wrong."""
+    lookup = data.splits.published_shift
+    found = None
+    if lookup is not None:
+        try:
+            found = lookup(shift.name, shift.param)
+        except Exception as exc:  # noqa: BLE001 - the plugin's message names the file and the fix
+            raise CaseError(f"dataset {data.name!r} could not read the published set for {shift.label}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    if found is None:
+        if shift.kind == "published":
+            raise CaseError(f"shift {shift.label} is a published test set, and dataset {data.name!r} does not "
+                            "supply it (it is not on disk, or not a shift of this dataset)")
+        return None
+    nominal = data.splits.test.images.shape[1:]
+    if not isinstance(found, ShiftedSet) or found.test.images.shape[1:] != nominal:
+        shape = found.test.images.shape[1:] if isinstance(found, ShiftedSet) else type(found).__name__
+        raise CaseError(f"dataset {data.name!r} supplied {shape} for {shift.label}; expected a ShiftedSet of "
+                        f"images shaped like the test set's {nominal}")
+    labels = np.asarray(found.test.labels)
+    if len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
+        raise CaseError(f"the published set for {shift.label} ({found.source}) has labels outside "
+                        f"0..{data.splits.num_classes - 1}")
+    return found
 
 
 class ShiftedSets:
@@ -177,36 +205,11 @@ class ShiftedSets:
             return None
         key = (data.name, shift.label)
         if key not in self._published:
-            found = self._read_published(data, shift)
+            found = read_published(data, shift)
             self._published[key] = None if found is None else PublishedSet(
                 torch.from_numpy(np.asarray(found.test.labels, dtype=np.int64)), found.source,
                 content_hash_of(found.test))
         return self._published[key]
-
-    def _read_published(self, data: PreparedData, shift: Shift) -> ShiftedSet | None:
-        lookup = data.splits.published_shift
-        found = None
-        if lookup is not None:
-            try:
-                found = lookup(shift.name, shift.param)
-            except Exception as exc:  # noqa: BLE001 - the plugin's message names the file and the fix
-                raise CaseError(f"dataset {data.name!r} could not read the published set for {shift.label}: "
-                                f"{type(exc).__name__}: {exc}") from exc
-        if found is None:
-            if shift.kind == "published":
-                raise CaseError(f"shift {shift.label} is a published test set, and dataset {data.name!r} does not "
-                                "supply it (it is not on disk, or not a shift of this dataset)")
-            return None
-        nominal = data.splits.test.images.shape[1:]
-        if not isinstance(found, ShiftedSet) or found.test.images.shape[1:] != nominal:
-            shape = found.test.images.shape[1:] if isinstance(found, ShiftedSet) else type(found).__name__
-            raise CaseError(f"dataset {data.name!r} supplied {shape} for {shift.label}; expected a ShiftedSet of "
-                            f"images shaped like the test set's {nominal}")
-        labels = np.asarray(found.test.labels)
-        if len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
-            raise CaseError(f"the published set for {shift.label} ({found.source}) has labels outside "
-                            f"0..{data.splits.num_classes - 1}")
-        return found
 
     def labels(self, data: PreparedData, shift: Shift) -> torch.Tensor:
         """The labels accuracy under ``shift`` is measured against: a published set's own, else the test set's."""
@@ -235,7 +238,7 @@ class ShiftedSets:
         if cached is not None:
             return cached
         if self.published(data, shift) is not None:
-            found = self._read_published(data, shift)  # re-read: published sets are not all kept in memory
+            found = read_published(data, shift)  # re-read: published sets are not all kept in memory
             assert found is not None
             inputs = data.normalize(found.test.images)
         elif shift.kind == "pixel":
@@ -277,6 +280,12 @@ class ShiftedSets:
     def generated_keys(self, data: PreparedData, shifts: list[Shift]) -> list[str]:
         """The store keys of the generated pixel-shifted sets of ``shifts`` (published ones are not stored)."""
         return [self._key(data, s) for s in shifts if s.kind == "pixel" and self.published(data, s) is None]
+
+    def to_generate(self, data: PreparedData, shifts: list[Shift]) -> list[Shift]:
+        """The pixel shifts among ``shifts`` whose sets on ``data`` must still be generated (neither published nor
+        stored)."""
+        return [s for s in shifts if s.kind == "pixel" and self.published(data, s) is None
+                and not self.store.contains("shifted", self._key(data, s))]
 
     def generated_key(self, data: PreparedData, shift: Shift) -> str:
         """The store key of ``shift``'s generated set on ``data``."""
