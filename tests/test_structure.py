@@ -259,36 +259,62 @@ def test_removed_channels_are_ignored_by_every_consumer():
 
 
 class CatNet(nn.Module):
-    """Two branches concatenated: their channel spaces are not understood, the rest is."""
+    """Two branches concatenated, then read by one conv: each branch is its own group, at its own offset."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.Conv2d(3, 4, 3, padding=1)
         self.b = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(10)
         self.c = nn.Conv2d(10, 8, 3, padding=1)
-        self.fc = nn.Linear(8, 2)
+        self.fc = nn.Linear(8 * 4, 2)
 
     def forward(self, x):
-        y = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=1)
-        return self.fc(F.adaptive_avg_pool2d(F.relu(self.c(y)), 1).flatten(1))
+        y = self.bn(torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=1))
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.c(y)), 2).flatten(1))
 
 
-def test_cat_makes_its_inputs_non_prunable():
-    net = CatNet()
+def test_a_concatenation_keeps_each_input_a_group_at_its_offset():
+    groups = channel_groups(CatNet(), EXAMPLE)
+    assert [(g.producers, g.consumers, g.norm_entries()) for g in groups] == [
+        (["a"], [Consumer("c", 1, 0)], [("bn", 0)]),
+        (["b"], [Consumer("c", 1, 4)], [("bn", 4)]),
+        (["c"], [Consumer("fc", 4, 0)], []),
+    ]
+    masks = channel_masks(CatNet(), groups, [torch.tensor([True, False, True, True]), torch.ones(6, dtype=torch.bool),
+                                             torch.ones(8, dtype=torch.bool)])
+    # channel 1 of `a` is input channel 1 of `c`; `b`'s channels (4..9) stay
+    assert not masks["c.weight"][:, 1].any() and masks["c.weight"][:, [0, 2, 3, 4, 9]].all()
+    assert not masks["a.weight"][1].any() and masks["b.weight"].all()
+
+
+def test_a_concatenation_of_flattened_segments_reads_blocks_of_columns():
+    class FlatCat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 2, 1)
+            self.b = nn.Conv2d(3, 3, 1)
+            self.fc = nn.Linear(5 * 4, 2)
+
+        def forward(self, x):
+            y = torch.cat([self.a(x), self.b(x)], 1)
+            return self.fc(F.adaptive_avg_pool2d(y, 2).flatten(1))
+
+    net = FlatCat()
     groups = channel_groups(net, EXAMPLE)
-    assert [(g.producers, g.consumers) for g in groups] == [(["c"], [Consumer("fc", 1)])]
-    lines = explain_channels(net, EXAMPLE)
-    assert any(line.startswith("not prunable") and "from a:" in line and "cat" in line for line in lines)
-    assert any(line.startswith("not prunable") and "from b:" in line and "cat" in line for line in lines)
+    assert [g.consumers for g in groups] == [[Consumer("fc", 4, 0)], [Consumer("fc", 4, 2)]]
+    masks = channel_masks(net, groups, [torch.tensor([True, True]), torch.tensor([True, False, True])])
+    # b's channel 1 is channel 3 of the concatenation: columns 12..15
+    assert masks["fc.weight"].all(dim=0).tolist() == [True] * 12 + [False] * 4 + [True] * 4
 
 
 class OddNet(nn.Module):
-    """A depthwise conv, a channel slice, a layer called twice and a product of two tensors."""
+    """A grouped conv, a channel slice, a layer called twice and a division by a tensor."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.depthwise = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2)
         self.sliced = nn.Conv2d(8, 8, 1)
         self.twice = nn.Conv2d(4, 4, 1)
         self.gate = nn.Conv2d(4, 4, 1)
@@ -297,9 +323,9 @@ class OddNet(nn.Module):
         self.fc = nn.Linear(6, 2)
 
     def forward(self, x):
-        y = self.sliced(self.depthwise(self.stem(x)))[:, :4]
+        y = self.sliced(self.grouped(self.stem(x)))[:, :4]
         y = self.twice(self.twice(y))
-        y = self.body(y) * torch.sigmoid(self.gate(y))
+        y = self.body(y) / torch.sigmoid(self.gate(y))
         return self.fc(self.fine(y).mean(dim=(2, 3)))
 
 
@@ -308,10 +334,58 @@ def test_unknown_operations_are_conservative():
     # only `fine` survives: its output is read by fc through a spatial mean
     assert [(g.producers, g.consumers) for g in groups] == [(["fine"], [Consumer("fc", 1)])]
     reasons = "\n".join(explain_channels(OddNet(), EXAMPLE))
-    assert "grouped convolution depthwise" in reasons
+    assert "grouped convolution grouped (grouped) has groups=2 with 8 inputs and 8 outputs" in reasons
+    assert "only depthwise convolutions" in reasons
     assert "getitem" in reasons
     assert "twice is called 2 times" in reasons
-    assert "mul" in reasons
+    assert "truediv" in reasons
+
+
+class DepthwiseSE(nn.Module):
+    """An inverted residual with squeeze-excitation: expand, depthwise, gate, project, add."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.expand = nn.Conv2d(4, 12, 1)
+        self.bn1 = nn.BatchNorm2d(12)
+        self.depthwise = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.bn2 = nn.BatchNorm2d(12)
+        self.squeeze = nn.Conv2d(12, 3, 1)
+        self.excite = nn.Conv2d(3, 12, 1)
+        self.project = nn.Conv2d(12, 4, 1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = F.relu6(self.bn2(self.depthwise(F.relu6(self.bn1(self.expand(x))))))
+        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(F.adaptive_avg_pool2d(y, 1)))))
+        return self.fc((x + self.project(gate * y)).mean(dim=(2, 3)))
+
+
+def test_depthwise_convs_and_squeeze_excitation_join_the_expanded_channels():
+    groups = channel_groups(DepthwiseSE(), EXAMPLE)
+    by_name = {g.name: g for g in groups}
+    expanded = by_name["expand"]
+    assert expanded.producers == ["expand", "depthwise", "excite"]
+    assert [c.module for c in expanded.consumers] == ["squeeze", "project"]
+    assert expanded.norms == ["bn1", "bn2"]
+    assert by_name["stem"].producers == ["stem", "project"]  # the residual stream
+    assert [c.module for c in by_name["squeeze"].consumers] == ["excite"]
+
+
+def test_a_depthwise_conv_loses_its_rows_with_the_channels():
+    net = DepthwiseSE()
+    groups = channel_groups(net, EXAMPLE)
+    keep = [torch.ones(g.channels, dtype=torch.bool) for g in groups]
+    g = [g.name for g in groups].index("expand")
+    keep[g][[0, 5]] = False
+    masks = channel_masks(net, groups, keep)
+    for name in ("expand", "depthwise", "excite"):
+        assert masks[f"{name}.weight"].reshape(12, -1).any(dim=1).tolist() == [i not in (0, 5) for i in range(12)]
+    for name in ("squeeze", "project"):
+        assert masks[f"{name}.weight"].any(dim=0).reshape(12, -1).any(dim=1).tolist() == [
+            i not in (0, 5) for i in range(12)]
 
 
 class SkipFromInput(nn.Module):

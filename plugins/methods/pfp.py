@@ -46,18 +46,17 @@ class ProvableFilterPruning(SampledSensitivityMethod):
         A ``Linear`` after a flatten reads several features per channel; the
         channel's sensitivity is their max.
         """
-        per_layer = input_channel_sensitivities(network, data)
-        return [
-            [per_layer[_weight(c.module)].view(group.channels, c.features_per_channel).amax(dim=1)
-             for c in group.consumers]
-            for group in groups
-        ]
+        return _per_consumer(input_channel_sensitivities(network, data), groups)
 
     def prune(self, network: nn.Module, ratio: float, context: PruneContext) -> Masks:
         groups = context.channel_groups
-        sensitivities = self.channel_sensitivities(network, groups, context.data)
+        per_layer = input_channel_sensitivities(network, context.data)
+        sensitivities = _per_consumer(per_layer, groups)
+        # a layer reading a concatenation draws its samples over all its input channels, not one group's
+        totals = {c.module: float(per_layer[_weight(c.module)].view(-1, c.features_per_channel).amax(dim=1).sum())
+                  for g in groups for c in g.consumers}
         info = layer_info(network, context.example_input)
-        budgets = Budgets(groups, sensitivities, info, self.delta, self.c_constant)
+        budgets = Budgets(groups, sensitivities, info, self.delta, self.c_constant, layer_totals=totals)
         scores = [torch.stack(s).amax(dim=0) if s else torch.zeros(g.channels) for g, s in zip(groups, sensitivities)]
         return allocate_counts(network, groups, scores, ratio, budgets.counts, previous_masks=context.masks)
 
@@ -68,6 +67,9 @@ class Budgets:
     ``sensitivities`` are per group, per consumer (as
     :meth:`ProvableFilterPruning.channel_sensitivities` returns them) and
     ``info`` the consumers' :class:`~robustprune.plugin.sensitivity.LayerInfo`.
+    ``layer_totals`` maps a consumer to the sum ``S`` of the sensitivities of
+    all its input channels (by default the group's channels only, which is the
+    same unless the consumer reads a concatenation).
     """
 
     def __init__(
@@ -77,14 +79,16 @@ class Budgets:
         info: Mapping[str, LayerInfo],
         delta: float,
         c_constant: float,
+        layer_totals: Mapping[str, float] | None = None,
     ):
         self.layers: list[list[tuple[np.ndarray, float]]] = []  # per group: (probabilities, alpha * S) per consumer
         for group, per_consumer in zip(groups, sensitivities):
             layers = []
             for consumer, sensitivity in zip(group.consumers, per_consumer):
                 s = sensitivity.double().numpy()
-                total = float(s.sum())
-                if total <= 0:
+                # S: the consumer's whole input (a concatenation of several groups), else this group's channels
+                total = float(s.sum()) if layer_totals is None else layer_totals[consumer.module]
+                if total <= 0 or not s.any():
                     continue  # reads nothing from the group: asks for no channels
                 layer = info[_weight(consumer.module)]
                 kernel = layer.kernel * consumer.features_per_channel
@@ -107,6 +111,15 @@ class Budgets:
                     kept = max(kept, math.ceil(unique - 1e-9))
                 out.append(kept)
         return out
+
+
+def _per_consumer(per_layer: Mapping[str, torch.Tensor], groups: Sequence[ChannelGroup]) -> list[list[torch.Tensor]]:
+    """Per group, per consumer: the sensitivities of the group's channels among the consumer's inputs."""
+    return [
+        [per_layer[_weight(c.module)].view(-1, c.features_per_channel)[c.offset : c.offset + group.channels]
+         .amax(dim=1) for c in group.consumers]
+        for group in groups
+    ]
 
 
 def _weight(module: str) -> str:

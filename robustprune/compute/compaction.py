@@ -4,10 +4,12 @@ A structured method removes channels by masking: the producers' rows and the
 consumers' columns of a removed channel are zero. :func:`compact` cuts them
 out for real, on a copy of the network: the output filters (and biases) of
 the producers, the batch-norm entries, and the matching input channels of the
-consumers (a block of ``H*W`` columns of a ``Linear`` after a flatten). The
-channel groups come from :func:`robustprune.plugin.channels.channel_groups`, so
-residual connections are handled: a ResNet stage's stem, shortcut and every
-block's last conv share one group and lose the same channels.
+consumers (a block of ``H*W`` columns of a ``Linear`` after a flatten; the
+group's slice of the inputs after a concatenation), and the filters of the
+depthwise convs acting on a removed channel. The channel groups come from
+:func:`robustprune.plugin.channels.channel_groups`, so residual connections are
+handled: a ResNet stage's stem, shortcut and every block's last conv share one
+group and lose the same channels.
 
 Why removing a channel is exact, not an approximation
 -----------------------------------------------------
@@ -69,17 +71,7 @@ def removable_channels(group: ChannelGroup, masks: Mapping[str, torch.Tensor]) -
     For a group without consumers (nothing reads the space) the channels
     whose producer rows are all masked out.
     """
-    if not group.consumers:
-        dead = np.ones(group.channels, dtype=bool)
-        for producer in group.producers:
-            rows = masks[weight_name(producer)].detach().cpu().numpy().reshape(group.channels, -1)
-            dead &= ~rows.any(axis=1)
-        return dead
-    dead = np.ones(group.channels, dtype=bool)
-    for consumer in group.consumers:
-        mask = masks[weight_name(consumer.module)].detach().cpu().numpy()
-        dead &= ~mask.reshape(mask.shape[0], group.channels, -1).any(axis=(0, 2))
-    return dead
+    return group.unread(masks) if group.consumers else group.dead_rows(masks)
 
 
 def compact(
@@ -108,46 +100,55 @@ def compact(
     masked = copy.deepcopy(network)
     apply_masks(masked, masks)
     small = copy.deepcopy(masked)
-    out_keep: dict[str, torch.Tensor] = {}  # module -> kept output channels
-    in_keep: dict[str, torch.Tensor] = {}  # module -> kept input columns
-    norm_keep: dict[str, torch.Tensor] = {}
+    modules = dict(small.named_modules())
+    # per module, which rows (output channels), input columns and norm features stay
+    rows: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
+    features: dict[str, np.ndarray] = {}
     kept: dict[str, torch.Tensor] = {}
     for group in groups:
         removable = removable_channels(group, masks)
         if removable.all():
             removable[0] = False  # the floor: a layer never loses its last channel
-        keep = torch.from_numpy(np.flatnonzero(~removable))
-        kept[group.name] = keep
-        if len(keep) == group.channels:
+        kept[group.name] = torch.from_numpy(np.flatnonzero(~removable))
+        removed = np.flatnonzero(removable)
+        if not len(removed):
             continue
-        for producer in group.producers:
-            out_keep[producer] = keep
-        for norm in group.norms:
-            norm_keep[norm] = keep
+        for producer, offset in group.producer_rows():
+            _keep_of(rows, producer, modules[producer].weight.shape[0])[removed + offset] = False
+        for norm, offset in group.norm_entries():
+            _keep_of(features, norm, getattr(modules[norm], "num_features", 0))[removed + offset] = False
         for consumer in group.consumers:
-            fpc = consumer.features_per_channel
-            in_keep[consumer.module] = (keep[:, None] * fpc + torch.arange(fpc)[None, :]).flatten()
+            _keep_of(columns, consumer.module, modules[consumer.module].weight.shape[1])[
+                consumer.columns(removed)] = False
 
-    modules = dict(small.named_modules())
     small_masks = {name: mask.detach().cpu().to(torch.bool).clone() for name, mask in masks.items() if name in weights}
-    for name in sorted(set(out_keep) | set(in_keep)):
+    for name in sorted(set(rows) | set(columns)):
         module = modules[name]
         weight_key = weight_name(name)
-        rows, columns = out_keep.get(name), in_keep.get(name)
-        _shrink_layer(module, rows, columns)
+        keep_rows = torch.from_numpy(np.flatnonzero(rows[name])) if name in rows else None
+        keep_columns = torch.from_numpy(np.flatnonzero(columns[name])) if name in columns else None
+        _shrink_layer(module, keep_rows, keep_columns)
         mask = small_masks[weight_key]
-        if rows is not None:
-            mask = mask[rows]
-        if columns is not None:
-            mask = mask[:, columns]
+        if keep_rows is not None:
+            mask = mask[keep_rows]
+        if keep_columns is not None:
+            mask = mask[:, keep_columns]
         small_masks[weight_key] = mask.contiguous()
-    for name, keep in norm_keep.items():
-        _shrink_norm(modules[name], keep)
+    for name, keep in features.items():
+        _shrink_norm(modules[name], torch.from_numpy(np.flatnonzero(keep)))
 
     if check:
         _check_equal(masked, small, example_input)
         small.train(network.training)
     return Compacted(network=small, masks=small_masks, kept=kept)
+
+
+def _keep_of(table: dict[str, np.ndarray], name: str, size: int) -> np.ndarray:
+    """The keep vector of ``name`` in ``table``, all True when first asked for."""
+    if name not in table:
+        table[name] = np.ones(size, dtype=bool)
+    return table[name]
 
 
 @torch.no_grad()
@@ -162,7 +163,12 @@ def _shrink_layer(module: nn.Module, rows: torch.Tensor | None, columns: torch.T
     if columns is not None:
         weight = weight[:, columns.to(weight.device)]
     module.weight = nn.Parameter(weight.clone().contiguous())
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, nn.Conv2d) and module.groups > 1:
+        # a depthwise conv (the only grouped conv the channel analysis prunes) loses rows only
+        if columns is not None or module.groups != module.out_channels:
+            raise CompactionError(f"cannot compact the grouped convolution {module}: only depthwise ones")
+        module.out_channels = module.in_channels = module.groups = weight.shape[0]
+    elif isinstance(module, nn.Conv2d):
         module.out_channels, module.in_channels = weight.shape[0], weight.shape[1]
     else:
         module.out_features, module.in_features = weight.shape[0], weight.shape[1]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -87,34 +88,42 @@ class _Accounting:
 
         weights = prunable_weights(network)
         self.total = sum(w.numel() for w in weights.values())
-        producer_of = {weight_name(p): g for g, group in enumerate(groups) for p in group.producers}
-        consumer_of = {
-            weight_name(c.module): (g, c.features_per_channel)
-            for g, group in enumerate(groups) for c in group.consumers
-        }
+        rows_of: dict[str, list[tuple[int, int]]] = defaultdict(list)  # weight -> (group, first row)
+        columns_of: dict[str, list[tuple[int, int]]] = defaultdict(list)  # weight -> (group, first input channel)
+        features: dict[str, int] = {}  # weight -> input columns per channel
+        for g, group in enumerate(groups):
+            for producer, offset in group.producer_rows():
+                rows_of[weight_name(producer)].append((g, offset))
+            for consumer in group.consumers:
+                columns_of[weight_name(consumer.module)].append((g, consumer.offset))
+                features[weight_name(consumer.module)] = consumer.features_per_channel
         self.constant = 0  # kept weights of the layers no group touches
-        self.tables: list[np.ndarray] = []  # per layer: kept weights by (producer count, consumer count)
-        self.ends: list[tuple[int, int]] = []  # per layer: (producer group, consumer group), -1 for none
+        self.tables: list[np.ndarray] = []  # per block of a layer: kept weights by (producer count, consumer count)
+        self.ends: list[tuple[int, int]] = []  # per block: (producer group, consumer group), -1 for none
         for name in weights:
             prev = as_numpy(previous[name]).astype(bool, copy=False)
-            p = producer_of.get(name, -1)
-            c, fpc = consumer_of.get(name, (-1, 1))
-            if p < 0 and c < 0:
+            if name not in rows_of and name not in columns_of:
                 self.constant += int(prev.sum())
                 continue
             # K[o, i]: kept weights between output channel o and input channel i
-            in_channels = groups[c].channels if c >= 0 else prev.shape[1]
+            in_channels = prev.shape[1] // features.get(name, 1)
             k = prev.reshape(prev.shape[0], in_channels, -1).sum(axis=2, dtype=np.int64)
-            if p >= 0:  # row a: the best a output channels kept
-                k = np.vstack([np.zeros((1, k.shape[1]), np.int64), k[self.best_first[p]].cumsum(axis=0)])
-            else:  # one row: every output channel kept
-                k = k.sum(axis=0, keepdims=True)
-            if c >= 0:
-                k = np.hstack([np.zeros((k.shape[0], 1), np.int64), k[:, self.best_first[c]].cumsum(axis=1)])
-            else:
-                k = k.sum(axis=1, keepdims=True)
-            self.tables.append(k)
-            self.ends.append((p, c))
+            # a layer's rows (and columns) split into blocks: one per group reaching it, the rest in one each
+            for p, rows in _blocks_of(rows_of[name], prev.shape[0], groups):
+                for c, columns in _blocks_of(columns_of[name], in_channels, groups):
+                    block = k[rows, columns]
+                    if p >= 0:  # row a: the best a output channels kept
+                        block = np.vstack([np.zeros((1, block.shape[1]), np.int64),
+                                           block[self.best_first[p]].cumsum(axis=0)])
+                    else:  # one row: every output channel kept
+                        block = block.sum(axis=0, keepdims=True)
+                    if c >= 0:
+                        block = np.hstack([np.zeros((block.shape[0], 1), np.int64),
+                                           block[:, self.best_first[c]].cumsum(axis=1)])
+                    else:
+                        block = block.sum(axis=1, keepdims=True)
+                    self.tables.append(block)
+                    self.ends.append((p, c))
 
     def kept(self, counts: np.ndarray) -> np.ndarray:
         """Kept weights for each row of ``counts`` (shape (M, groups)), an int array of length M."""
@@ -132,6 +141,23 @@ class _Accounting:
         keep = np.zeros(len(self.best_first[g]), dtype=bool)
         keep[self.best_first[g][:count]] = True
         return keep
+
+
+def _blocks_of(
+    entries: Sequence[tuple[int, int]], size: int, groups: Sequence[ChannelGroup]
+) -> list[tuple[int, slice]]:
+    """A layer dimension of ``size`` channels as blocks: ``(group, its slice)`` per entry ``(group, offset)``
+    and ``(-1, slice)`` for each stretch no group covers."""
+    blocks: list[tuple[int, slice]] = []
+    at = 0
+    for g, offset in sorted(entries, key=lambda e: e[1]):
+        if offset > at:
+            blocks.append((-1, slice(at, offset)))
+        blocks.append((g, slice(offset, offset + groups[g].channels)))
+        at = offset + groups[g].channels
+    if at < size:
+        blocks.append((-1, slice(at, size)))
+    return blocks
 
 
 def _uniform_steps(channels: Sequence[int]) -> list[int]:

@@ -10,30 +10,48 @@ channel dimension, dim 1, of each tensor) along the edges of the graph:
 
 * A ``Conv2d`` (``groups=1``) or ``Linear`` layer *consumes* the space of its
   input and *produces* a fresh space for its output.
+* A depthwise ``Conv2d`` (``groups`` = inputs = outputs) acts on each channel
+  alone: its output stays in its input's space and its weight rows join the
+  space's producers (a removed channel loses its depthwise filter too). This
+  is how an inverted residual's expansion, depthwise conv and projection
+  inputs become one group.
 * Channel-wise operations pass a space through: batch norm, elementwise
   activations (module or functional, in place or not), pooling (including
   adaptive pooling and a mean over the spatial dimensions), dropout, identity,
-  scaling by a number. A flatten (the module, the function, ``view`` or
-  ``reshape`` from ``(N, C, H, W)`` to ``(N, C*H*W)``) passes the space on with
-  ``H*W`` features per channel, so a ``Linear`` after it loses a block of
-  ``H*W`` input columns for every removed channel.
+  torchvision's stochastic depth, scaling by a number. A flatten (the module,
+  the function, ``view`` or ``reshape`` from ``(N, C, H, W)`` to
+  ``(N, C*H*W)``) passes the space on with ``H*W`` features per channel, so a
+  ``Linear`` after it loses a block of ``H*W`` input columns for every removed
+  channel.
 * An elementwise addition (or subtraction) of two tensors *joins* their spaces:
   after ``x + y`` channel ``k`` is ``x_k + y_k``, so channel ``k`` can only go
   if every producer drops it. This is how a ResNet stage's stem or shortcut
-  conv and every block's last conv end up in one group.
-* Anything else (``cat``, slicing, permutes, grouped or depthwise convs,
-  products of two tensors, unknown functions or modules, a layer called twice)
+  conv and every block's last conv end up in one group. A product ``x * s``
+  with ``s`` of ``x``'s shape or ``(N, C, 1, 1)`` (a squeeze-excitation gate)
+  joins the two spaces the same way.
+* A concatenation along the channels (``torch.cat(xs, dim=1)``) lays its
+  inputs' spaces side by side: a layer reading it consumes each space at its
+  offset, a batch norm on it normalises each at its offset. This is how
+  every DenseNet layer's new channels are a group read by all later layers of
+  the block.
+* Anything else (slicing, permutes, grouped convs that are not depthwise,
+  division by a tensor, unknown functions or modules, a layer called twice)
   makes every space it touches non-prunable. The analysis may miss a pruning
   opportunity but never removes a channel that something still reads.
 * A space that reaches the network output is never pruned (a classifier's
   outputs are the classes), nor the input space (no layer produces it).
 
+On the thirteen architectures of ``tests/test_architecture_coverage.py``
+(the paper's CIFAR networks, torchvision's ResNets, MobileNets, EfficientNet
+and DenseNet) every group that Torch-Pruning's dependency graph can prune is
+one of these groups.
+
 :func:`explain_channels` lists every space with the reason it is not prunable,
 for when a structured method prunes less of a network than expected.
 
 A removed channel's producers get zero rows, so after batch norm and the
-activation it carries at most a constant (the norm's bias); every consumer
-ignores it because its columns are zero as well. Zeroing the weights is
+activation it carries at most a constant (the norm's bias, scaled by a
+gate); every consumer ignores it because its columns are zero as well. Zeroing the weights is
 therefore enough to remove the channel exactly, and a later compaction can cut
 the rows, columns and norm entries out physically.
 
@@ -81,36 +99,63 @@ class Consumer:
     """A layer reading a channel space: ``module`` loses ``features_per_channel`` input columns per removed channel.
 
     ``features_per_channel`` is 1 for a conv (one input channel) and ``H*W``
-    for a ``Linear`` after a flatten of a ``C x H x W`` map.
+    for a ``Linear`` after a flatten of a ``C x H x W`` map. ``offset`` is
+    where the group's channels start among the layer's input channels: 0
+    unless the layer reads a concatenation, where the group's channel ``k`` is
+    input channel ``offset + k`` (columns ``(offset + k) * features_per_channel``
+    onwards).
     """
 
     module: str
     features_per_channel: int = 1
+    offset: int = 0
+
+    def columns(self, channels: np.ndarray) -> np.ndarray:
+        """The layer's input columns that read the group's ``channels`` (an int array of channel indices)."""
+        fpc = self.features_per_channel
+        return ((np.asarray(channels)[:, None] + self.offset) * fpc + np.arange(fpc)[None, :]).ravel()
 
 
 @dataclass
 class ChannelGroup:
     """One channel space whose channels are removed together.
 
-    ``producers`` are the Conv2d/Linear modules whose output channels make up
-    the space (several when additions join them), ``consumers`` the layers
-    reading it and ``norms`` the batch norms applied to it, all in graph order.
+    ``producers`` are the modules whose weight rows are the space's channels:
+    the Conv2d/Linear layers whose outputs make up the space (several when
+    additions or a squeeze-excitation product join them) and the depthwise
+    convolutions that act on it channel by channel. ``consumers`` are the
+    layers reading it and ``norms`` the batch norms applied to it, all in
+    graph order. ``producer_offsets`` and ``norm_offsets`` (parallel to
+    ``producers`` and ``norms``; empty means all 0) say where the group's
+    channels start in that module's channels: non-zero only for a depthwise
+    conv or a batch norm applied to a concatenation.
     """
 
     channels: int
     producers: list[str] = field(default_factory=list)
     consumers: list[Consumer] = field(default_factory=list)
     norms: list[str] = field(default_factory=list)
+    producer_offsets: list[int] = field(default_factory=list)
+    norm_offsets: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         """A readable name for reports: the first producer."""
         return self.producers[0] if self.producers else "(no producer)"
 
+    def producer_rows(self) -> list[tuple[str, int]]:
+        """``(module, offset)`` per producer: the group's channel ``k`` is row ``offset + k`` of its weight."""
+        return list(zip(self.producers, self.producer_offsets or [0] * len(self.producers)))
+
+    def norm_entries(self) -> list[tuple[str, int]]:
+        """``(module, offset)`` per batch norm: the group's channel ``k`` is its feature ``offset + k``."""
+        return list(zip(self.norms, self.norm_offsets or [0] * len(self.norms)))
+
     def producer_weights(self, network: nn.Module) -> list[torch.Tensor]:
-        """The producers' weights, each viewed as ``(channels, -1)``: one row per channel."""
+        """The producers' weight rows of the group's channels, each viewed as ``(channels, -1)``."""
         weights = prunable_weights(network)
-        return [weights[weight_name(p)].detach().reshape(self.channels, -1) for p in self.producers]
+        return [weights[weight_name(p)].detach()[o : o + self.channels].reshape(self.channels, -1)
+                for p, o in self.producer_rows()]
 
     def filter_l1(self, network: nn.Module) -> torch.Tensor:
         """The l1 norm of each channel's filters, summed over the producers (float64, length ``channels``)."""
@@ -119,24 +164,34 @@ class ChannelGroup:
             total += np.abs(as_numpy(rows.float())).sum(axis=1, dtype=np.float64)
         return torch.from_numpy(total)
 
+    def dead_rows(self, masks: Mapping[str, ArrayLike]) -> np.ndarray:
+        """Channels whose rows every producer's mask removes (a bool array)."""
+        dead = np.ones(self.channels, dtype=bool)
+        for p, o in self.producer_rows():
+            dead &= ~as_numpy(masks[weight_name(p)])[o : o + self.channels].reshape(self.channels, -1).any(axis=1)
+        return dead
+
+    def unread(self, masks: Mapping[str, ArrayLike]) -> np.ndarray:
+        """Channels that no consumer reads under ``masks``: every consumer column is masked out (a bool array)."""
+        dead = np.ones(self.channels, dtype=bool)
+        for c in self.consumers:
+            mask = as_numpy(masks[weight_name(c.module)])
+            fpc = c.features_per_channel
+            # (out, C_in*fpc, ...) -> (out, C_in, fpc * rest): does anything still read channel offset + k?
+            per_channel = mask.reshape(mask.shape[0], -1, fpc * math.prod(mask.shape[2:]))
+            block = per_channel[:, c.offset : c.offset + self.channels]
+            dead &= ~block.any(axis=(0, 2))
+        return dead
+
     def removed_channels(self, masks: Mapping[str, ArrayLike]) -> torch.Tensor:
         """Channels the masks already remove: every producer row is masked out, or every consumer column.
 
         Either way the channel carries nothing any layer uses, so a cascade
         must treat it as gone.
         """
-        rows_dead = np.ones(self.channels, dtype=bool)
-        for p in self.producers:
-            rows_dead &= ~as_numpy(masks[weight_name(p)]).reshape(self.channels, -1).any(axis=1)
         if not self.consumers:
-            return torch.from_numpy(rows_dead)
-        cols_dead = np.ones(self.channels, dtype=bool)
-        for c in self.consumers:
-            mask = as_numpy(masks[weight_name(c.module)])
-            # (out, C*fpc, ...) -> (out, C, everything else): does anything still read channel i?
-            per_channel = mask.reshape(mask.shape[0], self.channels, -1)
-            cols_dead &= ~per_channel.any(axis=(0, 2))
-        return torch.from_numpy(rows_dead | cols_dead)
+            return torch.from_numpy(self.dead_rows(masks))
+        return torch.from_numpy(self.dead_rows(masks) | self.unread(masks))
 
 
 # --------------------------------------------------------------------------- tracing
@@ -220,6 +275,12 @@ _CHANNELWISE_METHODS = {
     "contiguous", "clone", "float", "to", "detach",
 }  # fmt: skip
 
+# Functions of other libraries that act on each channel alike, by module and name (no import needed):
+# torchvision's stochastic depth (EfficientNet's residual branches; fx-wrapped, so traced as one call)
+# drops whole samples or the whole batch.
+_CHANNELWISE_LIBRARY_FUNCTIONS = {("torchvision.ops.stochastic_depth", "stochastic_depth")}
+
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape}
 _RESHAPE_METHODS = {"flatten", "view", "reshape"}
 _REDUCE_FUNCTIONS = {torch.mean, torch.sum, torch.amax}
@@ -239,9 +300,9 @@ class _Space:
 
     channels: int
     first: int
-    producers: list[tuple[int, str]] = field(default_factory=list)
+    producers: list[tuple[int, str, int]] = field(default_factory=list)  # (graph index, module, offset)
     consumers: list[tuple[int, Consumer]] = field(default_factory=list)
-    norms: list[tuple[int, str]] = field(default_factory=list)
+    norms: list[tuple[int, str, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
 
@@ -253,6 +314,19 @@ class _Result:
     rejected: list[tuple[ChannelGroup, list[str]]]
 
 
+Layout = tuple[tuple[int, int], ...]
+"""The channel dim of a tensor as segments ``(space id, channels)``: one segment, or several after a ``cat``."""
+
+
+def _offsets(layout: Layout) -> list[tuple[int, int, int]]:
+    """``(space, offset, channels)`` per segment of ``layout``."""
+    out, offset = [], 0
+    for space, channels in layout:
+        out.append((space, offset, channels))
+        offset += channels
+    return out
+
+
 class _Analysis:
     def __init__(self, network: nn.Module, gm: torch.fx.GraphModule, shapes: dict[torch.fx.Node, tuple[int, ...]]):
         self.modules = dict(network.named_modules())
@@ -260,19 +334,19 @@ class _Analysis:
         self.shapes = shapes
         self.spaces: list[_Space] = []
         self.parent: list[int] = []
-        # node -> (space id, features per channel): dim 1 of the node's tensor is channels * fpc
-        self.at: dict[torch.fx.Node, tuple[int, int]] = {}
+        # node -> (layout, features per channel): dim 1 of the node's tensor is sum(channels) * fpc
+        self.at: dict[torch.fx.Node, tuple[Layout, int]] = {}
         self.calls: Counter[str] = Counter()
         self.touched: dict[str, set[int]] = defaultdict(set)
         self.index = 0
 
     # union-find over spaces ----------------------------------------------------
-    def _new(self, channels: int, problem: str | None = None) -> int:
+    def _new(self, channels: int, problem: str | None = None) -> Layout:
         self.spaces.append(_Space(channels=channels, first=self.index))
         self.parent.append(len(self.parent))
         if problem:
             self.spaces[-1].problems.append(problem)
-        return len(self.spaces) - 1
+        return ((len(self.spaces) - 1, channels),)
 
     def _find(self, s: int) -> int:
         while self.parent[s] != s:
@@ -286,9 +360,13 @@ class _Analysis:
             self.parent[max(a, b)] = min(a, b)  # the earlier space stays root (stable ordering)
         return min(a, b)
 
+    def _space(self, s: int) -> _Space:
+        return self.spaces[self._find(s)]
+
     def _spoil(self, node: torch.fx.Node, problem: str) -> None:
         if node in self.at:
-            self.spaces[self._find(self.at[node][0])].problems.append(problem)
+            for s, _ in self.at[node][0]:
+                self._space(s).problems.append(problem)
 
     # walking the graph ---------------------------------------------------------
     def run(self) -> _Result:
@@ -298,7 +376,7 @@ class _Analysis:
         for name, count in self.calls.items():
             if count > 1:
                 for s in self.touched[name]:
-                    self.spaces[self._find(s)].problems.append(f"{name} is called {count} times")
+                    self._space(s).problems.append(f"{name} is called {count} times")
         return self._collect()
 
     def _visit(self, node: torch.fx.Node) -> None:
@@ -316,9 +394,9 @@ class _Analysis:
         else:  # call_function, call_method
             self._function(node)
 
-    def _unknown(self, node: torch.fx.Node, what: str) -> None:
+    def _unknown(self, node: torch.fx.Node, what: str, why: str = "is not understood by the channel analysis") -> None:
         """Conservative fallback: nothing touched by ``node`` may be pruned."""
-        problem = f"{what} ({node.name}) is not understood by the channel analysis"
+        problem = f"{what} ({node.name}) {why}"
         for n in node.all_input_nodes:
             self._spoil(n, problem)
         if node in self.shapes:
@@ -335,7 +413,7 @@ class _Analysis:
         return None
 
     def _pass(self, node: torch.fx.Node, x: torch.fx.Node) -> bool:
-        """Pass ``x``'s space to ``node`` if ``node`` keeps batch and channel dims unchanged."""
+        """Pass ``x``'s channels to ``node`` if ``node`` keeps batch and channel dims unchanged."""
         out, inp = self.shapes.get(node), self.shapes[x]
         if out is None or len(out) != len(inp) or len(out) < 2 or out[:2] != inp[:2]:
             return False
@@ -344,18 +422,22 @@ class _Analysis:
         self.at[node] = self.at[x]
         return True
 
+    def _touch(self, name: str, *layouts: Layout) -> None:
+        """Count one call of layer ``name``, touching the spaces of ``layouts`` (for the called-twice rule)."""
+        self.calls[name] += 1
+        for layout in layouts:
+            self.touched[name].update(s for s, _ in layout)
+
     def _module(self, node: torch.fx.Node, name: str, module: nn.Module) -> None:
         x = self._single_input(node)
         if x is None:
             return self._unknown(node, f"module {name} with these inputs")
-        space, fpc = self.at[x]
+        layout, fpc = self.at[x]
         shape = self.shapes[x]
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            return self._grouped_conv(node, name, module, x)
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            self.calls[name] += 1
-            self.touched[name].add(space)
             if isinstance(module, nn.Conv2d):
-                if module.groups != 1:
-                    return self._unknown(node, f"grouped convolution {name}")
                 ok = len(shape) == 4 and fpc == 1
                 out_channels = module.out_channels
             else:
@@ -363,16 +445,19 @@ class _Analysis:
                 ok = len(shape) == 2
                 out_channels = module.out_features
             if not ok or node not in self.shapes:
+                self._touch(name, layout)
                 return self._unknown(node, f"layer {name} on an input of shape {shape}")
-            self.spaces[self._find(space)].consumers.append((self.index, Consumer(name, fpc)))
+            for s, offset, _ in _offsets(layout):
+                self._space(s).consumers.append((self.index, Consumer(name, fpc, offset)))
             produced = self._new(out_channels)
-            self.spaces[produced].producers.append((self.index, name))
-            self.touched[name].add(produced)
+            self._space(produced[0][0]).producers.append((self.index, name, 0))
+            self._touch(name, layout, produced)
             self.at[node] = (produced, 1)
         elif isinstance(module, NORM_LAYERS):
             if fpc != 1 or not self._pass(node, x):
                 return self._unknown(node, f"batch norm {name} on features of shape {shape}")
-            self.spaces[self._find(space)].norms.append((self.index, name))
+            for s, offset, _ in _offsets(layout):
+                self._space(s).norms.append((self.index, name, offset))
         elif isinstance(module, _CHANNELWISE_MODULES):
             if not self._pass(node, x):
                 return self._unknown(node, f"{type(module).__name__} module {name}")
@@ -381,6 +466,25 @@ class _Analysis:
                 return self._unknown(node, f"Flatten module {name}")
         else:
             return self._unknown(node, f"{type(module).__name__} module {name}")
+
+    def _grouped_conv(self, node: torch.fx.Node, name: str, conv: nn.Conv2d, x: torch.fx.Node) -> None:
+        """A depthwise conv acts on each channel alone: its rows join the input's channels (output = input space).
+
+        Other grouped convs tie blocks of channels together in ways the
+        analysis does not model; they keep their channels.
+        """
+        layout, fpc = self.at[x]
+        if not (conv.in_channels == conv.out_channels == conv.groups):
+            return self._unknown(
+                node, f"grouped convolution {name}",
+                f"has groups={conv.groups} with {conv.in_channels} inputs and {conv.out_channels} outputs; "
+                "only depthwise convolutions (groups = inputs = outputs) are pruned",
+            )
+        self._touch(name, layout)
+        if fpc != 1 or node not in self.shapes or not self._pass(node, x):
+            return self._unknown(node, f"depthwise convolution {name} on an input of shape {self.shapes[x]}")
+        for s, offset, _ in _offsets(layout):
+            self._space(s).producers.append((self.index, name, offset))
 
     def _function(self, node: torch.fx.Node) -> None:
         target = node.target
@@ -401,10 +505,14 @@ class _Analysis:
         elif (method and target in _SCALE_METHODS) or (not method and target in _SCALE_FUNCTIONS):
             if self._scale(node):
                 return
+        elif not method and target in _CAT_FUNCTIONS:
+            if self._cat(node):
+                return
         else:
             x = self._single_input(node)
             if x is not None:
-                if (method and target in _CHANNELWISE_METHODS) or (not method and target in _CHANNELWISE_FUNCTIONS):
+                if (method and target in _CHANNELWISE_METHODS) or (not method and (
+                        target in _CHANNELWISE_FUNCTIONS or _library_name(target) in _CHANNELWISE_LIBRARY_FUNCTIONS)):
                     if self._pass(node, x):
                         return
                 elif (method and target in _RESHAPE_METHODS) or (not method and target in _RESHAPE_FUNCTIONS):
@@ -414,6 +522,17 @@ class _Analysis:
                     if self._reduce(node, x):
                         return
         self._unknown(node, label)
+
+    def _merge(self, node: torch.fx.Node, a: torch.fx.Node, b: torch.fx.Node, result: torch.fx.Node) -> bool:
+        """Channel ``k`` of ``node`` combines channel ``k`` of ``a`` and of ``b``: their spaces merge, segment by
+        segment; ``node`` takes ``result``'s layout (the operand of its shape)."""
+        (layout_a, fa), (layout_b, fb) = self.at[a], self.at[b]
+        if fa != fb or [c for _, c in layout_a] != [c for _, c in layout_b]:
+            return False
+        for (sa, _), (sb, _) in zip(layout_a, layout_b):
+            self._union(sa, sb)
+        self.at[node] = self.at[result]
+        return True
 
     def _join(self, node: torch.fx.Node) -> bool:
         """``a + b``: both operands must have the output's shape (no broadcasting), and their spaces merge."""
@@ -426,34 +545,57 @@ class _Analysis:
         out = self.shapes[node]
         if len(tensors) == 1:
             return self._pass(node, tensors[0]) and all(isinstance(a, (int, float)) for a in others)
-        if len(tensors) != 2 or any(self.shapes[t] != out for t in tensors):
-            return False
-        (sa, fa), (sb, fb) = self.at[tensors[0]], self.at[tensors[1]]
-        if fa != fb or len(out) < 2:
+        if len(tensors) != 2 or any(self.shapes[t] != out for t in tensors) or len(out) < 2:
             return False
         # the spaces' fields stay where they are: _collect pools them by root
-        self.at[node] = (self._union(sa, sb), fa)
-        return True
+        return self._merge(node, tensors[0], tensors[1], tensors[0])
 
     def _scale(self, node: torch.fx.Node) -> bool:
-        """``x * 2`` or ``x / 2``: channel-wise; a product of two tensors is not understood."""
+        """``x * 2`` or ``x / 2``: channel-wise. ``x * s`` with ``s`` of shape ``(N, C, 1, 1)`` (a
+        squeeze-excitation gate) or of ``x``'s shape: channel ``k`` of the product needs channel ``k`` of both,
+        so their spaces merge. Division by a tensor is not understood."""
         operands = list(node.args[:2])
         tensors = [a for a in operands if isinstance(a, torch.fx.Node)]
         numbers = [a for a in operands if isinstance(a, (int, float))]
-        if len(tensors) != 1 or len(numbers) != 1 or tensors[0] not in self.at or len(self._tensor_inputs(node)) != 1:
+        if len(tensors) == 1 and len(numbers) == 1 and tensors[0] in self.at and len(self._tensor_inputs(node)) == 1:
+            return self._pass(node, tensors[0])
+        is_product = node.target in (operator.mul, operator.imul, torch.mul, "mul", "mul_")
+        if not is_product or len(tensors) != 2 or any(t not in self.at for t in tensors):
             return False
-        return self._pass(node, tensors[0])
+        out = self.shapes[node]
+        big = [t for t in tensors if self.shapes[t] == out]
+        if not big or len(out) != 4:
+            return False
+        other = tensors[1] if big[0] is tensors[0] else tensors[0]
+        gate = self.shapes[other]
+        if gate != out and gate != (out[0], out[1], 1, 1):
+            return False
+        return self._merge(node, big[0], other, big[0])
+
+    def _cat(self, node: torch.fx.Node) -> bool:
+        """``torch.cat(xs, dim=1)``: the output's channels are the inputs' segments one after another."""
+        tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        out = self.shapes[node]
+        if not isinstance(tensors, (list, tuple)) or not isinstance(dim, int) or len(out) < 2 or dim % len(out) != 1:
+            return False
+        if not all(isinstance(t, torch.fx.Node) and t in self.at and self.at[t][1] == 1 for t in tensors):
+            return False
+        if any(self.shapes[t][:1] + self.shapes[t][2:] != out[:1] + out[2:] for t in tensors):
+            return False
+        self.at[node] = (tuple(segment for t in tensors for segment in self.at[t][0]), 1)
+        return True
 
     def _reshape(self, node: torch.fx.Node, x: torch.fx.Node) -> bool:
         """Identity reshapes pass through; ``(N, C, *S) -> (N, C*prod(S))`` flattens with prod(S) features
         per channel."""
         out, inp = self.shapes[node], self.shapes[x]
-        space, fpc = self.at[x]
+        layout, fpc = self.at[x]
         if out == inp:
             self.at[node] = self.at[x]
             return True
         if len(inp) >= 3 and fpc == 1 and out == (inp[0], math.prod(inp[1:])):
-            self.at[node] = (space, math.prod(inp[2:]))
+            self.at[node] = (layout, math.prod(inp[2:]))
             return True
         return False
 
@@ -480,19 +622,35 @@ class _Analysis:
         groups: list[tuple[int, ChannelGroup, list[str]]] = []
         for members in pooled.values():
             first = min(m.first for m in members)
-            producers = [p for _, p in sorted(p for m in members for p in m.producers)]
+            producers = sorted(p for m in members for p in m.producers)
             consumers = [c for _, c in sorted(((i, c) for m in members for i, c in m.consumers), key=lambda t: t[0])]
-            norms = [n for _, n in sorted(n for m in members for n in m.norms)]
+            norms = sorted(n for m in members for n in m.norms)
             problems = list(dict.fromkeys(p for m in members for p in m.problems))
-            if not producers and not problems:
+            if not any(self._is_layer(name) for _, name, _ in producers) and not problems:
                 problems.append("no Conv2d or Linear layer produces it")
-            group = ChannelGroup(members[0].channels, producers, consumers, norms)
+            group = ChannelGroup(
+                members[0].channels,
+                producers=[name for _, name, _ in producers],
+                consumers=consumers,
+                norms=[name for _, name, _ in norms],
+                producer_offsets=[offset for _, _, offset in producers],
+                norm_offsets=[offset for _, _, offset in norms],
+            )
             groups.append((first, group, problems))
         groups.sort(key=lambda t: t[0])
         return _Result(
             groups=[g for _, g, problems in groups if not problems],
             rejected=[(g, problems) for _, g, problems in groups if problems],
         )
+
+    def _is_layer(self, name: str) -> bool:
+        """A producer that makes channels (not a depthwise conv, which only acts on channels made elsewhere)."""
+        module = self.modules[name]
+        return not (isinstance(module, nn.Conv2d) and module.groups != 1)
+
+
+def _library_name(target: Any) -> tuple[str, str]:
+    return getattr(target, "__module__", None) or "", getattr(target, "__name__", None) or ""
 
 
 def _dim1(shape: tuple[int, ...]) -> int:
@@ -553,8 +711,9 @@ def channel_masks(
         dropped = ~kept
         if not dropped.any():
             continue
-        for producer in group.producers:
-            masks[weight_name(producer)][dropped] = False
+        removed = np.flatnonzero(dropped)
+        for producer, offset in group.producer_rows():
+            masks[weight_name(producer)][removed + offset] = False
         for consumer in group.consumers:
-            masks[weight_name(consumer.module)][:, np.repeat(dropped, consumer.features_per_channel)] = False
+            masks[weight_name(consumer.module)][:, consumer.columns(removed)] = False
     return {name: torch.from_numpy(mask) for name, mask in masks.items()}
