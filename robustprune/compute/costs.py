@@ -6,10 +6,14 @@
   one input, counting only kept weights (each kept conv weight does one MAC
   per output position). Norms, activations and pooling are not counted (they
   are a few percent of a CNN's work, and the usual convention).
-* :func:`measure_latency`: the median wall-clock time of a forward pass after
-  warm-up, without autograd, of the network's :func:`inference_form` (batch
-  norms folded into the convs, channels-last layout), as a CPU deployment
-  would run it.
+* :func:`compare_latency`: the speed-up of networks over a baseline (a
+  pruned network over its parent), timed interleaved with
+  ``torch.utils.benchmark`` at batch 1 and a throughput batch: the median
+  and interquartile range of per-round ratios, each network in its
+  :func:`inference_form` (batch norms folded into the convs) and in the
+  memory layout that is faster for it, as a CPU deployment would run it.
+* :func:`measure_latency`: the median wall-clock time of one network alone
+  (kept for scripts; the report uses :func:`compare_latency`).
 * :func:`network_costs`: all of it for one network; a structured result is
   compacted first (:func:`robustprune.compute.compaction.compact`), so its counts and
   its latency are those of the physically smaller network.
@@ -27,7 +31,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,7 +42,10 @@ from ..plugin.masks import PrunableLayer, prunable_weights
 from .compaction import compact
 
 __all__ = [
+    "LATENCY_BATCHES",
     "NetworkCosts",
+    "Timing",
+    "compare_latency",
     "count_macs",
     "count_params",
     "inference_form",
@@ -101,22 +108,141 @@ def count_macs(network: nn.Module, example_input: torch.Tensor, masks: Mapping[s
     return total
 
 
-def inference_form(network: nn.Module) -> nn.Module:
+def inference_form(network: nn.Module, channels_last: bool = True) -> nn.Module:
     """The network as a CPU deployment runs it: a copy in eval mode, batch norms folded, channels-last.
 
     Batch norms that directly follow a conv are folded into its weights
     (``torch.fx.experimental.optimization.fuse``; a network fx cannot trace
-    keeps them), and conv weights use the channels-last layout that oneDNN's
-    fastest CPU kernels want. The outputs are those of the eval-mode network up
-    to float rounding. Latencies of a parent and of its pruned networks are
-    only comparable if both are measured in the same form.
+    keeps them), and with ``channels_last`` conv weights use the layout that
+    oneDNN's fastest CPU kernels usually want. The outputs are those of the
+    eval-mode network up to float rounding. Latencies of a parent and of its
+    pruned networks are only comparable if both are measured in the same form.
     """
     from torch.fx.experimental.optimization import fuse
 
     network = copy.deepcopy(network).eval()
     with contextlib.suppress(Exception):  # not traceable (or an unusual layer): time it unfused
         network = fuse(network)
-    return network.to(memory_format=torch.channels_last)
+    return network.to(memory_format=torch.channels_last) if channels_last else network
+
+
+LATENCY_BATCHES = (1, 64)
+"""The batch sizes latency is compared at: one request at a time, and a throughput batch."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One network's latency at one batch size, measured interleaved with a baseline network.
+
+    ``seconds`` is the median time of one forward pass of the batch;
+    ``speedup`` the median over rounds of the baseline's time divided by this
+    network's in the same round, ``speedup_low`` and ``speedup_high`` the
+    first and third quartiles of those ratios. ``layout`` is the memory layout
+    the networks ran in (``channels_last`` or ``contiguous``, the faster for
+    the baseline), ``threads`` the torch threads, ``rounds`` the paired
+    measurements.
+    """
+
+    batch: int
+    seconds: float
+    speedup: float
+    speedup_low: float
+    speedup_high: float
+    layout: str
+    threads: int
+    rounds: int
+
+    @property
+    def within_noise(self) -> bool:
+        """Whether the interquartile range of the speed-up includes 1: no measurable difference."""
+        return self.speedup_low <= 1.0 <= self.speedup_high
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "within_noise": self.within_noise}
+
+
+@torch.inference_mode()
+def compare_latency(
+    networks: Sequence[nn.Module],
+    inputs: torch.Tensor,
+    batches: Sequence[int] = LATENCY_BATCHES,
+    rounds: int = 21,
+    block_seconds: float = 0.01,
+) -> list[list[Timing]]:
+    """Latency of each of ``networks`` and its speed-up over ``networks[0]`` (the baseline), per batch size.
+
+    For each batch size (the first rows of ``inputs``, repeated if there are
+    fewer), every network is timed after warm-up in blocks of as many passes
+    as fill ``block_seconds`` (at least one; ``time.perf_counter`` around the
+    block: ``torch.utils.benchmark.Timer.timeit`` would add two warm-up passes
+    to every block, tripling the cost of one-pass blocks of a large network
+    at batch 64), and the
+    networks take turns: each of ``rounds`` rounds times every network once,
+    in an order that rotates from round to round. The speed-up of a network is
+    the median of its per-round ratios to the baseline, with their
+    interquartile range: a busy moment on a shared machine slows the networks
+    of one round alike and cancels out of the ratio. Every network runs in
+    its :func:`inference_form`, in the memory layout (channels-last or
+    contiguous) that a short interleaved trial finds faster for the baseline,
+    so that the layout choice never differs between the networks compared.
+    Uses the current torch thread count (one thread, the harness's default,
+    gives the steadiest ratios on a shared machine); leaves ``networks``
+    unchanged. Returns ``[network][batch]``.
+    """
+    if not networks:
+        raise ValueError("compare_latency needs at least one network (the baseline)")
+    if rounds < 3:
+        raise ValueError(f"rounds must be >= 3 for quartiles, got {rounds}")
+    threads = torch.get_num_threads()
+    cpu = [network.to("cpu") for network in networks]
+    layouts = ("channels_last", "contiguous")
+    forms = {layout: [inference_form(n, channels_last=layout == "channels_last") for n in cpu] for layout in layouts}
+    result: list[list[Timing]] = [[] for _ in networks]
+    for batch in batches:
+        x = inputs[:batch].cpu()
+        if len(x) < batch:
+            x = x.repeat(math.ceil(batch / len(x)), *[1] * (x.dim() - 1))[:batch]
+
+        inputs_in = {layout: _in_layout(x, layout) for layout in layouts}
+        trial = {layout: _block_timer(forms[layout][0], inputs_in[layout], block_seconds) for layout in layouts}
+        trial_times: dict[str, list[float]] = {layout: [] for layout in layouts}
+        for _ in range(5):
+            for layout, timed in trial.items():
+                trial_times[layout].append(timed())
+        layout = min(layouts, key=lambda name: statistics.median(trial_times[name]))
+        blocks = [trial[layout]] + [_block_timer(forms[layout][i], inputs_in[layout], block_seconds)
+                                    for i in range(1, len(networks))]
+        times: list[list[float]] = [[] for _ in networks]
+        for r in range(rounds):
+            for i in [(r + k) % len(networks) for k in range(len(networks))]:
+                times[i].append(blocks[i]())
+        for i in range(len(networks)):
+            ratios = [base / own for base, own in zip(times[0], times[i])]
+            low, median, high = statistics.quantiles(ratios, n=4, method="inclusive")
+            result[i].append(Timing(batch=batch, seconds=statistics.median(times[i]), speedup=median,
+                                    speedup_low=low, speedup_high=high, layout=layout, threads=threads,
+                                    rounds=rounds))
+    return result
+
+
+def _block_timer(network: nn.Module, x: torch.Tensor, block_seconds: float) -> Callable[[], float]:
+    """``network`` on ``x`` warmed up: a function timing one block of passes, in seconds per pass."""
+
+    def run(number: int) -> float:
+        started = time.perf_counter()
+        for _ in range(number):
+            network(x)
+        return (time.perf_counter() - started) / number
+
+    run(2)
+    number = max(1, round(block_seconds / max(run(1), 1e-7)))
+    return lambda: run(number)
+
+
+def _in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "channels_last" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
 
 
 @torch.inference_mode()

@@ -1,6 +1,9 @@
-"""What every network of a curve costs: parameters and MACs, and for structured methods the measured latency.
+"""What every network of a curve costs: parameters and MACs, and for structured methods the measured speed-up.
 
-Counts are cached by network key; latencies also by the machine
+Counts are cached by network key. The latencies of a structured curve (the
+parent and every compacted network) are measured together, interleaved
+(:func:`robustprune.compute.costs.compare_latency`), and cached as one entry
+by the curve's network keys and the machine
 (:func:`robustprune.compute.costs.machine_fingerprint`), so warm runs reuse
 them and print the same table. A structured method's networks are compacted
 first (:func:`robustprune.compute.compaction.compact`), so their counts and
@@ -17,40 +20,40 @@ import torch
 from torch import nn
 
 from ..compute.compaction import CompactionError
-from ..compute.costs import machine_fingerprint, measure_latency, network_costs
+from ..compute.costs import LATENCY_BATCHES, compare_latency, machine_fingerprint, network_costs
 from ..compute.store import Store, make_key
 from .context import NetworkRecord, ProgressFn
 
-__all__ = ["COSTS_VERSION", "LATENCY_BATCH", "curve_costs"]
+__all__ = ["COSTS_VERSION", "LATENCY_BATCHES", "LATENCY_VERSION", "THROUGHPUT_BATCH", "curve_costs"]
 
-COSTS_VERSION = 1  # bump when what costs.py counts or how it times changes
-LATENCY_BATCH = 64
+COSTS_VERSION = 1  # bump when what costs.py counts changes
+LATENCY_VERSION = 2  # bump when how latency is timed changes (2: interleaved, per-round ratios, batch 1 and 64)
+THROUGHPUT_BATCH = max(LATENCY_BATCHES)
+"""The batch whose speed-up is the row's ``speedup`` (the report shows every batch's)."""
 
 
 def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: Store,
                 load: Callable[[NetworkRecord], nn.Module], inputs: torch.Tensor, label: str,
                 progress: ProgressFn) -> list[dict[str, Any]]:
-    """``[parent, step 1, ...]``: params and MACs of each network; for a ``structured`` curve also the latency
-    of the compacted networks and of the parent (a batch of ``LATENCY_BATCH`` training inputs), hence the speed-up.
+    """``[parent, step 1, ...]``: params and MACs of each network; for a ``structured`` curve also the latency of
+    the parent and of the compacted networks, timed interleaved at batch 1 and 64 (training inputs), and each
+    network's speed-up over the parent with its interquartile range (``timing``: one entry per batch;
+    ``latency`` and ``speedup``: the throughput batch's).
 
     The method's ``structured`` flag decides, never its name. ``load`` builds a record's network;
     ``label`` names the case in the store's work log.
     """
-    machine = machine_fingerprint()
-    example = inputs[:2].clone()
     specs = []
     for i, record in enumerate(records):
         compacted = structured and i > 0
-        count_spec = {"kind": "costs", "network": record.key, "compacted": compacted, "version": COSTS_VERSION}
-        time_spec = ({**count_spec, "kind": "latency", "machine": machine, "batch": LATENCY_BATCH}
-                     if structured else None)
-        specs.append((record, compacted, count_spec, time_spec))
-    pending = sum(1 for _, _, c, t in specs
-                  if not store.contains("costs", make_key(c))
-                  or (t is not None and not store.contains("costs", make_key(t))))
-    if pending:
-        what = "compaction, latency" if structured else "parameters, MACs"
-        progress(f"costing {pending} networks ({what})")
+        specs.append((record, compacted, {"kind": "costs", "network": record.key, "compacted": compacted,
+                                          "version": COSTS_VERSION}))
+    time_spec = ({"kind": "latency", "networks": [[r.key, c] for r, c, _ in specs], "machine": machine_fingerprint(),
+                  "batches": list(LATENCY_BATCHES), "version": LATENCY_VERSION} if structured else None)
+    pending = sum(1 for _, _, c in specs if not store.contains("costs", make_key(c)))
+    if pending or (time_spec is not None and not store.contains("costs", make_key(time_spec))):
+        what = f"compaction, {len(records)} networks timed interleaved" if structured else "parameters, MACs"
+        progress(f"costing {pending or len(records)} networks ({what})")
 
     def costed(record: NetworkRecord, compacted: bool) -> tuple[dict[str, Any], nn.Module]:
         network = load(record)
@@ -65,23 +68,23 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
     def counted(record: NetworkRecord, compacted: bool) -> dict[str, Any]:
         return costed(record, compacted)[0]
 
-    def timed(record: NetworkRecord, compacted: bool) -> dict[str, Any]:
-        _, network = costed(record, compacted)
-        return {"seconds": measure_latency(network.to("cpu"), inputs[:LATENCY_BATCH].clone())}
+    def timed() -> dict[str, Any]:
+        networks = [costed(record, compacted)[1] for record, compacted, _ in specs]
+        timings = compare_latency(networks, inputs[:THROUGHPUT_BATCH].clone())
+        return {"timing": [[t.to_dict() for t in per_network] for per_network in timings]}
 
+    example = inputs[:2].clone()
     out: list[dict[str, Any]] = []
-    for i, (record, compacted, count_spec, time_spec) in enumerate(specs):
+    for i, (record, compacted, count_spec) in enumerate(specs):
         counts = store.load_or_compute("costs", make_key(count_spec), functools.partial(counted, record, compacted),
                                        count_spec, f"{label} costs of network {i}")
         entry: dict[str, Any] = {"params": int(counts["params"]), "macs": int(counts["macs"])}
         if counts.get("note"):
             entry["note"] = counts["note"]
-        if time_spec is not None:
-            seconds = store.load_or_compute("costs", make_key(time_spec), functools.partial(timed, record, compacted),
-                                            time_spec, f"{label} latency of network {i}")
-            entry["latency"] = float(seconds["seconds"])
         out.append(entry)
-    if structured:
-        for entry in out:
-            entry["speedup"] = out[0]["latency"] / entry["latency"] if entry["latency"] > 0 else None
+    if time_spec is not None:
+        measured = store.load_or_compute("costs", make_key(time_spec), timed, time_spec, f"{label} latency")
+        for entry, timing in zip(out, measured["timing"]):
+            throughput = next(t for t in timing if t["batch"] == THROUGHPUT_BATCH)
+            entry.update(timing=timing, latency=float(throughput["seconds"]), speedup=float(throughput["speedup"]))
     return out

@@ -280,4 +280,7 @@ def _gate_costs(costs: list[dict[str, Any]], gate_index: int) -> dict[str, Any] 
         "parent_macs": parent["macs"],
         "mac_reduction": parent["macs"] / gate["macs"] if gate["macs"] else None,
         "speedup": gate.get("speedup"),
+        # per batch size: median speed-up over the parent, interquartile range, whether it includes 1
+        "speedups": [{"batch": t["batch"], "speedup": t["speedup"], "low": t["speedup_low"],
+                      "high": t["speedup_high"], "within_noise": t["within_noise"]} for t in gate.get("timing", [])],
     }

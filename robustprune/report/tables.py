@@ -73,7 +73,7 @@ def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[
     main_headers = ["method", "P nominal %", *[f"P {label} %" for label in report["shifts"]], "gate ratio",
                     "verdict"]
     detail_headers = ["method", "parent acc %", "achieved ratio", "Δe max % (shift)", "params k gate / parent",
-                      "MACs reduction", "speed-up"]
+                      "MACs reduction", *(f"speed-up batch {b}" for b in SPEEDUP_BATCHES)]
     main, details, gates = [], [], []
     for row in table["rows"]:
         if "error" in row:
@@ -135,23 +135,38 @@ def _dee_cell(row: Mapping[str, Any]) -> str:
     return f"{_pct(dee)} ({row['max_delta_excess_error_shift']})" if dee is not None else _pct(dee)
 
 
+SPEEDUP_BATCHES = (1, 64)
+"""The batch sizes whose speed-up the table shows (the JSON has every measured one)."""
+
+
 def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
-    """params k gate / parent, MAC reduction, speed-up."""
+    """params k gate / parent, MAC reduction, speed-up at each of :data:`SPEEDUP_BATCHES`."""
     if costs is None:
-        return ["-", "-", "-"]
+        return ["-"] * (2 + len(SPEEDUP_BATCHES))
+    measured = {s["batch"]: s for s in costs.get("speedups") or ()}
     return [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}", _times(costs["mac_reduction"]),
-            _times(costs["speedup"])]
+            *(_speedup_cell(measured.get(batch)) for batch in SPEEDUP_BATCHES)]
 
 
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _speedup_cell(speedup: Mapping[str, Any] | None) -> str:
+    """``1.52x (1.47-1.58)``: the median speed-up and its interquartile range; ``1.01x within noise`` when the
+    range includes 1."""
+    if speedup is None:
+        return "-"
+    if speedup["within_noise"]:
+        return f"{speedup['speedup']:.2f}x within noise"
+    return f"{speedup['speedup']:.2f}x ({speedup['low']:.2f}-{speedup['high']:.2f})"
+
+
 def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     headers = ["method", "parent acc %", "P nominal %"]
     headers += [f"P {label} %\nmean / min (worst)" for label in report["shifts"]]
     headers += ["gate ratio\n(achieved)", "Δe max %\n(shift)", "params k\ngate / parent", "MACs\nreduction",
-                "speed-up\n(compacted)", "verdict"]
+                *(f"speed-up\nbatch {b}" for b in SPEEDUP_BATCHES), "verdict"]
     rows = []
     for row in table["rows"]:
         if "error" in row:  # the message itself goes under the table (error_notes)
@@ -221,7 +236,8 @@ def render_text(report: dict[str, Any], fmt: str = "simple", width: int | None =
     compact = fmt == "simple" and width is not None
     parts = [f"suite {report['suite']}\n  P = prune potential at delta {report['delta'] * 100:g} %; Δe = delta "
              f"excess error; Δe, params, MACs and speed-up are read at each method's gate ratio;\n  speed-up = "
-             f"measured CPU latency of the parent / of the compacted network (structured methods)"]
+             f"CPU latency of the parent / of the compacted network (structured methods), timed interleaved: "
+             f"median (interquartile range) over rounds; 'within noise' when the range includes 1"]
     repeats = int(report.get("repeats") or 1)
     if repeats > 1:
         parts[0] += (f";\n  numbers are means over {repeats} repeats (independently trained parents and cascades)"

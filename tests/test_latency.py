@@ -1,0 +1,58 @@
+"""Latency compared interleaved: per-round ratios to the baseline, their median and interquartile range."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from robustprune.compute.costs import LATENCY_BATCHES, Timing, compare_latency
+from robustprune.report.tables import _cost_cells
+
+
+def conv_net(width: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 10))
+
+
+def test_a_much_smaller_network_is_measurably_faster_at_every_batch():
+    big, small = conv_net(64), conv_net(4)
+    inputs = torch.randn(8, 3, 32, 32)  # fewer rows than the throughput batch: repeated to fill it
+    timings = compare_latency([big, small], inputs, rounds=5, block_seconds=0.002)
+    assert [[t.batch for t in per] for per in timings] == [list(LATENCY_BATCHES)] * 2
+    for base, fast in zip(*timings):
+        # the baseline's own ratios are exactly 1; the narrow network does ~250x fewer MACs
+        assert (base.speedup, base.speedup_low, base.speedup_high) == (1.0, 1.0, 1.0) and base.within_noise
+        assert fast.speedup_low > 2 and not fast.within_noise
+        assert fast.speedup_low <= fast.speedup <= fast.speedup_high
+        assert fast.seconds < base.seconds
+        # one layout for every network compared, and what it ran with is stated
+        assert fast.layout == base.layout in ("channels_last", "contiguous")
+        assert fast.threads == torch.get_num_threads() and fast.rounds == 5
+    assert big.training  # left as it was
+
+
+def test_compare_latency_rejects_what_cannot_give_quartiles():
+    with pytest.raises(ValueError, match="rounds must be >= 3"):
+        compare_latency([conv_net(4)], torch.randn(2, 3, 8, 8), rounds=2)
+    with pytest.raises(ValueError, match="at least one network"):
+        compare_latency([], torch.randn(2, 3, 8, 8))
+
+
+def timing(batch: int, speedup: float, low: float, high: float) -> dict:
+    t = Timing(batch=batch, seconds=0.01, speedup=speedup, speedup_low=low, speedup_high=high, layout="contiguous",
+               threads=1, rounds=21).to_dict()
+    return {"batch": t["batch"], "speedup": t["speedup"], "low": t["speedup_low"], "high": t["speedup_high"],
+            "within_noise": t["within_noise"]}
+
+
+def test_the_report_shows_each_batch_with_its_range_or_within_noise():
+    costs = {"params": 12_345, "parent_params": 24_690, "mac_reduction": 1.9,
+             "speedups": [timing(1, 1.02, 0.97, 1.06), timing(64, 1.52, 1.47, 1.58)]}
+    assert _cost_cells(costs) == ["12.3 / 24.7", "1.90x", "1.02x within noise", "1.52x (1.47-1.58)"]
+    # a range that ends exactly at 1 includes it
+    assert timing(64, 1.1, 1.0, 1.2)["within_noise"] and not timing(64, 0.8, 0.7, 0.99)["within_noise"]
+    # unstructured methods are not timed
+    assert _cost_cells({**costs, "speedups": []})[2:] == ["-", "-"]
