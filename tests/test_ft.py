@@ -1,4 +1,7 @@
-"""Structured methods: FT (filter thresholding) and random_structured, both on allocation.allocate_uniform."""
+"""Structured methods with the grouped allocation: ft_grouped and random_structured, on allocation.allocate_uniform.
+
+(``ft``, the paper's per-layer allocation, is tested in test_layerwise.py; on a plain chain both agree.)
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ def build(model: str) -> nn.Module:
 
 def method(name: str):
     return {
-        "ft": lambda: load_plugin("methods/ft.py").FilterThresholding(),
+        "ft": lambda: load_plugin("methods/ft.py").FilterThresholding("layer"),
+        "ft_grouped": lambda: load_plugin("methods/ft.py").FilterThresholding("group"),
         "random_structured": lambda: load_plugin("methods/random_structured.py").RandomStructuredPruning(),
     }[name]()
 
@@ -64,7 +68,7 @@ def assert_structured(net, groups, masks) -> list[torch.Tensor]:
 # --------------------------------------------------------------------------- hitting the ratio
 
 
-@pytest.mark.parametrize("name", ["ft", "random_structured"])
+@pytest.mark.parametrize("name", ["ft_grouped", "random_structured"])
 @pytest.mark.parametrize("ratio", RATIOS)
 def test_hits_the_ratio_within_tolerance(model, name, ratio):
     _, net, groups = model
@@ -87,7 +91,7 @@ def test_uses_the_lazy_channel_groups_of_the_context():
 
 def test_high_ratio_keeps_at_least_one_channel_per_group(model):
     _, net, groups = model
-    masks = method("ft").prune(net, 0.99, context(net, groups))
+    masks = method("ft_grouped").prune(net, 0.99, context(net, groups))
     assert abs(ratio_of(masks) - 0.99) <= 0.005 * 0.99
     assert all(kept_channels(masks, g).sum() >= 1 for g in groups)
 
@@ -102,7 +106,7 @@ def test_the_last_layer_outputs_are_never_pruned(model):
 # --------------------------------------------------------------------------- cascades
 
 
-@pytest.mark.parametrize("name", ["ft", "random_structured"])
+@pytest.mark.parametrize("name", ["ft_grouped", "random_structured"])
 def test_cascade_never_revives_a_channel(model, name):
     _, net, groups = model
     first = method(name).prune(net, 0.3, context(net, groups))
@@ -126,9 +130,9 @@ def test_cascade_never_revives_a_channel(model, name):
 
 def test_cascade_cannot_go_back_to_a_lower_ratio(model):
     _, net, groups = model
-    first = method("ft").prune(net, 0.5, context(net, groups))
+    first = method("ft_grouped").prune(net, 0.5, context(net, groups))
     with pytest.raises(PruneError, match="already remove"):
-        method("ft").prune(net, 0.3, context(net, groups, masks=first))
+        method("ft_grouped").prune(net, 0.3, context(net, groups, masks=first))
 
 
 # --------------------------------------------------------------------------- unreachable ratios
@@ -158,7 +162,7 @@ def test_unreachable_ratio_names_the_largest_reachable_one():
 def test_near_one_ratio_leaves_one_or_two_channels_per_group(model):
     # 0.999 is within 0.5 % of the largest reachable ratio of both networks (one channel per group)
     _, net, groups = model
-    masks = method("ft").prune(net, 0.999, context(net, groups))
+    masks = method("ft_grouped").prune(net, 0.999, context(net, groups))
     assert abs(ratio_of(masks) - 0.999) <= 0.005 * 0.999
     assert {int(kept_channels(masks, g).sum()) for g in groups} <= {1, 2}
 
@@ -185,7 +189,7 @@ def test_ft_removes_the_filters_with_the_smallest_l1_norm(model):
         for p in groups[0].producers:
             w = weights[f"{p}.weight"]
             w.copy_(torch.sign(w) * (rank.double() + 1).view(-1, *[1] * (w.dim() - 1)).to(w.dtype))
-    masks = method("ft").prune(net, 0.5, context(net, groups))
+    masks = method("ft_grouped").prune(net, 0.5, context(net, groups))
     keep = kept_channels(masks, groups[0])
     n_kept = int(keep.sum())
     assert 0 < n_kept < groups[0].channels
@@ -219,11 +223,13 @@ def test_methods_register_under_their_names():
     registered = []
     for path in ("methods/ft.py", "methods/random_structured.py"):
         load_plugin(path).robustprune_register_methods(registered.append)
-    assert [(m.name, m.structured) for m in registered] == [("ft", True), ("random_structured", True)]
+    assert [(m.name, m.structured) for m in registered] == [("ft", True), ("ft_grouped", True),
+                                                            ("random_structured", True)]
+    assert [m.params() for m in registered[:2]] == [{"allocation": "layer"}, {"allocation": "group"}]
 
 
 def test_prune_does_not_modify_the_network():
     net = build("resnet20")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    method("ft").prune(net, 0.5, context(net))
+    method("ft_grouped").prune(net, 0.5, context(net))
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())

@@ -111,7 +111,8 @@ def test_methods_declare_what_they_are():
     kinds = {m.name: (m.structured, m.data_informed) for m in registered}
     assert kinds == {
         "wt": (False, False), "random": (False, False), "sipp": (False, True),
-        "ft": (True, False), "random_structured": (True, False), "pfp": (True, True),
+        "ft": (True, False), "ft_grouped": (True, False), "random_structured": (True, False),
+        "pfp": (True, True), "pfp_grouped": (True, True),
     }
 
 

@@ -11,16 +11,28 @@
 3. ``eps`` is root-found so that the kept channels meet the requested ratio;
    each layer keeps its most sensitive channels (the deterministic variant).
 
-Our channel groups can have several consumers (a ResNet stage's residual
-channels feed every block): a group keeps the largest budget any of its
-consumers asks for, and ranks its channels by their largest sensitivity over
-the consumers. Every group keeps at least one channel.
+Two allocations (docs/methods.md compares them on resnet20):
+
+* ``pfp`` (the paper's, torchprune's): every layer keeps its own most
+  sensitive input channels, as many as its own budget; a channel leaves when
+  no layer reads it any more, and then its producers lose its filters
+  (:mod:`robustprune.plugin.layerwise`). A residual channel stays while any
+  block reads it.
+* ``pfp_grouped``: whole channels everywhere: a channel group (a ResNet
+  stage's residual stream feeds every block) keeps the largest budget any of
+  its consumers asks for, and ranks its channels by their largest sensitivity
+  over the consumers.
+
+Every layer (or group) keeps at least one channel. A layer reading a
+concatenation draws its samples over all its inputs; it keeps its budget's
+share in each concatenated group.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,14 +41,27 @@ from torch import nn
 from robustprune import PruneContext, hookimpl
 from robustprune.plugin.allocation import allocate_counts
 from robustprune.plugin.channels import ChannelGroup
+from robustprune.plugin.layerwise import allocate_per_layer
 from robustprune.plugin.masks import Masks
 from robustprune.plugin.sensitivity import LayerInfo, SampledSensitivityMethod, input_channel_sensitivities, layer_info
 
 
 class ProvableFilterPruning(SampledSensitivityMethod):
-    name = "pfp"
     structured = True
-    description = "PFP: data-informed channel sensitivities, per-layer budgets from one global error (structured)"
+
+    def __init__(self, allocation: str = "layer", **kwargs: Any):
+        super().__init__(**kwargs)
+        if allocation not in ("layer", "group"):
+            raise ValueError(f"allocation must be 'layer' or 'group', got {allocation!r}")
+        self.allocation = allocation
+        self.name = "pfp" if allocation == "layer" else "pfp_grouped"
+        self.description = (
+            "PFP: data-informed channel sensitivities, per-layer budgets from one global error, "
+            + ("each layer its own input channels (the paper's allocation; structured)" if allocation == "layer"
+               else "whole channels removed from every layer (grouped allocation; structured)"))
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "allocation": self.allocation}
 
     def channel_sensitivities(
         self, network: nn.Module, groups: Sequence[ChannelGroup], data: torch.Tensor | None
@@ -57,6 +82,10 @@ class ProvableFilterPruning(SampledSensitivityMethod):
                   for g in groups for c in g.consumers}
         info = layer_info(network, context.example_input)
         budgets = Budgets(groups, sensitivities, info, self.delta, self.c_constant, layer_totals=totals)
+        if self.allocation == "layer":  # each consumer keeps its own most sensitive input channels
+            scores = [s for per_consumer in sensitivities for s in per_consumer]
+            return allocate_per_layer(network, groups, "columns", scores, ratio, budgets.consumer_counts,
+                                      previous_masks=context.masks)
         scores = [torch.stack(s).amax(dim=0) if s else torch.zeros(g.channels) for g, s in zip(groups, sensitivities)]
         return allocate_counts(network, groups, scores, ratio, budgets.counts, previous_masks=context.masks)
 
@@ -81,15 +110,17 @@ class Budgets:
         c_constant: float,
         layer_totals: Mapping[str, float] | None = None,
     ):
-        self.layers: list[list[tuple[np.ndarray, float]]] = []  # per group: (probabilities, alpha * S) per consumer
+        # per group, per consumer: (probabilities, alpha * S), or None for a consumer that reads nothing of it
+        self.layers: list[list[tuple[np.ndarray, float] | None]] = []
         for group, per_consumer in zip(groups, sensitivities):
-            layers = []
+            layers: list[tuple[np.ndarray, float] | None] = []
             for consumer, sensitivity in zip(group.consumers, per_consumer):
                 s = sensitivity.double().numpy()
                 # S: the consumer's whole input (a concatenation of several groups), else this group's channels
                 total = float(s.sum()) if layer_totals is None else layer_totals[consumer.module]
                 if total <= 0 or not s.any():
-                    continue  # reads nothing from the group: asks for no channels
+                    layers.append(None)  # reads nothing from the group: asks for no channels
+                    continue
                 layer = info[_weight(consumer.module)]
                 kernel = layer.kernel * consumer.features_per_channel
                 alpha = 2.0 * c_constant * math.log(8.0 * (layer.patches + 1) * kernel / delta)
@@ -98,19 +129,24 @@ class Budgets:
 
     def counts(self, eps: float) -> list[float]:
         """Channels to keep per group: the most any consumer's ``ceil(sum_j 1 - (1 - p_j)^m(eps))`` asks for."""
-        out = []
+        return [max((self._kept(layer, eps) for layer in layers), default=0.0) for layers in self.layers]
+
+    def consumer_counts(self, eps: float) -> list[float]:
+        """Channels each consumer keeps of each group (per group, per consumer, flattened): its own budget."""
+        return [self._kept(layer, eps) for layers in self.layers for layer in layers]
+
+    @staticmethod
+    def _kept(layer: tuple[np.ndarray, float] | None, eps: float) -> float:
+        if layer is None:
+            return 0.0
+        probabilities, coefficient = layer
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-            for layers in self.layers:
-                kept = 0.0
-                for probabilities, coefficient in layers:
-                    # log space: eps spans 1e-300..1e150, where eps**2 under- or overflows
-                    log_samples = math.log(3.0 * (6.0 + 2.0 * eps) * coefficient) - 2.0 * math.log(eps)
-                    samples = 1e300 if log_samples > 690 else max(1.0, math.ceil(math.exp(log_samples)))
-                    # expected number of distinct channels in `samples` draws: sum_j 1 - (1 - p_j)^m
-                    unique = float(np.sum(-np.expm1(samples * np.log1p(-probabilities))))
-                    kept = max(kept, math.ceil(unique - 1e-9))
-                out.append(kept)
-        return out
+            # log space: eps spans 1e-300..1e150, where eps**2 under- or overflows
+            log_samples = math.log(3.0 * (6.0 + 2.0 * eps) * coefficient) - 2.0 * math.log(eps)
+            samples = 1e300 if log_samples > 690 else max(1.0, math.ceil(math.exp(log_samples)))
+            # expected number of distinct channels in `samples` draws: sum_j 1 - (1 - p_j)^m
+            unique = float(np.sum(-np.expm1(samples * np.log1p(-probabilities))))
+        return float(math.ceil(unique - 1e-9))
 
 
 def _per_consumer(per_layer: Mapping[str, torch.Tensor], groups: Sequence[ChannelGroup]) -> list[list[torch.Tensor]]:
@@ -128,4 +164,5 @@ def _weight(module: str) -> str:
 
 @hookimpl
 def robustprune_register_methods(register):
-    register(ProvableFilterPruning())
+    register(ProvableFilterPruning("layer"))
+    register(ProvableFilterPruning("group"))

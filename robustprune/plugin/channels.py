@@ -137,11 +137,20 @@ class ChannelGroup:
     norms: list[str] = field(default_factory=list)
     producer_offsets: list[int] = field(default_factory=list)
     norm_offsets: list[int] = field(default_factory=list)
+    upstream: dict[str, list[int]] = field(default_factory=dict, compare=False, repr=False)
+    """For each consumer and depthwise conv (by module name): the positions in ``producers`` of the producers
+    whose output reaches it. After a residual addition a block's conv reads only what the stem and the
+    blocks before it wrote. Missing: every producer (the group as a whole)."""
 
     @property
     def name(self) -> str:
         """A readable name for reports: the first producer."""
         return self.producers[0] if self.producers else "(no producer)"
+
+    def producers_reaching(self, module: str) -> list[int]:
+        """Positions in ``producers`` of the producers whose output reaches ``module`` (a consumer or a depthwise
+        conv of the group)."""
+        return self.upstream.get(module, list(range(len(self.producers))))
 
     def producer_rows(self) -> list[tuple[str, int]]:
         """``(module, offset)`` per producer: the group's channel ``k`` is row ``offset + k`` of its weight."""
@@ -339,6 +348,7 @@ class _Analysis:
         self.calls: Counter[str] = Counter()
         self.touched: dict[str, set[int]] = defaultdict(set)
         self.index = 0
+        self._reach: dict[int, set[int]] = {}
 
     # union-find over spaces ----------------------------------------------------
     def _new(self, channels: int, problem: str | None = None) -> Layout:
@@ -628,6 +638,10 @@ class _Analysis:
             problems = list(dict.fromkeys(p for m in members for p in m.problems))
             if not any(self._is_layer(name) for _, name, _ in producers) and not problems:
                 problems.append("no Conv2d or Linear layer produces it")
+            consumer_indices = sorted((i, c.module) for m in members for i, c in m.consumers)
+            readers = consumer_indices + [(i, name) for i, name, _ in producers if not self._is_layer(name)]
+            upstream = {name: sorted({j for j, (at, _, _) in enumerate(producers) if i in self._downstream(at)})
+                        for i, name in readers}
             group = ChannelGroup(
                 members[0].channels,
                 producers=[name for _, name, _ in producers],
@@ -635,6 +649,7 @@ class _Analysis:
                 norms=[name for _, name, _ in norms],
                 producer_offsets=[offset for _, _, offset in producers],
                 norm_offsets=[offset for _, _, offset in norms],
+                upstream=upstream,
             )
             groups.append((first, group, problems))
         groups.sort(key=lambda t: t[0])
@@ -642,6 +657,21 @@ class _Analysis:
             groups=[g for _, g, problems in groups if not problems],
             rejected=[(g, problems) for _, g, problems in groups if problems],
         )
+
+    def _downstream(self, index: int) -> set[int]:
+        """Graph positions of every node that the node at ``index`` feeds, directly or not (cached)."""
+        if index not in self._reach:
+            nodes = list(self.gm.graph.nodes)
+            position = {node: i for i, node in enumerate(nodes)}
+            seen: set[int] = set()
+            stack = [nodes[index]]
+            while stack:
+                for user in stack.pop().users:
+                    if position[user] not in seen:
+                        seen.add(position[user])
+                        stack.append(user)
+            self._reach[index] = seen
+        return self._reach[index]
 
     def _is_layer(self, name: str) -> bool:
         """A producer that makes channels (not a depthwise conv, which only acts on channels made elsewhere)."""
