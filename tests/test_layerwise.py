@@ -264,3 +264,14 @@ def test_allocate_per_layer_checks_its_inputs():
     assert all(torch.equal(a[n], b[n]) for n in a)
     kept = a["conv1.weight"].reshape(16, -1).any(dim=1)
     assert torch.equal(kept, torch.arange(16) >= 16 - int(kept.sum()))
+
+
+def test_the_report_names_each_rows_allocation():
+    from robustprune.report.tables import allocation_notes
+
+    table = {"rows": [{"method": "wt"}, {"method": "ft", "allocation": "layer"}, {"method": "pfp", "allocation": "layer"},
+                      {"method": "ft_grouped", "allocation": "group"}]}
+    (note,) = allocation_notes(table)
+    assert note.startswith("structured allocation: ft, pfp: per layer (the paper's")
+    assert "; ft_grouped: whole channels" in note
+    assert allocation_notes({"rows": [{"method": "wt"}]}) == []

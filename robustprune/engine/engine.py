@@ -549,7 +549,7 @@ class Engine:
         return CaseResult(
             case=case,
             method={**method.identity(), "structured": bool(method.item.structured),
-                    "data_informed": bool(method.item.data_informed)},
+                    "data_informed": bool(method.item.data_informed), "params": dict(method.item.params())},
             ratios=tuple(r.ratio for r in first[1:]),
             repeats=tuple(repeats),
             resampling=self._resampling(len(repeats)),

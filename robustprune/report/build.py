@@ -85,6 +85,8 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
             "method": key.method,
             "case": key.id,
             "structured": result.method["structured"],
+            # how a structured method allocated channels: "layer" (each layer its own) or "group" (whole channels)
+            "allocation": (result.method.get("params") or {}).get("allocation"),
             "parent_accuracy": result.parent_accuracy(NOMINAL),
             "nominal_prune_potential": None if single else float(view.prune_potential(NOMINAL)),
             "nominal_prune_potential_estimate": None if single else _estimate(view.prune_potential(NOMINAL)),

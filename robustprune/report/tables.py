@@ -259,7 +259,8 @@ def render_text(report: dict[str, Any], fmt: str = "simple", width: int | None =
         footnote = sources_footnote(table.get("shift_sources"))
         if footnote:
             parts.append(("\n" if fmt != "simple" else "") + _wrap(footnote, width))
-        for note in [*single_network_notes(table), *error_notes(table), *chance_notes(report, table)]:
+        for note in [*allocation_notes(table), *single_network_notes(table), *error_notes(table),
+                     *chance_notes(report, table)]:
             parts.append(("\n" if fmt != "simple" else "") + _wrap(note, width))
         parts += ["\n" + text for text in beyond_sections(report, table, fmt, width)]
     mix_line = robust_training_line(report)
@@ -296,6 +297,25 @@ def numerics_line(numerics: Mapping[str, Any] | None) -> str | None:
              f"{threads} thread{'' if threads == 1 else 's'}",
              f"deterministic algorithms {'on' if numerics.get('deterministic') else 'off'}"]
     return "numerics: " + ", ".join(parts)
+
+
+ALLOCATIONS = {
+    "layer": "per layer (the paper's: each layer keeps its own filters or inputs; a channel leaves when no layer "
+             "uses it)",
+    "group": "whole channels (removed from every layer that writes or reads them)",
+}
+
+
+def allocation_notes(table: dict[str, Any]) -> list[str]:
+    """One line naming how each structured row allocated channels, when a method says (its ``allocation``)."""
+    by_kind: dict[str, list[str]] = {}
+    for row in table["rows"]:
+        if row.get("allocation"):
+            by_kind.setdefault(str(row["allocation"]), []).append(row["method"])
+    if not by_kind:
+        return []
+    parts = [f"{', '.join(methods)}: {ALLOCATIONS.get(kind, kind)}" for kind, methods in by_kind.items()]
+    return ["structured allocation: " + "; ".join(parts)]
 
 
 def error_notes(table: dict[str, Any]) -> list[str]:
