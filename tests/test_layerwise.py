@@ -269,8 +269,8 @@ def test_allocate_per_layer_checks_its_inputs():
 def test_the_report_names_each_rows_allocation():
     from robustprune.report.tables import allocation_notes
 
-    table = {"rows": [{"method": "wt"}, {"method": "ft", "allocation": "layer"}, {"method": "pfp", "allocation": "layer"},
-                      {"method": "ft_grouped", "allocation": "group"}]}
+    table = {"rows": [{"method": "wt"}, {"method": "ft", "allocation": "layer"},
+                      {"method": "pfp", "allocation": "layer"}, {"method": "ft_grouped", "allocation": "group"}]}
     (note,) = allocation_notes(table)
     assert note.startswith("structured allocation: ft, pfp: per layer (the paper's")
     assert "; ft_grouped: whole channels" in note

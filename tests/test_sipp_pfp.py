@@ -40,9 +40,16 @@ METHODS = {
     "random_structured": ("methods/random_structured.py", "RandomStructuredPruning"),
     "pfp": ("methods/pfp.py", "ProvableFilterPruning"),
 }
+GROUPED = {
+    "ft_grouped": ("methods/ft.py", "FilterThresholding"),
+    "pfp_grouped": ("methods/pfp.py", "ProvableFilterPruning"),
+}
 
 
 def method(name: str):
+    if name in GROUPED:
+        module, cls = GROUPED[name]
+        return getattr(load_plugin(module), cls)("group")
     module, cls = METHODS[name]
     return getattr(load_plugin(module), cls)()
 
@@ -97,7 +104,13 @@ def test_every_method_hits_several_ratios_within_half_a_percent(model, name):
         masks = m.prune(net, ratio, context(net, groups, data=data if m.data_informed else None))
         _, achieved = validate_masks(masks, full_masks(net), ratio, name)  # the host's own check
         assert abs(achieved - ratio) <= 0.005 * ratio, (ratio, achieved)
-        if m.structured:  # masks are whole channels, and no group is emptied
+        if m.structured:  # every layer loses whole filters and whole input channels, never single weights
+            for mask in masks.values():
+                rows = mask.reshape(len(mask), -1).any(dim=1)
+                columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(dim=1)
+                outer = rows.view(-1, 1, *[1] * (mask.dim() - 2)) & columns.view(1, -1, *[1] * (mask.dim() - 2))
+                assert torch.equal(mask, outer.expand_as(mask)) and rows.any()
+        if name == "random_structured":  # the grouped allocation: whole channels, and no group is emptied
             keep = [kept_channels(masks, g) for g in groups]
             rebuilt = channel_masks(net, groups, keep)
             assert all(torch.equal(masks[n], rebuilt[n]) for n in masks)
@@ -110,9 +123,14 @@ def test_methods_declare_what_they_are():
         load_plugin(module).robustprune_register_methods(registered.append)
     kinds = {m.name: (m.structured, m.data_informed) for m in registered}
     assert kinds == {
-        "wt": (False, False), "random": (False, False), "sipp": (False, True),
-        "ft": (True, False), "ft_grouped": (True, False), "random_structured": (True, False),
-        "pfp": (True, True), "pfp_grouped": (True, True),
+        "wt": (False, False),
+        "random": (False, False),
+        "sipp": (False, True),
+        "ft": (True, False),
+        "ft_grouped": (True, False),
+        "random_structured": (True, False),
+        "pfp": (True, True),
+        "pfp_grouped": (True, True),
     }
 
 
@@ -150,15 +168,34 @@ def test_sipp_cascade_never_revives_a_weight(model):
 # --------------------------------------------------------------------------- PFP
 
 
-def test_pfp_keeps_the_most_sensitive_channels_of_every_group(model):
+def test_pfp_grouped_keeps_the_most_sensitive_channels_of_every_group(model):
     _, net, groups, data = model
-    pfp = method("pfp")
+    pfp = method("pfp_grouped")
     sensitivities = pfp.channel_sensitivities(net, groups, data)
     masks = pfp.prune(net, 0.5, context(net, groups, data=data))
     for group, per_consumer in zip(groups, sensitivities):
         score, keep = torch.stack(per_consumer).amax(dim=0), kept_channels(masks, group)
         if (~keep).any():
             assert score[keep].min() >= score[~keep].max(), group.name
+
+
+def test_pfp_keeps_the_most_sensitive_inputs_of_every_layer(model):
+    _, net, groups, data = model
+    pfp = method("pfp")
+    sensitivities = pfp.channel_sensitivities(net, groups, data)
+    masks = pfp.prune(net, 0.5, context(net, groups, data=data))
+    dropped_somewhere = False
+    for group, per_consumer in zip(groups, sensitivities):
+        for consumer, score in zip(group.consumers, per_consumer):
+            mask = masks[f"{consumer.module}.weight"]
+            columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(dim=1)
+            keep = columns.view(-1, consumer.features_per_channel).any(dim=1)[
+                consumer.offset : consumer.offset + group.channels
+            ]
+            if (~keep).any():
+                dropped_somewhere = True
+                assert score[keep].min() >= score[~keep].max(), consumer.module
+    assert dropped_somewhere
 
 
 def test_pfp_budgets_follow_the_sample_complexity_formula(model):
@@ -274,5 +311,11 @@ def test_allocate_counts_root_finds_the_knob(model):
 def test_allocate_counts_checks_its_knob_range(model):
     _, net, groups, _ = model
     with pytest.raises(ValueError, match="0 < low < high"):
-        allocate_counts(net, groups, [torch.zeros(g.channels) for g in groups], 0.5, lambda k: [1] * len(groups),
-                        knob_range=(0.0, 1.0))
+        allocate_counts(
+            net,
+            groups,
+            [torch.zeros(g.channels) for g in groups],
+            0.5,
+            lambda k: [1] * len(groups),
+            knob_range=(0.0, 1.0),
+        )
