@@ -130,9 +130,9 @@ def main() -> None:
                 cells.append(f"{first['speedup']:.2f}x ({first['speedup_low']:.2f}-{first['speedup_high']:.2f})"
                              f"{'*' if first['within_noise'] else ' '}")
                 cells.append(f"±{row[f'batch{batch}']['spread_percent']:.1f}%")
-            print(f"{row['method']:<12} {row['ratio']:>5} {row['params'] / 1000:>6.1f} / {row['parent_params'] / 1000:<6.1f}"
-                  f" {row['parent_macs'] / row['macs']:>5.2f}x   {cells[0]:<24} {cells[1]:>6}   {cells[2]:<24} "
-                  f"{cells[3]:>6}")
+            params = f"{row['params'] / 1000:.1f} / {row['parent_params'] / 1000:.1f}"
+            print(f"{row['method']:<12} {row['ratio']:>5} {params:>15} {row['parent_macs'] / row['macs']:>5.2f}x   "
+                  f"{cells[0]:<24} {cells[1]:>6}   {cells[2]:<24} {cells[3]:>6}")
     worst = max(r[f"batch{b}"]["spread_percent"] for r in results for b in (1, 64))
     print(f"\nspeed-up: first process's median (interquartile range over rounds; * = within noise); spread = the "
           f"largest deviation of a process's median from the mean of the {args.processes} processes; worst: "

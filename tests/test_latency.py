@@ -20,7 +20,7 @@ def conv_net(width: int) -> nn.Module:
 def test_a_much_smaller_network_is_measurably_faster_at_every_batch():
     big, small = conv_net(64), conv_net(4)
     inputs = torch.randn(8, 3, 32, 32)  # fewer rows than the throughput batch: repeated to fill it
-    timings = compare_latency([big, small], inputs, rounds=5, block_seconds=0.002)
+    timings = compare_latency([big, small], inputs, rounds=6, block_seconds=0.002, sessions=2)
     assert [[t.batch for t in per] for per in timings] == [list(LATENCY_BATCHES)] * 2
     for base, fast in zip(*timings):
         # the baseline's own ratios are exactly 1; the narrow network does ~250x fewer MACs
@@ -30,13 +30,15 @@ def test_a_much_smaller_network_is_measurably_faster_at_every_batch():
         assert fast.seconds < base.seconds
         # one layout for every network compared, and what it ran with is stated
         assert fast.layout == base.layout in ("channels_last", "contiguous")
-        assert fast.threads == torch.get_num_threads() and fast.rounds == 5
+        assert fast.threads == torch.get_num_threads() and fast.rounds == 6
     assert big.training  # left as it was
 
 
 def test_compare_latency_rejects_what_cannot_give_quartiles():
-    with pytest.raises(ValueError, match="rounds must be >= 3"):
+    with pytest.raises(ValueError, match="need rounds >= 3"):
         compare_latency([conv_net(4)], torch.randn(2, 3, 8, 8), rounds=2)
+    with pytest.raises(ValueError, match=r"and >= sessions >= 1, got 4 and 5"):
+        compare_latency([conv_net(4)], torch.randn(2, 3, 8, 8), rounds=4, sessions=5)
     with pytest.raises(ValueError, match="at least one network"):
         compare_latency([], torch.randn(2, 3, 8, 8))
 

@@ -29,6 +29,7 @@ import copy
 import math
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -166,8 +167,9 @@ def compare_latency(
     networks: Sequence[nn.Module],
     inputs: torch.Tensor,
     batches: Sequence[int] = LATENCY_BATCHES,
-    rounds: int = 21,
+    rounds: int = 25,
     block_seconds: float = 0.01,
+    sessions: int = 5,
 ) -> list[list[Timing]]:
     """Latency of each of ``networks`` and its speed-up over ``networks[0]`` (the baseline), per batch size.
 
@@ -176,13 +178,19 @@ def compare_latency(
     as fill ``block_seconds`` (at least one; ``time.perf_counter`` around the
     block: ``torch.utils.benchmark.Timer.timeit`` would add two warm-up passes
     to every block, tripling the cost of one-pass blocks of a large network
-    at batch 64), and the
-    networks take turns: each of ``rounds`` rounds times every network once,
-    in an order that rotates from round to round. The speed-up of a network is
-    the median of its per-round ratios to the baseline, with their
-    interquartile range: a busy moment on a shared machine slows the networks
-    of one round alike and cancels out of the ratio. Every network runs in
-    its :func:`inference_form`, in the memory layout (channels-last or
+    at batch 64). Each of ``rounds`` rounds times every network once, in an
+    order that rotates from round to round, each right beside a block of the
+    baseline (before it in even rounds, after it in odd ones). The speed-up
+    of a network is the median of its per-round ratios to the baseline block
+    beside it, with their interquartile range: a busy moment on a shared
+    machine slows both blocks of a pair alike and cancels out of the ratio.
+
+    The rounds are split over ``sessions``, each on fresh copies of the
+    networks and the inputs (and a heap shifted by a buffer of another size):
+    where a network's tensors happen to lie in memory can change its speed by
+    a third on its own (cache-set conflicts), so one placement per process
+    would make the speed-up differ from process to process. Every network
+    runs in its :func:`inference_form`, in the memory layout (channels-last or
     contiguous) that a short interleaved trial finds faster for the baseline,
     so that the layout choice never differs between the networks compared.
     Uses the current torch thread count (one thread, the harness's default,
@@ -191,34 +199,45 @@ def compare_latency(
     """
     if not networks:
         raise ValueError("compare_latency needs at least one network (the baseline)")
-    if rounds < 3:
-        raise ValueError(f"rounds must be >= 3 for quartiles, got {rounds}")
+    if rounds < 3 or sessions < 1 or rounds < sessions:
+        raise ValueError(f"need rounds >= 3 (for quartiles) and >= sessions >= 1, got {rounds} and {sessions}")
     threads = torch.get_num_threads()
     cpu = [network.to("cpu") for network in networks]
     layouts = ("channels_last", "contiguous")
-    forms = {layout: [inference_form(n, channels_last=layout == "channels_last") for n in cpu] for layout in layouts}
+    shifts = random.Random(0)  # the heap offsets of the sessions: the same procedure on every run
     result: list[list[Timing]] = [[] for _ in networks]
     for batch in batches:
         x = inputs[:batch].cpu()
         if len(x) < batch:
             x = x.repeat(math.ceil(batch / len(x)), *[1] * (x.dim() - 1))[:batch]
-
-        inputs_in = {layout: _in_layout(x, layout) for layout in layouts}
-        trial = {layout: _block_timer(forms[layout][0], inputs_in[layout], block_seconds) for layout in layouts}
+        trial = {layout: _block_timer(inference_form(cpu[0], layout == "channels_last"), _in_layout(x, layout),
+                                      block_seconds) for layout in layouts}
         trial_times: dict[str, list[float]] = {layout: [] for layout in layouts}
         for _ in range(5):
             for layout, timed in trial.items():
                 trial_times[layout].append(timed())
         layout = min(layouts, key=lambda name: statistics.median(trial_times[name]))
-        blocks = [trial[layout]] + [_block_timer(forms[layout][i], inputs_in[layout], block_seconds)
-                                    for i in range(1, len(networks))]
+        del trial
         times: list[list[float]] = [[] for _ in networks]
-        for r in range(rounds):
-            for i in [(r + k) % len(networks) for k in range(len(networks))]:
-                times[i].append(blocks[i]())
+        ratios: list[list[float]] = [[1.0] * rounds] + [[] for _ in networks[1:]]
+        for session in range(sessions):
+            shift = torch.empty(shifts.randrange(1, 1 << 22), dtype=torch.uint8)  # kept alive for the session
+            x_in = _in_layout(x.clone(), layout)
+            blocks = [_block_timer(inference_form(n, layout == "channels_last"), x_in, block_seconds) for n in cpu]
+            for r in range(session * rounds // sessions, (session + 1) * rounds // sessions):
+                if len(networks) == 1:
+                    times[0].append(blocks[0]())
+                for i in [1 + (r + k) % (len(networks) - 1) for k in range(len(networks) - 1)]:
+                    if r % 2:
+                        own, base = blocks[i](), blocks[0]()
+                    else:
+                        base, own = blocks[0](), blocks[i]()
+                    times[0].append(base)
+                    times[i].append(own)
+                    ratios[i].append(base / own)
+            del blocks, x_in, shift
         for i in range(len(networks)):
-            ratios = [base / own for base, own in zip(times[0], times[i])]
-            low, median, high = statistics.quantiles(ratios, n=4, method="inclusive")
+            low, median, high = statistics.quantiles(ratios[i], n=4, method="inclusive")
             result[i].append(Timing(batch=batch, seconds=statistics.median(times[i]), speedup=median,
                                     speedup_low=low, speedup_high=high, layout=layout, threads=threads,
                                     rounds=rounds))
