@@ -42,7 +42,7 @@ from .masks import (
     within_tolerance,
 )
 
-__all__ = ["allocate_counts", "allocate_uniform"]
+__all__ = ["allocate_counts", "allocate_uniform", "check_reachable", "previous_arrays", "uniform_steps"]
 
 class _Accounting:
     """Exact count of the kept prunable weights for any number of kept channels per group.
@@ -160,8 +160,8 @@ def _blocks_of(
     return blocks
 
 
-def _uniform_steps(channels: Sequence[int]) -> list[int]:
-    """Groups in the order their kept count grows as the kept fraction f rises from 0 to 1.
+def uniform_steps(channels: Sequence[int]) -> list[int]:
+    """Groups (or layers) in the order their kept count grows as the kept fraction f rises from 0 to 1.
 
     Group g keeps round(f * C_g) channels, i.e. its k-th channel returns at
     f = (k - 1/2) / C_g. Sorting these breakpoints turns the bisection over f
@@ -279,7 +279,7 @@ def allocate_uniform(
 
     def uniform(accounting: _Accounting, ratio: float) -> np.ndarray:
         # Bisection over the uniform kept fraction; the ratio does not increase with the level.
-        steps = _uniform_steps([g.channels for g in groups])
+        steps = uniform_steps([g.channels for g in groups])
         lo, hi = -1, len(steps) - 1
         if accounting.ratio(_counts_at(hi, steps, accounting)) >= ratio:
             lo = hi
@@ -347,6 +347,29 @@ def allocate_counts(
     return _allocate(network, groups, scores, ratio, previous_masks, search)
 
 
+def previous_arrays(network: nn.Module, previous_masks: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray]:
+    """The previous masks of every prunable weight as bool arrays (all True without ``previous_masks``)."""
+    weights = prunable_weights(network)
+    if previous_masks is None:
+        return {n: np.ones(tuple(w.shape), dtype=bool) for n, w in weights.items()}
+    return {n: as_numpy(previous_masks[n]).astype(bool) for n in weights}
+
+
+def check_reachable(ratio: float, most: float, least: float, how: str, unit: str) -> None:
+    """Raise :class:`~robustprune.plugin.masks.PruneError` unless ``ratio`` lies (within tolerance) between
+    ``least`` (what the previous masks already remove) and ``most`` (one channel left in every ``unit``)."""
+    if ratio > most and not within_tolerance(most, ratio):
+        raise PruneError(
+            f"cannot prune {ratio:.4f} of the prunable weights {how}: the largest reachable "
+            f"ratio, with one channel left in every {unit}, is {most:.4f}; request at most that"
+        )
+    if ratio < least and not within_tolerance(least, ratio):
+        raise PruneError(
+            f"cannot prune only {ratio:.4f} of the prunable weights: the previous masks already remove "
+            f"{least:.4f} (the smallest reachable ratio); a cascade step must not prune less than the one before"
+        )
+
+
 def _allocate(
     network: nn.Module,
     groups: Sequence[ChannelGroup],
@@ -364,11 +387,7 @@ def _allocate(
         raise ValueError(f"{len(groups)} channel groups but {len(scores)} score vectors")
     if not 0.0 <= ratio < 1.0:
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-    weights = prunable_weights(network)
-    if previous_masks is None:
-        previous = {n: np.ones(tuple(w.shape), dtype=bool) for n, w in weights.items()}
-    else:
-        previous = {n: as_numpy(previous_masks[n]).astype(bool) for n in weights}
+    previous = previous_arrays(network, previous_masks)
     if not groups:
         done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
         if done == ratio or within_tolerance(done, ratio):
@@ -378,18 +397,8 @@ def _allocate(
             "has no prunable channel groups (see robustprune.plugin.channels.explain_channels)"
         )
     accounting = _Accounting(network, groups, scores, previous)
-    most = accounting.ratio(accounting.low)
-    least = accounting.ratio(accounting.high)
-    if ratio > most and not within_tolerance(most, ratio):
-        raise PruneError(
-            f"cannot prune {ratio:.4f} of the prunable weights by removing channels: the largest reachable "
-            f"ratio, with one channel left in every group, is {most:.4f}; request at most that"
-        )
-    if ratio < least and not within_tolerance(least, ratio):
-        raise PruneError(
-            f"cannot prune only {ratio:.4f} of the prunable weights: the previous masks already remove "
-            f"{least:.4f} (the smallest reachable ratio); a cascade step must not prune less than the one before"
-        )
+    check_reachable(ratio, accounting.ratio(accounting.low), accounting.ratio(accounting.high),
+                    "by removing channels", "group")
 
     target_kept = (1.0 - ratio) * accounting.total
     candidates = np.atleast_2d(propose(accounting, ratio))

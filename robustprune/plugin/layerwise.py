@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .allocation import check_reachable, previous_arrays, uniform_steps
 from .channels import ChannelGroup
 from .masks import (
     RATIO_TOLERANCE,
@@ -254,24 +255,13 @@ def allocate_per_layer(
         raise ValueError(f"{len(chosen)} layers choose {side} but {len(scores)} score vectors were given")
     if not 0.0 <= ratio < 1.0:
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
-    weights = prunable_weights(network)
-    if previous_masks is None:
-        previous = {n: np.ones(tuple(w.shape), dtype=bool) for n, w in weights.items()}
-    else:
-        previous = {n: as_numpy(previous_masks[n]).astype(bool) for n in weights}
+    previous = previous_arrays(network, previous_masks)
     if not chosen:
         raise PruneError(f"cannot prune {ratio:.4f} of {type(network).__name__} with a structured method: the "
                          "network has no prunable channel groups (see robustprune.plugin.channels.explain_channels)")
     layout = _Layout(network, groups, side, chosen, scores, previous)
-    low, high = np.asarray(layout.low), np.asarray(layout.high)
-    most, least = layout.ratio(low), layout.ratio(high)
-    if ratio > most and not within_tolerance(most, ratio):
-        raise PruneError(f"cannot prune {ratio:.4f} of the prunable weights layer by layer: the largest reachable "
-                         f"ratio, with one channel left in every layer, is {most:.4f}; request at most that")
-    if ratio < least and not within_tolerance(least, ratio):
-        raise PruneError(f"cannot prune only {ratio:.4f} of the prunable weights: the previous masks already remove "
-                         f"{least:.4f} (the smallest reachable ratio); a cascade step must not prune less than the "
-                         "one before")
+    check_reachable(ratio, layout.ratio(np.asarray(layout.low)), layout.ratio(np.asarray(layout.high)),
+                    "layer by layer", "layer")
     if counts is None:
         candidates = _uniform(layout, ratio)
     else:
@@ -291,7 +281,7 @@ def _uniform(layout: _Layout, ratio: float, floor: np.ndarray | None = None) -> 
     """The same kept fraction in every member (at least ``floor``): bisection over the fractions where some
     member's count changes."""
     sizes = [len(order) for order in layout.order]
-    steps = [m for _, m in sorted(((2 * k - 1) / (2 * c), m) for m, c in enumerate(sizes) for k in range(1, c + 1))]
+    steps = uniform_steps(sizes)
     low = np.asarray(layout.low) if floor is None else np.maximum(layout.low, floor)
     high = np.asarray(layout.high)
 
