@@ -1,6 +1,7 @@
 """Structured methods with the grouped allocation: ft_grouped and random_structured, on allocation.allocate_uniform.
 
-(``ft``, the paper's per-layer allocation, is tested in test_layerwise.py; on a plain chain both agree.)
+(``ft``, the paper's per-layer allocation, is tested in test_layerwise.py; on a plain chain both remove whole
+channels, and their searches for the exact ratio can end a channel or two apart.)
 """
 
 from __future__ import annotations

@@ -145,6 +145,37 @@ def test_the_source_hash_covers_a_package_and_follows_its_files(tmp_path, monkey
     assert source_hash(module) != first  # a helper next to the plugin counts
 
 
+def test_pruned_networks_are_keyed_by_the_pruning_library_they_were_made_with(tmp_path, monkeypatch):
+    """An edit of the channel analysis or the allocation (robustprune.plugin, not the method's own plugin)
+    changes what a method prunes: it must change the pruned networks' store keys."""
+    import hashlib
+
+    from robustprune.plugin import host
+
+    monkeypatch.setattr(host, "_LIBRARY", {})
+    first = host.prune_library_hash()
+    assert first == host.prune_library_hash() and len(first) == 16
+    # the same hash from the files, computed here
+    digest = hashlib.sha256()
+    for name in ("masks", "channels", "allocation", "layerwise", "sensitivity"):
+        digest.update(name.encode() + b"\0" + (Path(host.__file__).parent / f"{name}.py").read_bytes())
+    assert first == digest.hexdigest()[:16]
+    # an edited copy of the library hashes differently
+    copy = tmp_path / "plugin"
+    copy.mkdir()
+    for name in host.PRUNE_LIBRARY:
+        (copy / f"{name}.py").write_bytes((Path(host.__file__).parent / f"{name}.py").read_bytes())
+    (copy / "layerwise.py").write_text((copy / "layerwise.py").read_text() + "\n# edited\n")
+    (copy / "host.py").write_text("")
+    monkeypatch.setattr(host, "__file__", str(copy / "host.py"))
+    monkeypatch.setattr(host, "_LIBRARY", {})
+    assert host.prune_library_hash() != first
+    # and the engine puts it in every pruned network's key
+    from robustprune.engine import engine
+
+    assert "prune_library_hash()" in Path(engine.__file__).read_text().split('"kind": "pruned"')[1].split("}")[0]
+
+
 @pytest.mark.slow
 def test_a_new_plugin_package_installs_and_its_generated_tests_pass(tmp_path):
     import subprocess

@@ -54,6 +54,7 @@ from ..plugin.api import (
     Recipe,
 )
 from ..plugin.errors import DataFileError, MissingDependencyError
+from ..plugin.host import prune_library_hash
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
 from ..plugin.registry import PluginConflictError, Registered, Registry
 from .bootstrap import ImageResamples
@@ -738,6 +739,7 @@ class Engine:
             epochs = recipe.epochs if recipe.retrain_epochs is None else recipe.retrain_epochs
         step_seed = int(make_key([seed, case.method, ratio])[:8], 16)
         spec = {"kind": "pruned", "method": method_reg.identity(), "params": method.params(),
+                "library": prune_library_hash(),
                 "previous": previous.key, "ratio": ratio, "retrain_epochs": epochs,
                 "recipe": recipe.to_dict(), "data_batch": int(method.data_batch_size), "seed": step_seed,
                 "numerics": self.numerics, **self._mix_key(data)}

@@ -349,6 +349,8 @@ class _Analysis:
         self.touched: dict[str, set[int]] = defaultdict(set)
         self.index = 0
         self._reach: dict[int, set[int]] = {}
+        self._nodes: list[torch.fx.Node] = []
+        self._positions: dict[torch.fx.Node, int] = {}
 
     # union-find over spaces ----------------------------------------------------
     def _new(self, channels: int, problem: str | None = None) -> Layout:
@@ -661,8 +663,10 @@ class _Analysis:
     def _downstream(self, index: int) -> set[int]:
         """Graph positions of every node that the node at ``index`` feeds, directly or not (cached)."""
         if index not in self._reach:
-            nodes = list(self.gm.graph.nodes)
-            position = {node: i for i, node in enumerate(nodes)}
+            if not self._positions:
+                self._nodes = list(self.gm.graph.nodes)
+                self._positions = {node: i for i, node in enumerate(self._nodes)}
+            nodes, position = self._nodes, self._positions
             seen: set[int] = set()
             stack = [nodes[index]]
             while stack:

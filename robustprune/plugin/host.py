@@ -196,6 +196,24 @@ def _module_info(name: str, module: ModuleType) -> PluginInfo:
 _HASHES: dict[Path, str] = {}
 
 
+PRUNE_LIBRARY = ("masks", "channels", "allocation", "layerwise", "sensitivity")
+"""The modules of :mod:`robustprune.plugin` that compute masks for the methods (analysis, allocation, scores)."""
+
+
+def prune_library_hash() -> str:
+    """A hash of the pruning library the methods build on (:data:`PRUNE_LIBRARY`): part of every pruned network's
+    store key, so an edit there recomputes pruned networks just as an edit of a method's own plugin does."""
+    if "prune library" not in _LIBRARY:
+        digest = hashlib.sha256()
+        for name in PRUNE_LIBRARY:
+            digest.update(name.encode() + b"\0" + (Path(__file__).parent / f"{name}.py").read_bytes())
+        _LIBRARY["prune library"] = digest.hexdigest()[:16]
+    return _LIBRARY["prune library"]
+
+
+_LIBRARY: dict[str, str] = {}
+
+
 def source_hash(module: ModuleType) -> str:
     """A hash of the source files a plugin module's behaviour most likely lives in: the module's own file and,
     when it belongs to a package, every ``.py`` file of that package (its immediate package, recursively:
