@@ -1,9 +1,10 @@
 """Structured pruning on real architectures: the channel analysis, FT and PFP, and compaction, end to end.
 
-For each of thirteen architectures (the paper's CIFAR networks and torchvision's
-ImageNet families, built with 10 classes on 32x32 inputs): every channel group
-that Torch-Pruning's dependency graph can prune is one of ours; FT and PFP hit
-the ratio within the host's tolerance; the compacted network computes what the
+For each of twelve architectures (the paper's CIFAR networks and torchvision's
+ImageNet families, built with 10 classes on 32x32 inputs): every layer whose
+output channels Torch-Pruning's dependency graph can prune is a producer of
+one of our groups; FT and PFP (both allocations) hit the ratio within the
+host's tolerance; the compacted network computes what the
 masked one does (float64, max abs difference < 1e-5). Three representative
 networks (a residual chain, inverted residuals with depthwise convs, dense
 concatenation) run in the fast suite, the rest are marked slow.
@@ -89,9 +90,9 @@ def architecture(request) -> tuple[str, nn.Module, list[ChannelGroup], torch.Ten
 def prune(method: str, network: nn.Module, groups: list[ChannelGroup], example: torch.Tensor, ratio: float) -> Masks:
     allocation = "group" if method.endswith("_grouped") else "layer"
     if method.startswith("ft"):
-        plugin = load_plugin("methods/ft.py").FilterThresholding(allocation)
+        plugin = load_plugin("methods/ft.py").FilterThresholding(allocation=allocation)
     else:
-        plugin = load_plugin("methods/pfp.py").ProvableFilterPruning(allocation)
+        plugin = load_plugin("methods/pfp.py").ProvableFilterPruning(allocation=allocation)
     data = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     context = PruneContext.for_network(network, example[:2], data=data)
     context.groups = groups

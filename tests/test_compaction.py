@@ -61,8 +61,14 @@ STRUCTURED = {
 
 def removed(masks, group) -> torch.Tensor:
     """The group's channels no consumer reads any more: what compaction cuts (with the per-layer allocation a
-    live channel may still have zero rows in some producers)."""
-    return torch.from_numpy(group.unread(masks))
+    live channel may still have zero rows in some producers). Computed here from the masks' input columns."""
+    read = torch.zeros(group.channels, dtype=torch.bool)
+    for consumer in group.consumers:
+        mask = masks[f"{consumer.module}.weight"]
+        columns = mask.transpose(0, 1).reshape(mask.shape[1], -1).any(dim=1)  # is input column i read at all?
+        per_channel = columns.view(-1, consumer.features_per_channel).any(dim=1)
+        read |= per_channel[consumer.offset : consumer.offset + group.channels]
+    return ~read
 
 
 @pytest.fixture(scope="module", params=["small_cnn", "small_cnn_std", "resnet20"])
@@ -73,7 +79,7 @@ def model(request) -> tuple[str, nn.Module, list[ChannelGroup]]:
 
 def structured_masks(net, groups, name: str, ratio: float):
     module, cls, allocation = STRUCTURED[name]
-    method = getattr(load_plugin(module), cls)(*([allocation] if allocation else []))
+    method = getattr(load_plugin(module), cls)(**({"allocation": allocation} if allocation else {}))
     data = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)) if method.data_informed else None
     context = PruneContext(masks=full_masks(net), generator=torch.Generator().manual_seed(0), example_input=EXAMPLE,
                            data=data, network=net, groups=groups)

@@ -29,8 +29,8 @@ def build(model: str) -> nn.Module:
 
 def method(name: str):
     return {
-        "ft": lambda: load_plugin("methods/ft.py").FilterThresholding("layer"),
-        "ft_grouped": lambda: load_plugin("methods/ft.py").FilterThresholding("group"),
+        "ft": lambda: load_plugin("methods/ft.py").FilterThresholding(allocation="layer"),
+        "ft_grouped": lambda: load_plugin("methods/ft.py").FilterThresholding(allocation="group"),
         "random_structured": lambda: load_plugin("methods/random_structured.py").RandomStructuredPruning(),
     }[name]()
 

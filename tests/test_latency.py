@@ -58,3 +58,8 @@ def test_the_report_shows_each_batch_with_its_range_or_within_noise():
     assert timing(64, 1.1, 1.0, 1.2)["within_noise"] and not timing(64, 0.8, 0.7, 0.99)["within_noise"]
     # unstructured methods are not timed
     assert _cost_cells({**costs, "speedups": []})[2:] == ["-", "-"]
+
+
+def test_a_report_from_before_interleaved_timing_still_shows_its_speed_up():
+    old = {"params": 12_345, "parent_params": 24_690, "mac_reduction": 1.9, "speedup": 1.5}
+    assert _cost_cells(old) == ["12.3 / 24.7", "1.90x", "-", "1.50x"]

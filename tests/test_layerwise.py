@@ -182,7 +182,7 @@ def assert_close_allocation(ours: dict[str, int], theirs: dict[str, int]) -> Non
 @pytest.mark.parametrize("ratio", [0.3, 0.6])
 def test_ft_is_torchprunes_per_layer_filter_thresholding(ratio):
     net = resnet20()
-    ft = load_plugin("methods/ft.py").FilterThresholding("layer")
+    ft = load_plugin("methods/ft.py").FilterThresholding(allocation="layer")
     masks = ft.prune(net, ratio, PruneContext.for_network(net, EXAMPLE))
     _, achieved = validate_masks(masks, full_masks(net), ratio, "ft")
     counts = our_counts(masks, net, "rows")
@@ -201,7 +201,7 @@ def test_ft_is_torchprunes_per_layer_filter_thresholding(ratio):
 @pytest.mark.parametrize("ratio", [0.3, 0.6])
 def test_pfp_is_torchprunes_per_layer_provable_filter_pruning(ratio):
     net = resnet20()
-    pfp = load_plugin("methods/pfp.py").ProvableFilterPruning("layer")
+    pfp = load_plugin("methods/pfp.py").ProvableFilterPruning(allocation="layer")
     data = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     masks = pfp.prune(net, ratio, PruneContext.for_network(net, EXAMPLE, data=data))
     validate_masks(masks, full_masks(net), ratio, "pfp")
@@ -221,7 +221,7 @@ def test_per_layer_masks_compact_less_than_grouped_ones():
     net = resnet20()
     macs = {}
     for allocation in ("layer", "group"):
-        ft = load_plugin("methods/ft.py").FilterThresholding(allocation)
+        ft = load_plugin("methods/ft.py").FilterThresholding(allocation=allocation)
         masks = ft.prune(net, 0.5, PruneContext.for_network(net, EXAMPLE))
         compacted = compact(net, masks, EXAMPLE)
         macs[allocation] = count_macs(compacted.network, EXAMPLE)
@@ -230,7 +230,7 @@ def test_per_layer_masks_compact_less_than_grouped_ones():
 
 def test_a_cascade_keeps_what_the_step_before_removed():
     net = resnet20()
-    ft = load_plugin("methods/ft.py").FilterThresholding("layer")
+    ft = load_plugin("methods/ft.py").FilterThresholding(allocation="layer")
     first = ft.prune(net, 0.3, PruneContext.for_network(net, EXAMPLE))
     retrained = copy.deepcopy(net)
     with torch.no_grad():  # what the host does: zero the removed weights, then retrain (here: rescale the rest)

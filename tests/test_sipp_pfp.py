@@ -49,7 +49,7 @@ GROUPED = {
 def method(name: str):
     if name in GROUPED:
         module, cls = GROUPED[name]
-        return getattr(load_plugin(module), cls)("group")
+        return getattr(load_plugin(module), cls)(allocation="group")
     module, cls = METHODS[name]
     return getattr(load_plugin(module), cls)()
 

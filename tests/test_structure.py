@@ -420,3 +420,19 @@ def test_untraceable_network_raises_a_clear_error():
     with pytest.raises(StructureError, match="torch.fx could not trace") as info:
         channel_groups(Untraceable(), EXAMPLE)
     assert isinstance(info.value, PruneError)  # hosts handle it like any prune failure
+
+
+def test_each_reader_of_a_residual_stream_knows_which_producers_reach_it():
+    """After x + f(x) a block's first conv reads only what the stem and the blocks before it wrote."""
+    groups = channel_groups(load_plugin("models/cifar_resnet.py").CifarResNet(20), EXAMPLE)
+    stream = next(g for g in groups if g.producers[0] == "conv1")
+    reaching = {c.module: [stream.producers[i] for i in stream.producers_reaching(c.module)] for c in stream.consumers}
+    assert reaching == {
+        "layers.0.conv1": ["conv1"],
+        "layers.1.conv1": ["conv1", "layers.0.conv2"],
+        "layers.2.conv1": ["conv1", "layers.0.conv2", "layers.1.conv2"],
+        "layers.3.conv1": ["conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2"],
+        "layers.3.shortcut.0": ["conv1", "layers.0.conv2", "layers.1.conv2", "layers.2.conv2"],
+    }
+    # a group made by hand knows no graph: every producer reaches every reader
+    assert ChannelGroup(4, ["a", "b"], [Consumer("c")]).producers_reaching("c") == [0, 1]

@@ -36,7 +36,7 @@ ALLOCATIONS = ("layer", "group")
 class FilterThresholding(PruneMethod):
     structured = True
 
-    def __init__(self, allocation: str = "layer"):
+    def __init__(self, *, allocation: str = "layer"):
         if allocation not in ALLOCATIONS:
             raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
         self.allocation = allocation
@@ -68,5 +68,5 @@ class FilterThresholding(PruneMethod):
 
 @hookimpl
 def robustprune_register_methods(register):
-    register(FilterThresholding("layer"))
-    register(FilterThresholding("group"))
+    register(FilterThresholding(allocation="layer"))
+    register(FilterThresholding(allocation="group"))

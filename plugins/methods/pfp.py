@@ -49,8 +49,9 @@ from robustprune.plugin.sensitivity import LayerInfo, SampledSensitivityMethod, 
 class ProvableFilterPruning(SampledSensitivityMethod):
     structured = True
 
-    def __init__(self, allocation: str = "layer", **kwargs: Any):
-        super().__init__(**kwargs)
+    def __init__(self, delta: float = 1e-16, c_constant: float = 3.0, max_data: int = 256, *,
+                 allocation: str = "layer"):
+        super().__init__(delta=delta, c_constant=c_constant, max_data=max_data)
         if allocation not in ("layer", "group"):
             raise ValueError(f"allocation must be 'layer' or 'group', got {allocation!r}")
         self.allocation = allocation
@@ -164,5 +165,5 @@ def _weight(module: str) -> str:
 
 @hookimpl
 def robustprune_register_methods(register):
-    register(ProvableFilterPruning("layer"))
-    register(ProvableFilterPruning("group"))
+    register(ProvableFilterPruning(allocation="layer"))
+    register(ProvableFilterPruning(allocation="group"))

@@ -1,4 +1,5 @@
-"""Random structured pruning: random channels, the same fraction in every layer. The baseline for FT and PFP."""
+"""Random structured pruning: random channels, the same fraction in every channel group (whole channels, the
+grouped allocation). The baseline for ft_grouped and pfp_grouped."""
 
 from __future__ import annotations
 

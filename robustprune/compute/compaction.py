@@ -20,9 +20,12 @@ a residual addition carries it along. Folding that constant into the next
 layer's bias would be wrong at image borders (zero padding reads zeros
 there, not the constant), but no folding is needed: the channel analysis only
 forms a group when *every* reader of the channel space is in it (channel-wise
-ops and additions that stay in the space, flattens, and the consumers);
-anything else makes the space non-prunable. So the only layers that read the
-constant are the group's consumers, and they read it through zero columns.
+ops, additions and gating products that stay in the space, concatenations
+that carry it to a consumer at an offset, flattens, depthwise convs, which
+are producers of the group too, and the consumers); anything else makes the
+space non-prunable. So a removed channel's constant only reaches the group's
+own layers: depthwise convs and gates that stay inside the channel, and
+consumers that read it through zero columns.
 :func:`compact` therefore removes a channel exactly when no consumer reads it
 (all consumer columns masked out); a channel whose rows are masked but whose
 columns are not (it carries a constant someone still reads) is kept. The

@@ -11,7 +11,8 @@
   ``torch.utils.benchmark`` at batch 1 and a throughput batch: the median
   and interquartile range of per-round ratios, each network in its
   :func:`inference_form` (batch norms folded into the convs) and in the
-  memory layout that is faster for it, as a CPU deployment would run it.
+  memory layout that is faster for the baseline, as a CPU deployment would
+  run it.
 * :func:`measure_latency`: the median wall-clock time of one network alone
   (kept for scripts; the report uses :func:`compare_latency`).
 * :func:`network_costs`: all of it for one network; a structured result is
@@ -155,7 +156,8 @@ class Timing:
 
     @property
     def within_noise(self) -> bool:
-        """Whether the interquartile range of the speed-up includes 1: no measurable difference."""
+        """Whether the interquartile range of the per-round ratios includes 1: the middle half of the rounds
+        does not agree on which network is faster (a spread of single rounds, not an interval of the median)."""
         return self.speedup_low <= 1.0 <= self.speedup_high
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,7 +204,7 @@ def compare_latency(
     if rounds < 3 or sessions < 1 or rounds < sessions:
         raise ValueError(f"need rounds >= 3 (for quartiles) and >= sessions >= 1, got {rounds} and {sessions}")
     threads = torch.get_num_threads()
-    cpu = [network.to("cpu") for network in networks]
+    cpu = [copy.deepcopy(network).to("cpu") for network in networks]  # the caller's modules stay where they are
     layouts = ("channels_last", "contiguous")
     shifts = random.Random(0)  # the heap offsets of the sessions: the same procedure on every run
     result: list[list[Timing]] = [[] for _ in networks]

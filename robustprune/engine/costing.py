@@ -26,7 +26,7 @@ from .context import NetworkRecord, ProgressFn
 
 __all__ = ["COSTS_VERSION", "LATENCY_BATCHES", "LATENCY_VERSION", "THROUGHPUT_BATCH", "curve_costs"]
 
-COSTS_VERSION = 1  # bump when what costs.py counts changes
+COSTS_VERSION = 2  # bump when what costs.py counts or compaction.py cuts changes (2: depthwise, concatenations)
 LATENCY_VERSION = 2  # bump when how latency is timed changes (2: interleaved, per-round ratios, batch 1 and 64)
 THROUGHPUT_BATCH = max(LATENCY_BATCHES)
 """The batch whose speed-up is the row's ``speedup`` (the report shows every batch's)."""

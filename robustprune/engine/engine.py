@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import time
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -550,7 +551,9 @@ class Engine:
         return CaseResult(
             case=case,
             method={**method.identity(), "structured": bool(method.item.structured),
-                    "data_informed": bool(method.item.data_informed), "params": dict(method.item.params())},
+                    "data_informed": bool(method.item.data_informed),
+                    # as JSON would write them: a plugin's numpy number or Path must not break the report
+                    "params": json.loads(json.dumps(method.item.params(), default=str))},
             ratios=tuple(r.ratio for r in first[1:]),
             repeats=tuple(repeats),
             resampling=self._resampling(len(repeats)),
@@ -912,7 +915,8 @@ class Engine:
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
                structured: bool) -> list[dict[str, Any]]:
-        # weights are read from the store once per network (counts and latency both need them), then dropped
+        # weights are read from the store for the counts, and again (the whole curve at once) for the
+        # interleaved latency measurement; then dropped
         costs = curve_costs(records, structured=structured, store=self.options.store,
                             load=lambda record: self._load(case, data, record),
                             inputs=data.train_inputs, label=case.id, progress=self._progress(case.id))

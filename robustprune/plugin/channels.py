@@ -41,10 +41,10 @@ channel dimension, dim 1, of each tensor) along the edges of the graph:
 * A space that reaches the network output is never pruned (a classifier's
   outputs are the classes), nor the input space (no layer produces it).
 
-On the thirteen architectures of ``tests/test_architecture_coverage.py``
+On the twelve architectures of ``tests/test_architecture_coverage.py``
 (the paper's CIFAR networks, torchvision's ResNets, MobileNets, EfficientNet
-and DenseNet) every group that Torch-Pruning's dependency graph can prune is
-one of these groups.
+and DenseNet) every layer whose output channels Torch-Pruning's dependency
+graph can prune is a producer of one of these groups.
 
 :func:`explain_channels` lists every space with the reason it is not prunable,
 for when a structured method prunes less of a network than expected.

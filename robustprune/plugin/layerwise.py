@@ -7,13 +7,16 @@ only when nothing uses it any more:
 
 * **rows** (FT): every layer that produces a group's channels keeps its own
   best output filters (``round(f * filters)``, the same kept fraction ``f``
-  in every layer). A channel goes when *every* producer dropped it: after an
-  addition (a ResNet stage's residual stream) a channel stays alive while any
-  block still writes it, and every consumer keeps reading it. The depthwise
-  convs on a channel and the consumers' input columns go with it.
+  in every layer). A reader keeps its input column of a channel while some
+  producer *upstream of it* still writes the channel: after an addition (a
+  ResNet stage's residual stream) a channel one block dropped stays for the
+  blocks after it while another block (or the stem) still writes it; a reader
+  that only the dropping producers reach loses the column. A depthwise conv's
+  filter follows the same rule.
 * **columns** (PFP): every layer that reads a group keeps its own best input
-  channels (its own budget). A channel goes when *no* consumer reads it any
-  more; then its producers' filters (and depthwise filters) go too.
+  channels (its own budget). A producer keeps its filter of a channel while
+  some reader *downstream of it* still reads the channel; otherwise the
+  filter (and a depthwise conv's) goes.
 
 What is removed is what the masks say: filters of a live channel that one
 producer dropped are zero rows and count as removed weights, so parameters
@@ -257,6 +260,9 @@ def allocate_per_layer(
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
     previous = previous_arrays(network, previous_masks)
     if not chosen:
+        done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
+        if done == ratio or within_tolerance(done, ratio):  # nothing to choose, and nothing more asked for
+            return {name: torch.from_numpy(mask) for name, mask in previous.items()}
         raise PruneError(f"cannot prune {ratio:.4f} of {type(network).__name__} with a structured method: the "
                          "network has no prunable channel groups (see robustprune.plugin.channels.explain_channels)")
     layout = _Layout(network, groups, side, chosen, scores, previous)

@@ -136,7 +136,8 @@ def _dee_cell(row: Mapping[str, Any]) -> str:
 
 
 SPEEDUP_BATCHES = (1, 64)
-"""The batch sizes whose speed-up the table shows (the JSON has every measured one)."""
+"""The batch sizes whose speed-up the table shows (the JSON has every measured one): those of
+``robustprune.compute.costs.LATENCY_BATCHES`` (not imported: the report reads JSON without torch)."""
 
 
 def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
@@ -144,6 +145,9 @@ def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
     if costs is None:
         return ["-"] * (2 + len(SPEEDUP_BATCHES))
     measured = {s["batch"]: s for s in costs.get("speedups") or ()}
+    if not measured and costs.get("speedup") is not None:  # a report from before interleaved timing: batch 64 only
+        measured = {SPEEDUP_BATCHES[-1]: {"speedup": costs["speedup"], "low": costs["speedup"],
+                                          "high": costs["speedup"], "within_noise": False}}
     return [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}", _times(costs["mac_reduction"]),
             *(_speedup_cell(measured.get(batch)) for batch in SPEEDUP_BATCHES)]
 
@@ -159,6 +163,8 @@ def _speedup_cell(speedup: Mapping[str, Any] | None) -> str:
         return "-"
     if speedup["within_noise"]:
         return f"{speedup['speedup']:.2f}x within noise"
+    if speedup["low"] == speedup["high"] == speedup["speedup"]:  # one measurement, no range
+        return f"{speedup['speedup']:.2f}x"
     return f"{speedup['speedup']:.2f}x ({speedup['low']:.2f}-{speedup['high']:.2f})"
 
 
