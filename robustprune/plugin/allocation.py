@@ -42,7 +42,8 @@ from .masks import (
     within_tolerance,
 )
 
-__all__ = ["allocate_counts", "allocate_uniform", "check_reachable", "previous_arrays", "uniform_steps"]
+__all__ = ["allocate_counts", "allocate_uniform", "check_reachable", "previous_arrays",
+           "previous_if_reached", "uniform_steps"]
 
 class _Accounting:
     """Exact count of the kept prunable weights for any number of kept channels per group.
@@ -355,6 +356,15 @@ def previous_arrays(network: nn.Module, previous_masks: Mapping[str, torch.Tenso
     return {n: as_numpy(previous_masks[n]).astype(bool) for n in weights}
 
 
+def previous_if_reached(previous: Mapping[str, np.ndarray], ratio: float) -> Masks | None:
+    """The previous masks, when they already remove ``ratio`` (within tolerance): what a method with nothing
+    to choose returns; else None."""
+    done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
+    if done == ratio or within_tolerance(done, ratio):
+        return {name: torch.from_numpy(mask) for name, mask in previous.items()}
+    return None
+
+
 def check_reachable(ratio: float, most: float, least: float, how: str, unit: str) -> None:
     """Raise :class:`~robustprune.plugin.masks.PruneError` unless ``ratio`` lies (within tolerance) between
     ``least`` (what the previous masks already remove) and ``most`` (one channel left in every ``unit``)."""
@@ -389,9 +399,9 @@ def _allocate(
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
     previous = previous_arrays(network, previous_masks)
     if not groups:
-        done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
-        if done == ratio or within_tolerance(done, ratio):
-            return {name: torch.from_numpy(mask) for name, mask in previous.items()}
+        reached = previous_if_reached(previous, ratio)
+        if reached is not None:
+            return reached
         raise PruneError(
             f"cannot prune {ratio:.4f} of {type(network).__name__} with a structured method: the network "
             "has no prunable channel groups (see robustprune.plugin.channels.explain_channels)"

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .allocation import check_reachable, previous_arrays, uniform_steps
+from .allocation import check_reachable, previous_arrays, previous_if_reached, uniform_steps
 from .channels import ChannelGroup
 from .masks import (
     RATIO_TOLERANCE,
@@ -260,9 +260,9 @@ def allocate_per_layer(
         raise PruneError(f"prune ratio must be in [0, 1), got {ratio}")
     previous = previous_arrays(network, previous_masks)
     if not chosen:
-        done = 1.0 - sum(int(m.sum()) for m in previous.values()) / sum(m.size for m in previous.values())
-        if done == ratio or within_tolerance(done, ratio):  # nothing to choose, and nothing more asked for
-            return {name: torch.from_numpy(mask) for name, mask in previous.items()}
+        reached = previous_if_reached(previous, ratio)  # nothing to choose, and nothing more asked for
+        if reached is not None:
+            return reached
         raise PruneError(f"cannot prune {ratio:.4f} of {type(network).__name__} with a structured method: the "
                          "network has no prunable channel groups (see robustprune.plugin.channels.explain_channels)")
     layout = _Layout(network, groups, side, chosen, scores, previous)
