@@ -16,11 +16,13 @@ from .core.gate import DeployGate
 from .core.grids import paper_grid
 from .core.suite import PrunedCheckpoint, Suite, geometric_ratios
 from .plugin.api import (
+    IGNORE_INDEX,
     SEVERITY,
     DatasetRequest,
     DatasetSpec,
     DataSplits,
     ImageSet,
+    Metric,
     ModelSpec,
     PixelShift,
     PruneContext,
@@ -57,7 +59,9 @@ __all__ = [
     "DataSplits",
     "DeployGate",
     "Features",
+    "IGNORE_INDEX",
     "ImageSet",
+    "Metric",
     "MissingDependencyError",
     "ModelSpec",
     "PixelShift",

@@ -74,7 +74,7 @@ def test_without_a_key_a_forgery_passes_the_gate_but_verify_recomputes_and_names
     assert "not authenticated: no ROBUSTPRUNE_STORE_KEY set" in out
     assert "suite_toy.py: 6 stored evaluations re-derived from the stored networks, 4 differ" in out
     assert len(re.findall(r"erase-toynet-toy repeat 1 network [12] \(\w+\) under (nominal|darken@0.5): \d+ of 48 "
-                          r"stored predictions differ", out)) == 4, out
+                          r"stored per-image evaluations differ", out)) == 4, out
 
 
 def test_with_a_key_a_forgery_is_rejected_and_recomputed(run_suite, pytester, monkeypatch, capsys):

@@ -61,6 +61,10 @@ class CaseKey:
         return f"{self.id}-{shift}" if shift else self.id
 
 
+TOP1 = {"name": "top1", "label": "acc", "task": "classification"}
+"""The metric of a result that names none (classification's default)."""
+
+
 # --------------------------------------------------------------------------- beyond accuracy
 
 
@@ -219,6 +223,8 @@ class CaseResult:
     shift_errors: dict[str, str] = field(default_factory=dict)
     similarity: SimilarityResult | None = None  # the first repeat's
     features: FeaturesResult | None = None  # the first repeat's
+    # the score the curves hold ("accuracy" in field names is historical): its name, header label and task
+    metric: dict[str, str] = field(default_factory=lambda: dict(TOP1))
 
     @classmethod
     def from_curves(cls, case: CaseKey, method: dict[str, Any], ratios: Sequence[float], achieved: Sequence[float],

@@ -154,6 +154,11 @@ class Suite:
             shift choose by the dataset's image size; a ``{dataset: family}``
             mapping sets it per dataset (the others stay ``"auto"``). Shifts
             are still written ``name@param``; docs/data-and-models.md.
+        metric: the registered score every dataset of the suite is measured
+            with (``"top5"``, say); ``None`` (the default) takes each dataset's
+            own (``top1`` for classification, ``miou`` for segmentation).
+            Prune potential, Δe and gates read it as "a score, higher is
+            better"; docs/beyond-classification.md.
     """
 
     models: Sequence[str]
@@ -182,6 +187,7 @@ class Suite:
     confidence: float = 0.95
     noise_draws: int = 1
     shift_family: str | Mapping[str, str] = AUTO_FAMILY
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -259,6 +265,9 @@ class Suite:
                 isinstance(k, str) and isinstance(v, (str, os.PathLike)) for k, v in self.parent_checkpoints.items()):
             raise TypeError(f"Suite.parent_checkpoints must map model names to file paths, got "
                             f"{self.parent_checkpoints!r}")
+        if self.metric is not None and (not isinstance(self.metric, str) or not self.metric):
+            raise TypeError(f"Suite.metric must be the name of a registered metric (e.g. 'top5') or None, got "
+                            f"{self.metric!r}")
         if not isinstance(self.pruned_checkpoints, Mapping):
             raise TypeError(f"Suite.pruned_checkpoints must map names to PrunedCheckpoint(...) entries, got "
                             f"{self.pruned_checkpoints!r}")

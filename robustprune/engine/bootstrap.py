@@ -1,12 +1,13 @@
-"""Accuracies on bootstrap resamples of the test images, from stored per-image predictions.
+"""Scores on bootstrap resamples of the test images, from stored per-image statistics.
 
 A resample of ``n`` test images is a vector of counts (how often each image
 was drawn, summing to ``n``). Every set of ``n`` images shares the same
 resamples, so a parent and its pruned networks are compared on the same
 images (a *paired* bootstrap), and so are the nominal test set and every
 shift generated from it. The accuracies of all networks on all resamples are
-one matrix product: ``correct (networks x n) @ counts.T (n x samples)``. No
-inference runs: the predictions are in the store.
+one matrix product: ``correct (networks x n) @ counts.T (n x samples)``; any
+metric's are its per-image statistics summed the same way, then scored
+(:meth:`ImageResamples.scores`). No inference runs: the statistics are in the store.
 
 Counts are integers below 2**24 and the product is taken in float32, so
 every sum is exact: the replicates are bit-identical on every machine and
@@ -16,6 +17,7 @@ thread count.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,3 +52,16 @@ class ImageResamples:
             raise ValueError("cannot resample an empty test set")
         hits = correct.astype(np.float32) @ self.counts(n).T  # exact: integers below 2**24
         return hits.astype(np.float64) / n
+
+    def scores(self, statistics: np.ndarray, score: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+        """``(networks, samples)`` float64: each network's score on each resample, from its per-sample
+        ``statistics`` (``(networks, n, k)`` integer counts, a metric's rows) summed with the resample's counts.
+
+        In float64: a confusion matrix's pixel counts pass 2**24, and sums of integers below 2**53 are exact in
+        any order, so the replicates stay bit-identical on every machine."""
+        networks, n, k = statistics.shape
+        if n == 0:
+            raise ValueError("cannot resample an empty test set")
+        counts = self.counts(n).astype(np.float64)
+        totals = np.einsum("bn,wnk->wbk", counts, statistics.astype(np.float64), optimize=True)
+        return np.asarray(score(totals, n), dtype=np.float64).reshape(networks, self.samples)

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..compute.checkpoints import CheckpointError, file_digest, fit_problems, read_checkpoint, read_pruned
 from ..compute.data import PreparedData, content_hash, prepare
-from ..compute.evaluation import accuracy, predict
+from ..compute.evaluation import evaluate
 from ..compute.numerics import numerics
 from ..compute.store import NotStored, make_key
 from ..compute.training import train
@@ -49,6 +49,7 @@ from ..plugin.api import (
     AUTO_FAMILY,
     DatasetRequest,
     DatasetSpec,
+    Metric,
     ModelSpec,
     PruneContext,
     PruneMethod,
@@ -130,6 +131,8 @@ class Engine:
         self.resamples = ImageResamples(suite.seed, suite.bootstrap)
         self._results: dict[CaseKey, CaseResult | CaseError] = {}
         self._repeats: dict[tuple[CaseKey, int], tuple[RepeatCurves, list[NetworkRecord]]] = {}
+        if suite.metric is not None:  # an unknown metric is a configuration error, found before any work
+            registry.metric(suite.metric)
         if suite.gate is not None:  # a gated entry the suite does not evaluate is a collection error
             resolve_entries(suite.gate, {e.label: [m.label for m in e.members] for e in self.shift_entries})
 
@@ -188,6 +191,29 @@ class Engine:
                                       download=self.options.download)
             self._data[name] = load_dataset(name, self.datasets[name], request)
         return self._data[name]
+
+    def metric(self, data: PreparedData) -> Registered[Metric]:
+        """The score ``data`` is measured with: the suite's ``metric``, else the dataset's own.
+
+        Raises :class:`CaseError` (only the dataset's cases fail) when it is not registered or does not score the
+        dataset's task."""
+        name = self.suite.metric or data.splits.metric_name
+        try:
+            registered = self.registry.metric(name)
+        except LookupError as exc:  # unknown or clashing: the registry's message lists what there is
+            raise CaseError(f"dataset {data.name!r}: {exc}") from None
+        task = data.splits.task
+        if task not in registered.item.tasks:
+            fitting = [m.name for m in self.registry.items("metric") if task in m.item.tasks]
+            raise CaseError(f"metric {name!r} scores {' and '.join(registered.item.tasks)}, but dataset "
+                            f"{data.name!r} is a {task} dataset; use one of "
+                            f"{', '.join(fitting) or '(none registered)'}")
+        return registered
+
+    def metric_info(self, data: PreparedData) -> dict[str, str]:
+        """What the report says about a dataset's score: its name, header label and the task."""
+        metric = self.metric(data).item
+        return {"name": metric.name, "label": metric.label, "task": data.splits.task}
 
     def test_inputs(self, data: PreparedData, shift: Shift = NOMINAL_SHIFT) -> torch.Tensor:
         """The normalized test inputs of ``data`` under ``shift``."""
@@ -482,18 +508,19 @@ class Engine:
                                 continue
                             try:
                                 with store.lookup_only():
-                                    inputs = self.shifted.inputs(data, shift, draw)
+                                    self.shifted.inputs(data, shift, draw)
                             except (NotStored, ShiftFailure):
                                 continue
                             network = network if network is not None else self._load(case, data, record).eval()
-                            fresh = predict(network, inputs, self.options.device)
+                            fresh = self._statistics(network, data, shift, draw)
                             checked += 1
                             if len(stored) != len(labels) or not torch.equal(fresh, stored):
-                                differ = int((fresh != stored).sum()) if len(stored) == len(fresh) else len(fresh)
+                                differ = (int((fresh != stored).reshape(len(fresh), -1).any(1).sum())
+                                          if stored.shape == fresh.shape else len(fresh))
                                 problems.append(
                                     f"{case.id} repeat {repeat + 1} network {i} ({record.key[:12]}) under "
                                     f"{shift.label}{f' draw {draw + 1}' if draw else ''}: {differ} of {len(fresh)} "
-                                    f"stored predictions differ from the network's (eval {key[:12]})")
+                                    f"stored per-image evaluations differ from the network's (eval {key[:12]})")
                     if i > 0:
                         record.state = None
                 if progress is not None:
@@ -563,6 +590,7 @@ class Engine:
             shift_errors=self._shift_errors(data, repeats),
             similarity=similarity,
             features=features,
+            metric=self.metric_info(data),
         )
 
     def _measures(self, case: CaseKey, data: PreparedData,
@@ -645,6 +673,7 @@ class Engine:
             seconds=time.monotonic() - started,
             shift_sources=self._shift_sources(data),
             shift_errors=self._shift_errors(data, [curves]),
+            metric=self.metric_info(data),
         )
 
     def _pruned_record(self, case: CaseKey, data: PreparedData,
@@ -713,7 +742,7 @@ class Engine:
         probed. The gate ratio is always probed, so the gate can be read.
         """
         ratios = self.suite.ratios
-        threshold = self._accuracy(case, data, parent, NOMINAL_SHIFT) - self.suite.delta
+        threshold = self._score(case, data, parent, NOMINAL_SHIFT) - self.suite.delta
         probed: dict[int, NetworkRecord] = {}
 
         def probe(index: int) -> bool:
@@ -721,7 +750,7 @@ class Engine:
             previous = probed[max(below)] if below else parent
             where = f"ratio {ratios[index]:.3g} (bisection probe {len(probed) + 1})"
             probed[index] = self._step(case, data, previous, ratios[index], where, seed)
-            return self._accuracy(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
+            return self._score(case, data, probed[index], NOMINAL_SHIFT) >= threshold - 1e-12
 
         bisect_last_qualifying(len(ratios), probe)
         gate = ratios.index(self.suite.gate_ratio_for(case.method))
@@ -809,7 +838,7 @@ class Engine:
     def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift, draw: int = 0) -> str:
         spec: dict[str, Any] = {"kind": "eval", "network": record.key, "data": data.key,
                                 "shift": self.shifted.identity(data, shift), "seed": self.suite.seed,
-                                "numerics": self.numerics}
+                                "numerics": self.numerics, "metric": self.metric(data).identity()}
         if draw:
             spec["draw"] = draw
         published = self.shifted.published(data, shift)
@@ -817,16 +846,27 @@ class Engine:
             spec["published"] = published.digest
         return make_key(spec)
 
-    def _accuracy(self, case: CaseKey, data: PreparedData, record: NetworkRecord, shift: Shift) -> float:
-        """One network's accuracy on one shift, through the same cache as full evaluations."""
+    def _statistics(self, network: nn.Module, data: PreparedData, shift: Shift, draw: int = 0) -> torch.Tensor:
+        """The metric's per-image statistics of ``network`` on ``shift`` (what the store keeps of an evaluation)."""
+        return evaluate(network, self.shifted.inputs(data, shift, draw), self.shifted.labels(data, shift),
+                        self.metric(data).item.statistics, data.splits.num_classes, self.options.device)
+
+    def _scores(self, data: PreparedData, statistics: Sequence[torch.Tensor]) -> list[float]:
+        """The score of each network from its per-image statistics on one set."""
+        totals = torch.stack([s.sum(0) for s in statistics]).numpy()
+        values = self.metric(data).item.score(totals, len(statistics[0]))
+        return [float(v) for v in values]
+
+    def _score(self, case: CaseKey, data: PreparedData, record: NetworkRecord, shift: Shift) -> float:
+        """One network's score on one shift, through the same cache as full evaluations."""
 
         def compute() -> torch.Tensor:
-            return predict(self._load(case, data, record), self.test_inputs(data, shift), self.options.device)
+            return self._statistics(self._load(case, data, record), data, shift)
 
         key = self._eval_key(record, data, shift)
-        preds = self.options.store.load_or_compute("eval", key, compute, {
+        statistics = self.options.store.load_or_compute("eval", key, compute, {
             "network": record.key, "shift": self.shifted.identity(data, shift)}, f"{case.id} {shift.label}")
-        return accuracy(preds, self.shifted.labels(data, shift))
+        return self._scores(data, [statistics])[0]
 
     def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], seed: int) -> RepeatCurves:
         """Every network on every shift (and every draw of a noise shift), each evaluation cached; then the
@@ -862,11 +902,11 @@ class Engine:
                 continue
             draws_accuracy, draws_replicates = [], []
             for draw in range(self._draws(shift)):
-                correct = torch.stack([predictions[(i, shift.label, draw)] == labels[shift.label]
-                                       for i in range(len(records))]).numpy()
-                draws_accuracy.append(tuple(float(c.sum()) / len(c) for c in correct))
+                statistics = [predictions[(i, shift.label, draw)] for i in range(len(records))]
+                draws_accuracy.append(tuple(self._scores(data, statistics)))
                 if replicates is not None:
-                    draws_replicates.append(tuple(array("d", row) for row in self.resamples.accuracies(correct)))
+                    resampled = self.resamples.scores(torch.stack(statistics).numpy(), self.metric(data).item.score)
+                    draws_replicates.append(tuple(array("d", row) for row in resampled))
             accuracies[shift.label] = tuple(draws_accuracy)
             if replicates is not None:
                 replicates[shift.label] = tuple(draws_replicates)
@@ -902,10 +942,9 @@ class Engine:
                         if network is None:
                             network = self._load(case, data, records[i])
                         try:
-                            inputs = self.shifted.inputs(data, shift, draw)
+                            preds = self._statistics(network, data, shift, draw)
                         except ShiftFailure:
                             continue  # recorded by ShiftedSets; the checks needing this shift report it
-                        preds = predict(network, inputs, self.options.device)
                         spec = {"network": records[i].key, "shift": self.shifted.identity(data, shift)}
                         self.options.store.save("eval", key, preds, {**spec, "draw": draw} if draw else spec)
                         label = shift.label + (f" draw {draw + 1}" if draw else "")

@@ -30,10 +30,13 @@ __all__ = [
     "AUTO_FAMILY",
     "NOMINAL",
     "SEVERITY",
+    "DEFAULT_METRICS",
     "DatasetRequest",
     "DatasetSpec",
     "DataSplits",
+    "IGNORE_INDEX",
     "ImageSet",
+    "Metric",
     "ModelSpec",
     "PixelShift",
     "PruneContext",
@@ -43,6 +46,7 @@ __all__ = [
     "ShiftGroup",
     "ShiftParam",
     "ShiftedSet",
+    "TASKS",
     "TensorShift",
     "check_name",
     "describe_sequence",
@@ -137,9 +141,17 @@ class ModelSpec:
 # --------------------------------------------------------------------------- datasets
 
 
+TASKS = ("classification", "segmentation")
+"""What a dataset's labels are: one class per image (``(N,)``), or one class per pixel (``(N, H, W)``)."""
+
+IGNORE_INDEX = 255
+"""The label of pixels that neither training nor scoring counts (Pascal VOC's object borders)."""
+
+
 @dataclass(frozen=True)
 class ImageSet:
-    """Images as uint8 ``(N, H, W, 3)`` and integer labels ``(N,)``."""
+    """Images as uint8 ``(N, H, W, 3)`` and integer labels: ``(N,)`` classes, or ``(N, H, W)`` per-pixel
+    classes (segmentation masks, :data:`IGNORE_INDEX` where a pixel is not labelled)."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -151,6 +163,15 @@ class ImageSet:
             raise ValueError(f"images must be uint8, got {self.images.dtype}")
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.labels.ndim not in (1, 3) or (self.labels.ndim == 3
+                                              and self.labels.shape[1:] != self.images.shape[1:3]):
+            raise ValueError(f"labels must be (N,) classes or (N, H, W) masks the size of the images "
+                             f"{self.images.shape[1:3]}, got shape {self.labels.shape}")
+
+    @property
+    def dense(self) -> bool:
+        """Whether the labels are per-pixel masks."""
+        return self.labels.ndim == 3
 
     def __len__(self) -> int:
         return len(self.images)
@@ -178,11 +199,31 @@ class DataSplits:
     std: tuple[float, float, float]
     class_names: tuple[str, ...] = ()
     published_shift: Callable[[str, Any], ShiftedSet | None] | None = field(default=None, compare=False)
+    task: str = "classification"
+    """One of :data:`TASKS`; ``segmentation`` datasets label every pixel (``(N, H, W)`` masks)."""
+    metric: str | None = None
+    """The registered :class:`Metric` that scores networks on this data (``None``: the task's default,
+    ``top1`` for classification, ``miou`` for segmentation). A suite may ask for another (``Suite.metric``)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        dense = self.task == "segmentation"
+        for split, images in (("train", self.train), ("test", self.test)):
+            if images.dense != dense:
+                want = "(N, H, W) masks" if dense else "(N,) classes"
+                raise ValueError(f"a {self.task} dataset's {split} labels must be {want}, got shape "
+                                 f"{images.labels.shape}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         _, h, w, c = self.test.images.shape
         return (c, h, w)
+
+    @property
+    def metric_name(self) -> str:
+        """The metric this data is scored with when the suite asks for none."""
+        return self.metric or DEFAULT_METRICS[self.task]
 
 
 @dataclass(frozen=True)
@@ -224,6 +265,47 @@ class DatasetSpec:
     """Optional and cheap (no decoding): ``None`` if ``load`` will find its data, else a
     message naming the path looked at and how to point robustprune at the data.
     Suites use it through :func:`robustprune.skip_unless_data` to skip cleanly."""
+
+
+# --------------------------------------------------------------------------- metrics
+
+DEFAULT_METRICS = {"classification": "top1", "segmentation": "miou"}
+"""The metric of each task when neither the dataset nor the suite names one."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score where higher is better, in [0, 1], made of per-sample statistics that add up.
+
+    ``statistics(outputs, labels, num_classes)`` turns a batch of the network's
+    outputs (logits ``(N, C)``, or ``(N, C, H, W)`` for dense tasks) and its
+    labels into an ``(N, K)`` tensor: what each sample contributes (top-1: 1 if
+    right; mean IoU: the image's flattened confusion matrix). The host stores
+    these rows, so re-scoring, bootstrap resamples and re-reads need no
+    inference. ``score(totals, count)`` maps summed rows (``totals`` of shape
+    ``(..., K)``, numpy, any leading dimensions) over ``count`` samples to the
+    score, vectorized. Both must be deterministic; the statistics must be exact
+    integers (counts) or the bootstrap's sums stop being bit-identical across
+    machines.
+
+    Prune potential, excess error (1 - score), Δe, gates and reports all read
+    the score; ``label`` names it in table headers (``top-1 acc``, ``mIoU``).
+    ``tasks`` lists the :data:`TASKS` whose labels ``statistics`` understands.
+    """
+
+    name: str
+    label: str
+    statistics: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+    score: Callable[[np.ndarray, int], np.ndarray]
+    tasks: tuple[str, ...] = ("classification",)
+    description: str = ""
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown or not self.tasks:
+            raise ValueError(f"metric {self.name!r}: tasks must be among {', '.join(TASKS)}, got {self.tasks}")
 
 
 # --------------------------------------------------------------------------- shifts

@@ -27,6 +27,7 @@ __all__ = [
     "hookspec",
     "robustprune_register_datasets",
     "robustprune_register_methods",
+    "robustprune_register_metrics",
     "robustprune_register_models",
     "robustprune_register_shifts",
 ]
@@ -77,4 +78,14 @@ def robustprune_register_shifts(register: Callable[..., None]) -> None:
     ``register(TensorShift(...))`` for one applied to normalized tensors, and
     ``register(ShiftGroup(name=..., members=[...]))`` for a named group such
     as ``noise`` (written ``noise@3`` in suites).
+    """
+
+
+@hookspec
+def robustprune_register_metrics(register: Callable[..., None]) -> None:
+    """Register scores (higher is better) that datasets and suites name.
+
+    Call ``register(Metric(name=..., label=..., statistics=..., score=...))``;
+    see :class:`robustprune.Metric` for the contract (additive per-sample
+    statistics, a vectorized score of their sums).
     """

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 from .api import (
     NOMINAL,
     DatasetSpec,
+    Metric,
     ModelSpec,
     PixelShift,
     PruneMethod,
@@ -92,6 +93,7 @@ _KINDS: dict[str, tuple[str, Callable[[Any], bool], str]] = {
         lambda o: isinstance(o, (PixelShift, TensorShift, PublishedShift, ShiftGroup)),
         "a PixelShift, TensorShift, PublishedShift or ShiftGroup",
     ),
+    "metric": ("robustprune_register_metrics", lambda o: isinstance(o, Metric), "a Metric"),
 }
 
 
@@ -200,6 +202,9 @@ class Registry:
 
     def dataset(self, name: str) -> Registered[DatasetSpec]:
         return self.get("dataset", name)
+
+    def metric(self, name: str) -> Registered[Metric]:
+        return self.get("metric", name)
 
     def _unknown_message(self, kind: str, name: str) -> str:
         available = self.names(kind)

@@ -55,6 +55,8 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
         if isinstance(result, CaseError):
             table["rows"].append({"method": key.method, "case": key.id, "error": str(result).splitlines()[0]})
             continue
+        # the dataset's score (every row of a table shares it): headers name it
+        table.setdefault("metric", dict(result.metric))
         # where each shifted test set came from: the same for every method of a model x dataset
         table.setdefault("shift_sources", {}).update(result.shift_sources)
         table.setdefault("shift_errors", {}).update(result.shift_errors)
@@ -106,6 +108,7 @@ def build_report(run: SuiteRun, suite_file: str) -> dict[str, Any]:
         })
         cases_out.append({
             "id": key.id, "method": result.method, "model": key.model, "dataset": key.dataset,
+            "metric": dict(result.metric),
             "ratios": list(result.ratios), "achieved_ratios": list(result.achieved),
             "parent_key": result.parent_key, "step_keys": list(result.step_keys),
             "accuracy": result.accuracy, "seconds": round(result.seconds, 2),

@@ -72,8 +72,8 @@ def compact_tables(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[
     ratio, Δe, costs) and one line per deploy gate outcome. Spreads are in the Markdown and the JSON."""
     main_headers = ["method", "P nominal %", *[f"P {label} %" for label in report["shifts"]], "gate ratio",
                     "verdict"]
-    detail_headers = ["method", "parent acc %", "achieved ratio", "Δe max % (shift)", "params k gate / parent",
-                      "MACs reduction", *(f"speed-up batch {b}" for b in SPEEDUP_BATCHES)]
+    detail_headers = ["method", f"parent {score_label(table)} %", "achieved ratio", "Δe max % (shift)",
+                      "params k gate / parent", "MACs reduction", *(f"speed-up batch {b}" for b in SPEEDUP_BATCHES)]
     main, details, gates = [], [], []
     for row in table["rows"]:
         if "error" in row:
@@ -168,8 +168,13 @@ def _speedup_cell(speedup: Mapping[str, Any] | None) -> str:
     return f"{speedup['speedup']:.2f}x ({speedup['low']:.2f}-{speedup['high']:.2f})"
 
 
+def score_label(table: Mapping[str, Any]) -> str:
+    """What a table's scores are, as its headers name them (``acc``: top-1 accuracy, ``mIoU``, ...)."""
+    return str((table.get("metric") or {}).get("label", "acc"))
+
+
 def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    headers = ["method", "parent acc %", "P nominal %"]
+    headers = ["method", f"parent {score_label(table)} %", "P nominal %"]
     headers += [f"P {label} %\nmean / min (worst)" for label in report["shifts"]]
     headers += ["gate ratio\n(achieved)", "Δe max %\n(shift)", "params k\ngate / parent", "MACs\nreduction",
                 *(f"speed-up\nbatch {b}" for b in SPEEDUP_BATCHES), "verdict"]

@@ -1,4 +1,4 @@
-"""The report as data to analyse: its JSON Schema, and one tidy table of every accuracy.
+"""The report as data to analyse: its JSON Schema, and one tidy table of every score.
 
 ``robustprune-report.csv`` (written next to the JSON by ``--report DIR``)
 has one row per suite, model, dataset, method, repeat, cascade step and
@@ -19,10 +19,11 @@ __all__ = ["CSV_COLUMNS", "report_schema", "tidy_csv", "tidy_rows"]
 
 CSV_COLUMNS = (
     "suite", "model", "dataset", "method", "case", "repeat", "seed", "step", "ratio", "achieved_ratio", "shift",
-    "score", "draws", "params", "macs",
+    "metric", "score", "draws", "params", "macs",
 )
 """``step`` 0 is the parent (``ratio`` and ``achieved_ratio`` 0), step k the k-th network of the cascade;
-``score`` is top-1 accuracy on ``shift``, the mean over ``draws`` independent draws of a noise shift;
+``score`` is the case's ``metric`` (``top1``: top-1 accuracy, ``miou``: mean IoU, ...) on ``shift``, the
+mean over ``draws`` independent draws of a noise shift;
 ``params``/``macs`` are counted on the first repeat's networks (the one exported), empty for the others."""
 
 
@@ -34,7 +35,7 @@ def report_schema(version: int = 1) -> dict[str, Any]:
 
 
 def tidy_rows(reports: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
-    """Every accuracy of every case of ``reports`` (the JSON's ``suites``), one dict per row."""
+    """Every score of every case of ``reports`` (the JSON's ``suites``), one dict per row."""
     for report in reports:
         for case in report["cases"]:
             ratios = [0.0, *case["ratios"]]
@@ -49,6 +50,7 @@ def tidy_rows(reports: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
                             "method": case["method"]["name"], "case": case["id"], "repeat": r,
                             "seed": repeat["seed"], "step": step, "ratio": ratios[step] if step < len(ratios) else "",
                             "achieved_ratio": achieved[step] if step < len(achieved) else "", "shift": shift,
+                            "metric": case.get("metric", {}).get("name", "top1"),
                             "score": sum(draw[step] for draw in draws) / len(draws), "draws": len(draws),
                             "params": cost.get("params", ""), "macs": cost.get("macs", ""),
                         }
