@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..plugin.api import Recipe
+from ..plugin.api import IGNORE_INDEX, Recipe
 from ..plugin.masks import apply_masks
 from .data import ProgressFn
 
@@ -53,6 +53,13 @@ def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator,
     ``grid_sample`` over the whole batch. Crops wider or taller than the image
     are clipped to it (torchvision retries instead; the difference is rare).
     """
+    grid = _resized_crop_grid(batch, generator, scale, ratio)
+    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _resized_crop_grid(batch: torch.Tensor, generator: torch.Generator, scale: tuple[float, float],
+                       ratio: tuple[float, float]) -> torch.Tensor:
+    """The sampling grid of :func:`resized_crop_flip` (one crop and flip per image, drawn from ``generator``)."""
     n, _, h, w = batch.shape
     area = torch.rand(n, generator=generator) * (scale[1] - scale[0]) + scale[0]
     log_ratio = torch.rand(n, generator=generator) * math.log(ratio[1] / ratio[0]) + math.log(ratio[0])
@@ -66,8 +73,7 @@ def resized_crop_flip(batch: torch.Tensor, generator: torch.Generator,
     theta[:, 0, 0], theta[:, 0, 2] = crop_w * flip, center_x
     theta[:, 1, 1], theta[:, 1, 2] = crop_h, center_y
     theta = theta.to(device=batch.device, dtype=batch.dtype)
-    grid = F.affine_grid(theta, [n, batch.shape[1], h, w], align_corners=False)
-    return F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return F.affine_grid(theta, [n, batch.shape[1], h, w], align_corners=False)
 
 
 def augment(batch: torch.Tensor, mode: str, pad_value: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -93,6 +99,28 @@ def augment(batch: torch.Tensor, mode: str, pad_value: torch.Tensor, generator: 
     return out
 
 
+def augment_dense(batch: torch.Tensor, masks: torch.Tensor, mode: str, pad_value: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`augment` for segmentation: the same crop and flip move each image and its mask ``(N, H, W)``.
+
+    Padding is labelled :data:`~robustprune.IGNORE_INDEX` (not counted by the loss); a resized crop samples
+    the mask with nearest neighbours, so labels stay labels. Draws as many random numbers as :func:`augment`.
+    """
+    if mode == "none":
+        return batch, masks
+    if mode == "resized_crop_flip":
+        grid = _resized_crop_grid(batch, generator, (0.08, 1.0), (3 / 4, 4 / 3))
+        images = F.grid_sample(batch, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        labels = F.grid_sample(masks.unsqueeze(1).to(batch.dtype), grid, mode="nearest", padding_mode="border",
+                               align_corners=False)
+        return images, labels.squeeze(1).round().to(masks.dtype)
+    # the mask rides along as one more channel, padded with the ignore label
+    stacked = torch.cat([batch, masks.unsqueeze(1).to(batch.dtype)], 1)
+    pad = torch.cat([pad_value.to(batch.dtype), torch.tensor([float(IGNORE_INDEX)], dtype=batch.dtype)])
+    out = augment(stacked, mode, pad, generator)
+    return out[:, :-1], out[:, -1].round().to(masks.dtype)
+
+
 def train(
     network: nn.Module,
     inputs: torch.Tensor,
@@ -113,8 +141,12 @@ def train(
     optimizer step, so they stay pruned. With ``epoch_inputs``, epoch ``e``
     trains on ``epoch_inputs(e)`` instead of ``inputs`` (same images and
     labels, e.g. a corrupted copy for robust training). Returns the final
-    epoch's loss and training accuracy.
+    epoch's loss and training accuracy. Labels ``(N, H, W)`` train a segmentation network: a cross-entropy
+    per pixel, :data:`~robustprune.IGNORE_INDEX` pixels left out, crops and flips applied to the masks too,
+    accuracy counted over labelled pixels.
     """
+    dense = labels.ndim == 3
+    ignore = IGNORE_INDEX if dense else -100  # -100: cross_entropy's default, no class label can be it
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout and anything else that draws from the global generator
     network.to(device).train()
@@ -142,27 +174,33 @@ def train(
         source = inputs if epoch_inputs is None else epoch_inputs(epoch)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        counted = torch.zeros((), device=device, dtype=torch.long)
         for step in range(steps_per_epoch):
             index = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = source[index]
             if augment_on_device:
                 x = x.to(device, non_blocking=True)
-            x = augment(x, recipe.augment, pad_value, generator).to(device, non_blocking=True)
-            y = labels[index].to(device, non_blocking=True)
+            y = labels[index].to(torch.int64)
+            if dense:
+                x, y = augment_dense(x, y.to(x.device), recipe.augment, pad_value.to(x.device), generator)
+                x = x.to(device, non_blocking=True)
+            else:
+                x = augment(x, recipe.augment, pad_value, generator).to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
             lr = lr_at(recipe, (epoch * steps_per_epoch + step) / total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if scaler is not None:
                 with torch.autocast("cuda", dtype=torch.float16):
                     logits = network(x)
-                    loss = F.cross_entropy(logits, y)
+                    loss = F.cross_entropy(logits, y, ignore_index=ignore)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # skipped when the scaled gradients overflowed
                 scaler.update()
             else:
                 logits = network(x)
-                loss = F.cross_entropy(logits, y)
+                loss = F.cross_entropy(logits, y, ignore_index=ignore)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -170,8 +208,10 @@ def train(
                 apply_masks(network, masks)
             # accumulate on device: no host-device synchronisation inside the loop
             loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-        stats = {"loss": float(loss_sum) / n, "accuracy": float(correct) / n}
+            labelled = y != ignore
+            correct += ((logits.detach().argmax(1) == y) & labelled).sum()
+            counted += labelled.sum()
+        stats = {"loss": float(loss_sum) / n, "accuracy": float(correct) / max(1, int(counted))}
         if progress is not None:
             progress(
                 f"epoch {epoch + 1}/{epochs} loss {stats['loss']:.3f} train acc {stats['accuracy']:.3f} "

@@ -563,6 +563,7 @@ class Engine:
             return self._compute_pruned(case)
         started = time.monotonic()
         data = self.data(case.dataset)
+        self._check_measures_apply(data)  # before any training
         repeats, first = [], []
         for repeat in range(self.suite.repeats):
             curves, records = self._repeat(case, data, repeat)
@@ -597,6 +598,7 @@ class Engine:
                   records: list[NetworkRecord]) -> tuple[SimilarityResult | None, FeaturesResult | None]:
         """Functional similarity and informative features of one repeat's networks, as the suite asks."""
         parent, steps = records[0], records[1:]
+        self._check_measures_apply(data)
         context = self._context(case, data)
         similarity = features = None
         if self.suite.similarity is not None:
@@ -606,6 +608,15 @@ class Engine:
         for record in steps:
             record.state = None
         return similarity, features
+
+    def _check_measures_apply(self, data: PreparedData) -> None:
+        """Functional similarity and informative features are defined on one class per image: a suite asking for
+        them on a segmentation dataset fails its cases with that, not with numbers that mean something else."""
+        asked = [name for name in ("similarity", "features") if getattr(self.suite, name) is not None]
+        if asked and data.splits.task != "classification":
+            raise CaseError(f"{' and '.join(asked)} apply to classification only (agreement of top-1 classes, "
+                            f"features that keep an image's class); dataset {data.name!r} is a {data.splits.task} "
+                            f"dataset: remove Suite({', '.join(f'{n}=...' for n in asked)}) for it")
 
     def _repeat(self, case: CaseKey, data: PreparedData, repeat: int) -> tuple[RepeatCurves, list[NetworkRecord]]:
         """One repeat of a case: its parent, its cascade (seeded by ``suite.seed + repeat``), every evaluation.

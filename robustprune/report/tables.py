@@ -338,6 +338,8 @@ def error_notes(table: dict[str, Any]) -> list[str]:
 def chance_notes(report: dict[str, Any], table: dict[str, Any]) -> list[str]:
     """Shifts under which the parent itself is near chance: any ratio 'qualifies' there, so P says little."""
     classes = table.get("num_classes")
+    if (table.get("metric") or {}).get("name", "top1") != "top1":
+        return []  # chance is 1 / classes for top-1 accuracy only
     case = next((c for c in report.get("cases", [])
                  if (c["model"], c["dataset"]) == (table["model"], table["dataset"])), None)
     if not classes or case is None:
