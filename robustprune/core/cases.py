@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import metrics
 from .beyond import TEST_LABEL, TRAIN_LABEL
 from .gate import DeployGate, GateResult, ShiftNumbers, ShiftStatistics, evaluate_gate, resolve_entries
-from .results import CaseError, CaseKey, CaseResult, FeaturesResult, SimilarityResult
+from .results import CaseError, CaseKey, CaseResult, FeaturesResult, SimilarityResult, score_name
 from .shifts import NOMINAL, ShiftEntry
 from .suite import Suite
 from .uncertainty import Estimate, PerRepeat, Reducer
@@ -210,7 +210,7 @@ class Case:
         return evaluate_gate(
             gate, name=self.method, ratio=ratio, achieved=self.result.achieved[index], numbers=numbers,
             entries=entries, delta=self.delta, single_network=self.single_network, required_sparsity=required,
-            statistics=statistics, resampling=self.result.resampling,
+            statistics=statistics, resampling=self.result.resampling, score=score_name(self.result.metric),
         )
 
     @property
@@ -350,10 +350,15 @@ class Case:
 
     # ------------------------------------------------------------ the numbers
 
+    @property
+    def _score(self) -> str:
+        """What the case's numbers are, in sentences: ``accuracy`` (top-1), or the metric's label (``mIoU``)."""
+        return score_name(self.result.metric)
+
     def parent_accuracy(self, shift: str = NOMINAL) -> Measure:
         self._check_shift(shift)
         statistic = self._column_statistic(("parent", shift), [(shift, 0)], _itself, _ACCURACY)
-        return self._measure(statistic, "parent accuracy", f"under {shift}", digits=3)
+        return self._measure(statistic, f"parent {self._score}", f"under {shift}", digits=3)
 
     def accuracy(self, shift: str = NOMINAL, ratio: float | None = None) -> Measure:
         """The pruned network's accuracy at ``ratio`` (default: the gate ratio)."""
@@ -361,7 +366,7 @@ class Case:
         ratio = self.gate_ratio if ratio is None else ratio
         index = _ratio_index(self.ratios, ratio)
         statistic = self._column_statistic(("accuracy", shift, index), [(shift, index + 1)], _itself, _ACCURACY)
-        return self._measure(statistic, "accuracy", f"under {shift} at ratio {ratio:g}", digits=3)
+        return self._measure(statistic, self._score, f"under {shift} at ratio {ratio:g}", digits=3)
 
     def prune_potential(self, shift: str = NOMINAL, delta: float | None = None) -> Measure:
         """P(delta, shift): the largest ratio whose accuracy is within delta of the parent's on that shift."""
@@ -378,7 +383,7 @@ class Case:
         self._check_shift(shift)
         ratio = self.gate_ratio if ratio is None else ratio
         statistic = self._loss(shift, _ratio_index(self.ratios, ratio))
-        return self._measure(statistic, "accuracy loss", f"under {shift} at ratio {ratio:g}", digits=3)
+        return self._measure(statistic, f"{self._score} loss", f"under {shift} at ratio {ratio:g}", digits=3)
 
     def excess_error(self, shift: str, ratio: float | None = None) -> Measure:
         """e(pruned_r, shift) = err(shift) - err(nominal) of the pruned network at ``ratio``."""

@@ -142,7 +142,7 @@ def shift_numbers(accuracy: Mapping[str, Sequence[float]], index: int) -> dict[s
 class GateCheck:
     """One limit of the gate: its worst value, where it occurs, and whether it holds."""
 
-    what: str  # "accuracy loss", "delta excess error" or "sparsity"
+    what: str  # "accuracy loss" (or the score's: "mIoU loss"), "delta excess error" or "sparsity"
     value: float
     limit: float
     limit_name: str  # "delta", "limit" or "required"
@@ -219,7 +219,7 @@ class GateResult:
     @property
     def summary(self) -> str:
         """The short form the report's verdict column shows: the first failing check, else the worst loss."""
-        losses = [c for c in self.checks if c.what == "accuracy loss"]
+        losses = [c for c in self.checks if c.what.endswith(" loss")]
         first = (self.failed_checks or losses or self.checks)[:1]
         return first[0].sentence() if first else "nothing gated"
 
@@ -269,11 +269,13 @@ def evaluate_gate(
     required_sparsity: float | None = None,
     statistics: Mapping[str, ShiftStatistics] | None = None,
     resampling: Resampling | None = None,
+    score: str = "accuracy",
 ) -> GateResult:
     """Judge one network. ``numbers``: per shift label at the deploy ratio (:func:`shift_numbers`);
     ``entries``: the gated entries and their members (:func:`resolve_entries`). A gate with a
     ``confidence`` needs ``statistics`` (every gated shift on every repeat and resample) and the
-    ``resampling`` that reads bounds from them."""
+    ``resampling`` that reads bounds from them. ``score`` names what the numbers are in the sentences
+    (``mIoU loss 3.1 % under ...``)."""
     if gate.confidence is not None and (statistics is None or resampling is None):
         raise ValueError("a DeployGate with a confidence needs the per-repeat statistics and the resampling")
     checks: list[GateCheck] = []
@@ -285,7 +287,7 @@ def evaluate_gate(
     losses = {label: numbers[label].accuracy_loss for members in entries.values() for label in members}
     loss_value = _valuer(gate, losses, {label: s.accuracy_loss for label, s in (statistics or {}).items()},
                          resampling)
-    checks.append(_check(gate, "accuracy loss", loss_value, list(losses), entries, loss_limit, loss_name))
+    checks.append(_check(gate, f"{score} loss", loss_value, list(losses), entries, loss_limit, loss_name))
     if gate.max_delta_excess_error is not None:
         dees = {label: dee for members in entries.values() for label in members
                 if (dee := numbers[label].delta_excess_error) is not None}

@@ -65,6 +65,11 @@ TOP1 = {"name": "top1", "label": "acc", "task": "classification"}
 """The metric of a result that names none (classification's default)."""
 
 
+def score_name(metric: Mapping[str, str]) -> str:
+    """How sentences name a result's score: ``accuracy`` for top-1, else the metric's label (``mIoU``)."""
+    return "accuracy" if metric.get("name", "top1") == "top1" else metric.get("label", metric.get("name", "score"))
+
+
 # --------------------------------------------------------------------------- beyond accuracy
 
 

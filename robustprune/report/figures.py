@@ -147,6 +147,8 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 1.0), squeeze=False, layout="constrained")
     delta = report["delta"]
+    metric = table.get("metric") or {}
+    score = "accuracy" if metric.get("name", "top1") == "top1" else metric.get("label", "score")
     for ax, (title, members) in zip(axes.flat, panels):
         parent = sum(cases[0]["accuracy"][m][0] for m in members) / len(members)
         for case in cases:
@@ -167,7 +169,7 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy (%)", fontsize=8)
+        ax.set_ylabel(f"{score} (%)", fontsize=8)
     for ax in axes.flat[max(0, len(panels) - cols):len(panels)]:  # the last panel of each column
         ax.set_xlabel("prune ratio (%)", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
