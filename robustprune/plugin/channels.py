@@ -17,7 +17,9 @@ channel dimension, dim 1, of each tensor) along the edges of the graph:
   inputs become one group.
 * Channel-wise operations pass a space through: batch norm, elementwise
   activations (module or functional, in place or not), pooling (including
-  adaptive pooling and a mean over the spatial dimensions), dropout, identity,
+  adaptive pooling and a mean over the spatial dimensions), resampling
+  (``F.interpolate`` and the ``Upsample`` modules: DeepLabV3's image-pooling
+  branch and its upsampled logits), dropout, identity,
   torchvision's stochastic depth, scaling by a number. A flatten (the module,
   the function, ``view`` or ``reshape`` from ``(N, C, H, W)`` to
   ``(N, C*H*W)``) passes the space on with ``H*W`` features per channel, so a
@@ -266,6 +268,7 @@ _CHANNELWISE_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
     nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
     nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
+    nn.Upsample, nn.UpsamplingBilinear2d, nn.UpsamplingNearest2d,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
     nn.Identity,
 )  # fmt: skip
@@ -276,6 +279,7 @@ _CHANNELWISE_FUNCTIONS: set[Callable[..., Any]] = {
     torch.sigmoid, torch.tanh, F.sigmoid, F.tanh,
     F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
     F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+    F.interpolate, F.upsample, F.upsample_bilinear, F.upsample_nearest,
     torch.clone,
 }  # fmt: skip
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.results import score_name
 from ..core.shifts import NOMINAL, split_label
 from . import series
 
@@ -147,8 +148,7 @@ def accuracy_figure(plt: Any, report: Mapping[str, Any], table: Mapping[str, Any
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.6 * rows + 1.0), squeeze=False, layout="constrained")
     delta = report["delta"]
-    metric = table.get("metric") or {}
-    score = "accuracy" if metric.get("name", "top1") == "top1" else metric.get("label", "score")
+    score = score_name(table.get("metric") or {})
     for ax, (title, members) in zip(axes.flat, panels):
         parent = sum(cases[0]["accuracy"][m][0] for m in members) / len(members)
         for case in cases:
