@@ -111,3 +111,24 @@ def test_only_the_suites_of_a_folder_have_their_assertions_rewritten(tmp_path):
                              "--store", str(tmp_path / "store")], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "1 passed" in result.stdout
+
+
+def test_packaged_suites_run_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = pytest_args_for_run(["segmentation", "-k", "quickstart", "-q"])
+    assert args[0].endswith("robustprune/suites/segmentation.py")
+    assert "-p" in args and "no:cacheprovider" in args  # packaged suites keep pytest's cache out of site-packages
+    assert args[-3:] == ["-k", "quickstart", "-q"]  # the value of -k is not a suite
+    both = pytest_args_for_run(["quickstart", "segmentation"])
+    assert [a.rsplit("/", 1)[-1] for a in both[:2]] == ["quickstart.py", "segmentation.py"]
+    (tmp_path / "segmentation").mkdir()  # a folder of that name in the working directory is the user's
+    (tmp_path / "segmentation" / "test_mine.py").write_text("def test_mine():\n    pass\n")
+    assert pytest_args_for_run(["segmentation"])[0] == "segmentation/test_mine.py"
+
+
+def test_the_packaged_segmentation_suite_collects_its_grid(tmp_path, capsys):
+    status = main(["run", "segmentation", "--collect-only", "-q", "--store", str(tmp_path / "store")])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    # per method: 1 nominal check, 2 group checks x 2 entries, 22 shift checks (19 corruptions, 3 noise levels)
+    assert out.count("segmentation.py::") == 4 * (1 + 2 * 2 + 22), out[-2000:]
