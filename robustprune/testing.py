@@ -33,6 +33,7 @@ from .compute.compaction import CompactionError, compact
 from .compute.data import prepare
 from .compute.training import train
 from .plugin.api import (
+    IGNORE_INDEX,
     DatasetRequest,
     DatasetSpec,
     DataSplits,
@@ -128,17 +129,19 @@ def check_shift(shift: PixelShift | TensorShift, param: Any, *, images: np.ndarr
     assert torch.equal(out, out_again), f"shift {shift.name}@{param} is not deterministic given its seeds"
 
 
-def check_model(spec: ModelSpec, *, num_classes: int = 10, input_shape: tuple[int, int, int] = _INPUT_SHAPE) -> None:
+def check_model(spec: ModelSpec, *, num_classes: int = 10, input_shape: tuple[int, int, int] = _INPUT_SHAPE,
+                dense: bool = False) -> None:
     """Build the model for ``num_classes`` and ``input_shape``: an ``nn.Module`` with prunable weights whose
-    output is ``(N, num_classes)``."""
+    output is ``(N, num_classes)``, or with ``dense`` (a segmentation model) ``(N, num_classes, H, W)``."""
     network = spec.build(num_classes, input_shape)
     assert isinstance(network, nn.Module), f"model {spec.name} built {type(network).__name__}, not an nn.Module"
     assert prunable_weights(network), f"model {spec.name} has no Conv2d or Linear weight to prune"
     network.eval()
     with torch.no_grad():
         out = network(torch.zeros(2, *input_shape))
-    assert tuple(out.shape) == (2, num_classes), (
-        f"model {spec.name} gives outputs of shape {tuple(out.shape)} for 2 inputs; expected (2, {num_classes})")
+    expected = (2, num_classes, *input_shape[1:]) if dense else (2, num_classes)
+    assert tuple(out.shape) == expected, (
+        f"model {spec.name} gives outputs of shape {tuple(out.shape)} for 2 inputs; expected {expected}")
 
 
 def check_dataset(spec: DatasetSpec, request: DatasetRequest | None = None) -> DataSplits:
@@ -148,8 +151,11 @@ def check_dataset(spec: DatasetSpec, request: DatasetRequest | None = None) -> D
     for part in (splits.train, splits.test):
         assert len(part.images) == len(part.labels) > 0, f"dataset {spec.name}: a split is empty or mismatched"
         labels = np.asarray(part.labels)
-        assert labels.min() >= 0 and labels.max() < splits.num_classes, (
-            f"dataset {spec.name}: labels outside 0..{splits.num_classes - 1}")
+        if labels.ndim == 3:  # masks: unlabelled pixels are allowed
+            labels = labels[labels != IGNORE_INDEX]
+        assert labels.size and labels.min() >= 0 and labels.max() < splits.num_classes, (
+            f"dataset {spec.name}: labels outside 0..{splits.num_classes - 1}"
+            + (f" (and {IGNORE_INDEX} for unlabelled pixels)" if part.dense else ""))
     assert splits.train.images.shape[1:] == splits.test.images.shape[1:], (
         f"dataset {spec.name}: train and test images differ in shape")
     assert len(splits.mean) == len(splits.std) == 3 and all(s > 0 for s in splits.std), (

@@ -325,3 +325,13 @@ def test_similarity_on_segmentation_says_it_is_for_classification(run_seg_suite)
     out = result.stdout.str()
     assert result.ret == 1
     assert "similarity apply to classification only" in out and "dataset 'toyseg' is a segmentation dataset" in out
+
+
+def test_the_plugin_kit_checks_segmentation_datasets_and_models(registry):
+    from robustprune.testing import check_dataset, check_model
+
+    splits = check_dataset(registry.dataset("digits_seg").item)
+    assert splits.task == "segmentation"
+    check_model(registry.model("seg_cnn").item, num_classes=11, input_shape=(3, 32, 32), dense=True)
+    with pytest.raises(AssertionError, match=r"expected \(2, 11\)"):
+        check_model(registry.model("seg_cnn").item, num_classes=11, input_shape=(3, 32, 32))
