@@ -44,6 +44,7 @@ from .plugin.api import (
     PruneMethod,
     Recipe,
     TensorShift,
+    mask_problem,
 )
 from .plugin.masks import Masks, PruneError, apply_masks, full_masks, prunable_weights, validate_masks
 from .plugin.registry import load_registry
@@ -151,11 +152,13 @@ def check_dataset(spec: DatasetSpec, request: DatasetRequest | None = None) -> D
     for part in (splits.train, splits.test):
         assert len(part.images) == len(part.labels) > 0, f"dataset {spec.name}: a split is empty or mismatched"
         labels = np.asarray(part.labels)
-        if labels.ndim == 3:  # masks: unlabelled pixels are allowed
-            labels = labels[labels != IGNORE_INDEX]
-        assert labels.size and labels.min() >= 0 and labels.max() < splits.num_classes, (
-            f"dataset {spec.name}: labels outside 0..{splits.num_classes - 1}"
-            + (f" (and {IGNORE_INDEX} for unlabelled pixels)" if part.dense else ""))
+        if part.dense:
+            problem = mask_problem(labels, splits.num_classes)
+            assert problem is None, f"dataset {spec.name}: {problem}"
+            assert (labels != IGNORE_INDEX).any(), f"dataset {spec.name}: a split has no labelled pixel"
+        else:
+            assert labels.min() >= 0 and labels.max() < splits.num_classes, (
+                f"dataset {spec.name}: labels outside 0..{splits.num_classes - 1}")
     assert splits.train.images.shape[1:] == splits.test.images.shape[1:], (
         f"dataset {spec.name}: train and test images differ in shape")
     assert len(splits.mean) == len(splits.std) == 3 and all(s > 0 for s in splits.std), (

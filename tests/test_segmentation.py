@@ -335,3 +335,81 @@ def test_the_plugin_kit_checks_segmentation_datasets_and_models(registry):
     check_model(registry.model("seg_cnn").item, num_classes=11, input_shape=(3, 32, 32), dense=True)
     with pytest.raises(AssertionError, match=r"expected \(2, 11\)"):
         check_model(registry.model("seg_cnn").item, num_classes=11, input_shape=(3, 32, 32))
+
+
+# --------------------------------------------------------------------------- refusals before any work
+
+def test_masks_with_labels_beyond_the_classes_are_refused():
+    images = np.zeros((2, 4, 4, 3), np.uint8)
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[1, 2, 3] = 7
+    with pytest.raises(ValueError, match=r"train masks: image 1 has the label 7: labels are 0..2, or 255"):
+        DataSplits(ImageSet(images, masks), ImageSet(images, masks), 3, (0.5,) * 3, (0.2,) * 3, task="segmentation")
+    with pytest.raises(ValueError, match="1 to 255 classes"):
+        DataSplits(ImageSet(images, masks), ImageSet(images, masks), 300, (0.5,) * 3, (0.2,) * 3,
+                   task="segmentation")
+
+
+def test_float_statistics_are_refused_with_the_reason():
+    from robustprune.compute.evaluation import evaluate
+
+    network = torch.nn.Conv2d(3, 2, 1)
+    with pytest.raises(ValueError, match="must be integer counts"):
+        evaluate(network, torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long),
+                 lambda out, labels, classes: out.mean((1, 2, 3)).unsqueeze(1), 2)
+
+
+def test_the_float32_and_float64_bootstrap_paths_agree():
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 3, size=(2, 40, 4))  # sums below 2**24: the float32 path
+    resamples = ImageResamples(seed=5, samples=50)
+    counts = resamples.counts(40).astype(np.float64)
+    exact = np.einsum("bn,wnk->wbk", counts, small.astype(np.float64))
+    assert np.array_equal(resamples.scores(small, lambda t, n: t[..., 0] + 1000 * t[..., 3]),
+                          exact[..., 0] + 1000 * exact[..., 3])
+    large = small * 2**22  # sums beyond 2**24: the float64 path, still exact
+    assert np.array_equal(resamples.scores(large, lambda t, n: t[..., 1]), exact[..., 1] * 2**22)
+
+
+def test_a_classification_model_on_segmentation_data_fails_before_training(make_engine):
+    from robustprune.core.results import CaseError, CaseKey
+
+    messages: list[str] = []
+    engine = make_engine(Suite(models=["small_cnn"], datasets=["digits_seg"], methods=["wt"], ratios=[0.5],
+                               bootstrap=0), messages)
+    with pytest.raises(CaseError, match=r"model 'small_cnn' returns outputs of shape \(1, 11\) .* a segmentation "
+                                        r"dataset with 11 classes: it needs dense logits"):
+        engine.result(CaseKey("wt", "small_cnn", "digits_seg"))
+    assert not [m for m in messages if "training" in m]
+
+
+def test_similarity_on_segmentation_fails_before_training(make_engine):
+    from robustprune import Similarity
+    from robustprune.core.results import CaseError
+
+    messages: list[str] = []
+    engine = make_engine(Suite(models=["seg_cnn"], datasets=["digits_seg"], methods=["wt"], ratios=[0.5],
+                               similarity=Similarity(eps=(0.1,), images=8, draws=1), bootstrap=0), messages)
+    with pytest.raises(CaseError, match="similarity apply to classification only"):
+        engine.parent("seg_cnn", "digits_seg")  # the workers' first unit of work: nothing is trained
+    assert not [m for m in messages if "training" in m]
+
+
+def test_shift_preview_shows_segmentation_images(tmp_path):
+    from robustprune.cli import main
+
+    out = tmp_path / "preview.png"
+    status = main(["shifts", "preview", "contrast@3", "--dataset", "digits_seg", "--images", "4", "-o", str(out)])
+    assert status == 0 and out.stat().st_size > 0
+
+
+def test_changing_the_metric_re_evaluates_without_retraining(run_suite):
+    checks = "\ndef test_nominal(case):\n    assert case.prune_potential() >= 0.0\n"
+    first = run_suite(checks, "--log-cli-level=INFO")
+    first.assert_outcomes(passed=1)
+    again = run_suite(checks, "--log-cli-level=INFO", extra='metric="top5",')
+    again.assert_outcomes(passed=1)
+    log = again.stdout.str()
+    assert "evaluating 6 network x shift pairs" in log, log
+    assert "training the parent (" not in log and "retrain epoch" not in log, log  # networks are reused
+    assert "top-5" in log  # the header names the new score

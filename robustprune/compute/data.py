@@ -75,7 +75,7 @@ def content_hash(splits: DataSplits) -> str:
     return h.hexdigest()
 
 
-def _label_tensor(labels: np.ndarray) -> torch.Tensor:
+def label_tensor(labels: np.ndarray) -> torch.Tensor:
     """Classes as int64; masks as uint8 (VOC's 1,464 training masks at 513x513 are 3 GB as int64), widened per
     batch where a loss or a metric reads them."""
     return torch.from_numpy(np.asarray(labels, dtype=np.int64 if labels.ndim == 1 else np.uint8))
@@ -90,8 +90,8 @@ def prepare(name: str, key: str, splits: DataSplits) -> PreparedData:
         key=key,
         splits=splits,
         train_inputs=torch.empty(0),
-        train_labels=_label_tensor(splits.train.labels),
-        test_labels=_label_tensor(splits.test.labels),
+        train_labels=label_tensor(splits.train.labels),
+        test_labels=label_tensor(splits.test.labels),
         mean=mean,
         std=std,
     )

@@ -9,7 +9,7 @@ from torch import nn
 
 EVAL_BATCH = 500
 EVAL_PIXELS = 2**22
-"""Segmentation evaluates at most this many labelled pixels per batch: dense logits are C times larger."""
+"""Segmentation evaluates at most this many pixels per batch: dense logits are C times larger."""
 
 Statistics = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 """A :attr:`robustprune.Metric.statistics`: (outputs, labels, num_classes) -> (N, K) per-sample rows."""
@@ -51,6 +51,9 @@ def evaluate(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sta
         if out.ndim != 2 or len(out) != len(batch_labels):
             raise ValueError(f"a metric's statistics must be (N, K) with a row per sample; got shape "
                              f"{tuple(out.shape)} for {len(batch_labels)} samples")
+        if out.is_floating_point() or out.is_complex():
+            raise ValueError(f"a metric's statistics must be integer counts (they are summed exactly and stored as "
+                             f"int64), got {out.dtype}; count what the score needs, e.g. pixels right and pixels")
         rows.append(out)
     if not rows:
         raise ValueError("cannot evaluate on an empty test set")

@@ -3,7 +3,7 @@
 Every number robustprune reports is a statistic of one trained network's
 curve on one test set: a prune potential, an accuracy loss, a delta excess
 error. With ``Suite(repeats=R)`` there are R independently trained parents
-and cascades, and the evaluations keep per-image predictions, so each number
+and cascades, and the evaluations keep per-image statistics, so each number
 has two independent sources of uncertainty, both measured:
 
 - training: the spread over repeats (``values``: the statistic on each

@@ -9,9 +9,10 @@ one matrix product: ``correct (networks x n) @ counts.T (n x samples)``; any
 metric's are its per-image statistics summed the same way, then scored
 (:meth:`ImageResamples.scores`). No inference runs: the statistics are in the store.
 
-Counts are integers below 2**24 and the product is taken in float32, so
-every sum is exact: the replicates are bit-identical on every machine and
-thread count.
+Counts are integers below 2**24; the product is taken in float32 when every
+sum stays below 2**24 (top-1's rows always do), else in float64 (a confusion
+matrix's pixel counts), so every sum is exact: the replicates are
+bit-identical on every machine and thread count.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class ImageResamples:
         networks, n, k = statistics.shape
         if n == 0:
             raise ValueError("cannot resample an empty test set")
-        counts = self.counts(n).astype(np.float64)
-        totals = np.einsum("bn,wnk->wbk", counts, statistics.astype(np.float64), optimize=True)
+        counts = self.counts(n)
+        if int(np.abs(statistics).max(initial=0)) * n < 2**24:
+            # every sum stays below 2**24 (top-1's 0/1 rows always do): float32 is exact, and half the memory
+            flat = statistics.astype(np.float32).transpose(0, 2, 1).reshape(networks * k, n)
+            totals = (flat @ counts.T).astype(np.float64).reshape(networks, k, self.samples).transpose(0, 2, 1)
+        else:
+            totals = np.einsum("bn,wnk->wbk", counts.astype(np.float64), statistics.astype(np.float64), optimize=True)
         return np.asarray(score(totals, n), dtype=np.float64).reshape(networks, self.samples)

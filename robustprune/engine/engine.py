@@ -56,7 +56,7 @@ from ..plugin.api import (
     Recipe,
 )
 from ..plugin.errors import DataFileError, MissingDependencyError
-from ..plugin.host import prune_library_hash
+from ..plugin.host import prune_library_hash, scores_library_hash
 from ..plugin.masks import Masks, PruneError, full_masks, validate_masks
 from ..plugin.registry import PluginConflictError, Registered, Registry
 from .bootstrap import ImageResamples
@@ -126,6 +126,7 @@ class Engine:
         self.shifted = ShiftedSets(options.store, suite.seed, options.workers, options.progress,
                                    suite.shift_family_for)
         self._data: dict[str, PreparedData] = {}
+        self._task_checked: set[tuple[str, str]] = set()  # (model, dataset) pairs whose task fits the suite
         # (model, dataset, seed), or (model, dataset, None) for the suite's parent checkpoint
         self._parents: dict[tuple[str, str, int | None], NetworkRecord | CaseError] = {}
         self.resamples = ImageResamples(suite.seed, suite.bootstrap)
@@ -300,6 +301,7 @@ class Engine:
 
     def _parent(self, model: str, dataset: str, seed: int | None) -> NetworkRecord:
         data = self.data(dataset)
+        self._check_task(model, data)  # before any training: a wrong score or model fails its cases now
         if seed is None:
             checkpoint = self.suite.parent_checkpoints[model]
             return self._parent_from_checkpoint(model, data, Path(checkpoint).expanduser().resolve())
@@ -416,8 +418,8 @@ class Engine:
 
     def planned_bytes(self, cases: Sequence[CaseKey], plan: WorkPlan) -> int:
         """Roughly what ``plan`` and the cases' generated shifted sets not stored yet will add to the store:
-        the weights of every parent, weights and masks of every pruned network, every network's predictions
-        on every shift. For the free-disk warning before any work; measures are left out (they are small)."""
+        the weights of every parent, weights and masks of every pruned network, every network's per-image
+        statistics on every shift. For the free-disk warning before any work; measures are left out (they are small)."""
         sizes: dict[tuple[str, str], int] = {}
 
         def network_bytes(model: str, dataset: str) -> int:
@@ -430,9 +432,12 @@ class Engine:
         total = sum(entry + network_bytes(model, dataset) for model, dataset, _ in plan.parents)
         evaluations = sum(self._draws(shift) for shift in self.shifts)
         for case, _, _ in plan.repeats:
-            pruned, images = len(self.suite.ratios), len(self.data(case.dataset).test_labels)
+            splits = self.data(case.dataset).splits
+            pruned, images = len(self.suite.ratios), len(splits.test)
             total += pruned * (entry + 2 * network_bytes(case.model, case.dataset))  # a mask as large, at most
-            total += (pruned + 1) * evaluations * (entry + images * 8)  # int64 predictions
+            # int64 statistics per image: one count for classification, a confusion matrix for segmentation
+            row = 8 * (splits.num_classes**2 if splits.task == "segmentation" else 1)
+            total += (pruned + 1) * evaluations * (entry + images * row)
         for dataset in dict.fromkeys(c.dataset for c in cases):
             data = self.data(dataset)
             total += len(self.shifted.to_generate(data, self.shifts)) * (entry + data.splits.test.images.nbytes)
@@ -563,7 +568,7 @@ class Engine:
             return self._compute_pruned(case)
         started = time.monotonic()
         data = self.data(case.dataset)
-        self._check_measures_apply(data)  # before any training
+        self._check_task(case.model, data)  # before any training
         repeats, first = [], []
         for repeat in range(self.suite.repeats):
             curves, records = self._repeat(case, data, repeat)
@@ -609,6 +614,30 @@ class Engine:
             record.state = None
         return similarity, features
 
+    def _check_task(self, model: str, data: PreparedData) -> None:
+        """What the dataset's task asks of a suite, checked once per model x dataset before any training: a
+        metric that scores the task, no measure defined for classification only, a model whose outputs fit
+        (logits ``(N, classes)`` for classification, ``(N, classes, H, W)`` at the image's size for
+        segmentation). Raises :class:`CaseError` saying which and what would fit."""
+        if (model, data.name) in self._task_checked:
+            return
+        self.metric(data)
+        self._check_measures_apply(data)
+        splits = data.splits
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # leaves the seeded streams as they were
+            outputs = self.build(model, data).eval()(data.normalize(splits.test.images[:1]))
+        shape = tuple(getattr(outputs, "shape", ()))
+        height, width = splits.test.images.shape[1:3]
+        dense = splits.task == "segmentation"
+        expected = (1, splits.num_classes, height, width) if dense else (1, splits.num_classes)
+        if shape != expected:
+            what = "dense logits (N, classes, H, W) at the image's size" if dense else "logits (N, classes)"
+            raise CaseError(f"model {model!r} returns outputs of shape {shape or type(outputs).__name__} for one "
+                            f"{height}x{width} image of dataset {data.name!r}, a {splits.task} dataset with "
+                            f"{splits.num_classes} classes: it needs {what}, {expected}; use a "
+                            f"{splits.task} model (`robustprune plugins` lists the models)")
+        self._task_checked.add((model, data.name))
+
     def _check_measures_apply(self, data: PreparedData) -> None:
         """Functional similarity and informative features are defined on one class per image: a suite asking for
         them on a segmentation dataset fails its cases with that, not with numbers that mean something else."""
@@ -652,7 +681,7 @@ class Engine:
 
     def _shift_errors(self, data: PreparedData, repeats: Sequence[RepeatCurves]) -> dict[str, str]:
         """The case's shifts missing from any repeat's curves, with why (a shift that failed after this case read
-        its predictions from the store is not the case's error)."""
+        its evaluations from the store is not the case's error)."""
         present = set.intersection(*(set(r.accuracy) for r in repeats)) if repeats else set()
         return {s.label: self.shifted.failure(data, s) or f"shift {s.label} was not evaluated on {data.name}"
                 for s in self.shifts if s.label not in present}
@@ -849,7 +878,8 @@ class Engine:
     def _eval_key(self, record: NetworkRecord, data: PreparedData, shift: Shift, draw: int = 0) -> str:
         spec: dict[str, Any] = {"kind": "eval", "network": record.key, "data": data.key,
                                 "shift": self.shifted.identity(data, shift), "seed": self.suite.seed,
-                                "numerics": self.numerics, "metric": self.metric(data).identity()}
+                                "numerics": self.numerics,
+                                "metric": {**self.metric(data).identity(), "library": scores_library_hash()}}
         if draw:
             spec["draw"] = draw
         published = self.shifted.published(data, shift)
@@ -881,7 +911,7 @@ class Engine:
 
     def _evaluate(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], seed: int) -> RepeatCurves:
         """Every network on every shift (and every draw of a noise shift), each evaluation cached; then the
-        accuracies on the whole sets and on the bootstrap's image resamples, from the stored predictions.
+        scores on the whole sets and on the bootstrap's image resamples, from the stored per-image statistics.
 
         Each shift is scored against its own labels: a published set (CIFAR-10.1)
         has other images and labels than the nominal test set. A shift that
@@ -893,7 +923,7 @@ class Engine:
         pairs = [(shift, draw) for shift in usable for draw in range(self._draws(shift))]
         eval_keys = {(i, shift.label, draw): self._eval_key(record, data, shift, draw)
                      for i, record in enumerate(records) for shift, draw in pairs}
-        predictions: dict[tuple[int, str, int], torch.Tensor] = {}
+        statistics: dict[tuple[int, str, int], torch.Tensor] = {}
         missing: list[tuple[int, Shift, int]] = []
         for i, _ in enumerate(records):
             for shift, draw in pairs:
@@ -901,9 +931,9 @@ class Engine:
                 if stored is None or len(stored) != len(labels[shift.label]):
                     missing.append((i, shift, draw))
                 else:
-                    predictions[(i, shift.label, draw)] = stored
+                    statistics[(i, shift.label, draw)] = stored
         if missing:
-            self._predict_missing(case, data, records, missing, eval_keys, labels, predictions, seed)
+            self._evaluate_missing(case, data, records, missing, eval_keys, labels, statistics, seed)
         for record in records[1:]:
             record.state = None  # curves are all that is kept in memory
         accuracies: dict[str, tuple[tuple[float, ...], ...]] = {}
@@ -913,10 +943,10 @@ class Engine:
                 continue
             draws_accuracy, draws_replicates = [], []
             for draw in range(self._draws(shift)):
-                statistics = [predictions[(i, shift.label, draw)] for i in range(len(records))]
-                draws_accuracy.append(tuple(self._scores(data, statistics)))
+                rows = [statistics[(i, shift.label, draw)] for i in range(len(records))]
+                draws_accuracy.append(tuple(self._scores(data, rows)))
                 if replicates is not None:
-                    resampled = self.resamples.scores(torch.stack(statistics).numpy(), self.metric(data).item.score)
+                    resampled = self.resamples.scores(torch.stack(rows).numpy(), self.metric(data).item.score)
                     draws_replicates.append(tuple(array("d", row) for row in resampled))
             accuracies[shift.label] = tuple(draws_accuracy)
             if replicates is not None:
@@ -925,11 +955,11 @@ class Engine:
         return RepeatCurves(seed=seed, achieved=tuple(r.achieved for r in steps), parent_key=records[0].key,
                             step_keys=tuple(r.key for r in steps), accuracy=accuracies, replicates=replicates)
 
-    def _predict_missing(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord],
+    def _evaluate_missing(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord],
                          missing: list[tuple[int, Shift, int]], eval_keys: Mapping[tuple[int, str, int], str],
-                         labels: Mapping[str, torch.Tensor], predictions: dict[tuple[int, str, int], torch.Tensor],
+                         labels: Mapping[str, torch.Tensor], statistics: dict[tuple[int, str, int], torch.Tensor],
                          seed: int) -> None:
-        """Run the networks on the (shift, draw) pairs whose predictions are not in the store yet."""
+        """Run the networks on the (shift, draw) pairs whose statistics are not in the store yet."""
         if self.options.store.looking_up:  # a lookup (work_plan): missing, and nothing to announce
             raise NotStored("eval", records[missing[0][0]].key)
         progress = self._progress(case.id)
@@ -960,7 +990,7 @@ class Engine:
                         self.options.store.save("eval", key, preds, {**spec, "draw": draw} if draw else spec)
                         label = shift.label + (f" draw {draw + 1}" if draw else "")
                         self.options.store.log_work("eval", key, f"{case.id} network {i} {label}")
-                    predictions[(i, shift.label, draw)] = preds
+                    statistics[(i, shift.label, draw)] = preds
         progress(f"evaluated{self._repeat_tag(seed)} in {time.monotonic() - started:.1f} s")
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,

@@ -269,6 +269,7 @@ def _sidecar(engine: Engine, key: CaseKey, result: CaseResult, view: Case, index
         "parent": _parent_info(engine, key, result.parent_key),
         "network_store_key": network_key,
         "delta": engine.suite.delta,
+        "metric": dict(result.metric),  # what the shifts' accuracy fields hold (top-1 accuracy, mIoU, ...)
         "gate": dict(gate) if gate is not None else None,
         "shifts": shifts,
         "files": files,

@@ -50,7 +50,11 @@ class PreviewRow:
 def _columns(data: PreparedData, count: int) -> list[int]:
     """The first test image of each class, then the next ones, up to ``count``."""
     labels = data.test_labels.numpy()
-    firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
+    if labels.ndim == 3:  # masks: an image per class it shows (background and unlabelled pixels aside)
+        shown = [c for c in np.unique(labels) if 0 < c < data.splits.num_classes]
+        firsts = list(dict.fromkeys(int(np.flatnonzero((labels == c).any((1, 2)))[0]) for c in shown))
+    else:
+        firsts = [int(np.flatnonzero(labels == c)[0]) for c in np.unique(labels)]
     taken = set(firsts)
     rest = [i for i in range(len(labels)) if i not in taken]
     return (firsts + rest)[:count]

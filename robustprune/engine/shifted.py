@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..compute.data import PreparedData, ShiftJob, generate_pixel_shifts
+from ..compute.data import PreparedData, ShiftJob, generate_pixel_shifts, label_tensor
 from ..compute.store import Store, make_key
 from ..core.results import CaseError, StoreError
 from ..core.shifts import NOMINAL, Shift, generated_source, image_seeds
-from ..plugin.api import AUTO_FAMILY, IGNORE_INDEX, ImageSet, PixelShift, ShiftedSet
+from ..plugin.api import AUTO_FAMILY, ImageSet, PixelShift, ShiftedSet, mask_problem
 from ..plugin.errors import MissingDependencyError, as_missing_dependency
 from .context import ProgressFn, tagged
 
@@ -85,9 +85,11 @@ def read_published(data: PreparedData, shift: Shift) -> ShiftedSet | None:
         raise CaseError(f"dataset {data.name!r} supplied {shape} for {shift.label}; expected a ShiftedSet of "
                         f"images shaped like the test set's {nominal}")
     labels = np.asarray(found.test.labels)
-    if labels.ndim == 3:  # masks: unlabelled pixels are allowed
-        labels = labels[labels != IGNORE_INDEX]
-    if len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
+    if labels.ndim == 3:
+        problem = mask_problem(labels, data.splits.num_classes)
+        if problem:
+            raise CaseError(f"the published set for {shift.label} ({found.source}): {problem}")
+    elif len(labels) and (labels.min() < 0 or labels.max() >= data.splits.num_classes):
         raise CaseError(f"the published set for {shift.label} ({found.source}) has labels outside "
                         f"0..{data.splits.num_classes - 1}")
     return found
@@ -209,8 +211,7 @@ class ShiftedSets:
         if key not in self._published:
             found = read_published(data, shift)
             self._published[key] = None if found is None else PublishedSet(
-                torch.from_numpy(np.asarray(found.test.labels, dtype=np.int64 if found.test.labels.ndim == 1
-                                            else np.uint8)), found.source,
+                label_tensor(found.test.labels), found.source,
                 content_hash_of(found.test))
         return self._published[key]
 

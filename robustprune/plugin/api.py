@@ -51,6 +51,7 @@ __all__ = [
     "check_name",
     "describe_sequence",
     "hookimpl",
+    "mask_problem",
 ]
 
 
@@ -163,15 +164,19 @@ class ImageSet:
             raise ValueError(f"images must be uint8, got {self.images.dtype}")
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
-        if self.labels.ndim not in (1, 3) or (self.labels.ndim == 3
-                                              and self.labels.shape[1:] != self.images.shape[1:3]):
+        import numpy as np  # an ImageSet holds arrays: numpy is there already
+
+        shape = np.shape(self.labels)
+        if len(shape) not in (1, 3) or (len(shape) == 3 and shape[1:] != self.images.shape[1:3]):
             raise ValueError(f"labels must be (N,) classes or (N, H, W) masks the size of the images "
-                             f"{self.images.shape[1:3]}, got shape {self.labels.shape}")
+                             f"{self.images.shape[1:3]}, got shape {shape}")
 
     @property
     def dense(self) -> bool:
         """Whether the labels are per-pixel masks."""
-        return self.labels.ndim == 3
+        import numpy as np
+
+        return len(np.shape(self.labels)) == 3
 
     def __len__(self) -> int:
         return len(self.images)
@@ -209,11 +214,18 @@ class DataSplits:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         dense = self.task == "segmentation"
+        if dense and not 0 < self.num_classes <= IGNORE_INDEX:
+            raise ValueError(f"a segmentation dataset has 1 to {IGNORE_INDEX} classes ({IGNORE_INDEX} labels "
+                             f"unlabelled pixels), got num_classes={self.num_classes}")
         for split, images in (("train", self.train), ("test", self.test)):
             if images.dense != dense:
                 want = "(N, H, W) masks" if dense else "(N,) classes"
-                raise ValueError(f"a {self.task} dataset's {split} labels must be {want}, got shape "
-                                 f"{images.labels.shape}")
+                raise ValueError(f"a {self.task} dataset's {split} labels must be {want}, got "
+                                 f"{'masks' if images.dense else 'one label per image'}")
+            if dense:
+                problem = mask_problem(images.labels, self.num_classes)
+                if problem:
+                    raise ValueError(f"{split} masks: {problem}")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -265,6 +277,21 @@ class DatasetSpec:
     """Optional and cheap (no decoding): ``None`` if ``load`` will find its data, else a
     message naming the path looked at and how to point robustprune at the data.
     Suites use it through :func:`robustprune.skip_unless_data` to skip cleanly."""
+
+
+def mask_problem(masks: np.ndarray, num_classes: int) -> str | None:
+    """What is wrong with segmentation masks' values (``None``: every pixel is a class or :data:`IGNORE_INDEX`)."""
+    import numpy as np
+
+    masks = np.asarray(masks)
+    if masks.dtype.kind not in "iu":
+        return f"mask values must be integers, got {masks.dtype}"
+    bad = (masks < 0) | ((masks >= num_classes) & (masks != IGNORE_INDEX))
+    if bad.any():
+        image = int(np.flatnonzero(bad.reshape(len(masks), -1).any(1))[0])
+        return (f"image {image} has the label {int(masks[image][bad[image]][0])}: labels are 0..{num_classes - 1}, "
+                f"or {IGNORE_INDEX} for unlabelled pixels")
+    return None
 
 
 # --------------------------------------------------------------------------- metrics

@@ -200,18 +200,32 @@ PRUNE_LIBRARY = ("masks", "channels", "allocation", "layerwise", "sensitivity")
 """The modules of :mod:`robustprune.plugin` that compute masks for the methods (analysis, allocation, scores)."""
 
 
+SCORES_LIBRARY = ("scores",)
+"""The modules of :mod:`robustprune.plugin` that compute metrics' per-sample statistics."""
+
+
 def prune_library_hash() -> str:
     """A hash of the pruning library the methods build on (:data:`PRUNE_LIBRARY`): part of every pruned network's
     store key, so an edit there recomputes pruned networks just as an edit of a method's own plugin does."""
-    if "prune library" not in _LIBRARY:
+    return _library_hash(PRUNE_LIBRARY)
+
+
+def scores_library_hash() -> str:
+    """A hash of the statistics library metrics build on (:data:`SCORES_LIBRARY`): part of every stored
+    evaluation's key, so an edit there re-evaluates as an edit of the metric's own plugin does."""
+    return _library_hash(SCORES_LIBRARY)
+
+
+def _library_hash(names: tuple[str, ...]) -> str:
+    if names not in _LIBRARY:
         digest = hashlib.sha256()
-        for name in PRUNE_LIBRARY:
+        for name in names:
             digest.update(name.encode() + b"\0" + (Path(__file__).parent / f"{name}.py").read_bytes())
-        _LIBRARY["prune library"] = digest.hexdigest()[:16]
-    return _LIBRARY["prune library"]
+        _LIBRARY[names] = digest.hexdigest()[:16]
+    return _LIBRARY[names]
 
 
-_LIBRARY: dict[str, str] = {}
+_LIBRARY: dict[tuple[str, ...], str] = {}
 
 
 def source_hash(module: ModuleType) -> str:

@@ -19,7 +19,7 @@ __all__ = ["confusion_statistics", "fraction", "mean_iou", "top_k_statistics"]
 def top_k_statistics(outputs: torch.Tensor, labels: torch.Tensor, k: int = 1) -> torch.Tensor:
     """``(N, 1)`` int64: 1 where the label is among the ``k`` highest logits of ``outputs`` ``(N, C)``.
 
-    With fewer than ``k`` classes every prediction counts as right (as torchvision's references do)."""
+    With fewer than ``k`` classes every prediction counts as right."""
     if outputs.ndim != 2:
         raise ValueError(f"top-{k} scores classification outputs (N, C); got shape {tuple(outputs.shape)} "
                          "(a segmentation dataset is scored with 'miou')")
