@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 import torch
 import torchvision
+from calibration import calibrated
 from plugin_modules import load_plugin
 from torch import nn
 
@@ -56,24 +57,9 @@ FAST = {"resnet20", "mobilenet_v2", "densenet22"}
 
 
 def build(name: str) -> nn.Module:
-    """The network in float64 with batch norm statistics of real activations and random affine parameters.
-
-    Fresh batch norms (mean 0, variance 1) leave a deep untrained network's
-    outputs at 1e9 or at 1e-17; calibrated ones keep them near 1, so an
-    output difference means something.
-    """
+    """The network in float64, batch norms calibrated (:func:`calibration.calibrated`)."""
     torch.manual_seed(0)
-    network = ARCHITECTURES[name]().double()
-    for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average over the calibration pass
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    network.train()
-    with torch.no_grad():
-        network(torch.randn(16, 3, SIZE, SIZE, dtype=torch.float64))
-    return network.eval()
+    return calibrated(ARCHITECTURES[name](), SIZE)
 
 
 def params(fast: set[str]) -> list:

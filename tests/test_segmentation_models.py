@@ -16,6 +16,7 @@ import copy
 
 import pytest
 import torch
+from calibration import calibrated
 from torch import nn
 
 from robustprune import PruneContext
@@ -37,22 +38,11 @@ METHODS = ("wt", "sipp", "ft", "pfp")
 
 
 def build(registry: Registry, name: str) -> nn.Module:
-    """The network in float64, with batch norm statistics of real activations and random affine parameters
-    (as tests/test_architecture_coverage.py does: fresh statistics let a deep net's outputs vanish or explode,
-    and a comparison of outputs near 0 would check nothing)."""
+    """The network in float64, batch norms calibrated (:func:`calibration.calibrated`: fresh statistics let a deep
+    net's outputs vanish or explode, and a comparison of outputs near 0 would check nothing)."""
     size = MODELS[name][0]
     torch.manual_seed(0)
-    network = registry.model(name).item.build(CLASSES, (3, size, size)).double()
-    for module in network.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None  # cumulative average over the calibration pass
-            with torch.no_grad():
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    network.train()
-    with torch.no_grad():
-        network(torch.randn(4, 3, size, size, dtype=torch.float64))
-    return network.eval()
+    return calibrated(registry.model(name).item.build(CLASSES, (3, size, size)), size, batch=4)
 
 
 @pytest.fixture(scope="module", params=[pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in MODELS])
