@@ -53,11 +53,13 @@ def test_resnet20_suite_end_to_end_on_tiny_cifar_files(tmp_path):
     write_corruption_arrays(data / "CIFAR-10-C", written["test_images"], written["test_labels"], names=("contrast",))
     methods = _registered_methods()
     assert {"wt", "ft"} <= set(methods)
-    # the real suite file, its grid shrunk: two ratios, two shifts (one published, one generated), few epochs
+    # the real suite file, its grid shrunk: two ratios, two shifts (one published, one generated), few epochs, one
+    # parent (repeats are tested end to end in test_repeats_e2e.py)
     suite = (REPO / "suites" / SUITES[0]).read_text() + (
         "\nimport dataclasses\n"
         f"suite = dataclasses.replace(suite, methods={methods!r}, ratios=[0.3, 0.6], gate_ratio=0.3,\n"
-        "    shifts=['contrast@3', 'uniform_noise@0.1'], recipe={'epochs': 2}, retrain_epochs=1)\n"
+        "    shifts=['contrast@3', 'uniform_noise@0.1'], recipe={'epochs': 2}, retrain_epochs=1, repeats=1,\n"
+        "    noise_draws=1)\n"
     )
     (tmp_path / "resnet20_tiny.py").write_text(suite)
     result = run(["-m", "robustprune.cli", "run", "resnet20_tiny.py", "--data", "data", "--store", "store",
