@@ -3,7 +3,7 @@
 The paper's DeepLabV3 / VOC suite: skipped without VOC, and end to end on tiny VOC files written in the real
 layout (the real model, WT at one ratio, one corruption, one epoch; FT and the other methods on DeepLabV3 are in
 test_segmentation_models.py, without the minute a ResNet-50's latency timing would add here). The packaged
-segmentation suite: its own file on a shrunk grid.
+segmentation suite runs in-process on toy data in test_segmentation.py and is collected whole in test_cli.py.
 """
 
 from __future__ import annotations
@@ -62,24 +62,3 @@ def test_deeplabv3_suite_end_to_end_on_tiny_voc_files(tmp_path):
     assert abs(row["gate_achieved_ratio"] - 0.3) < 0.01
     assert 0.0 <= row["parent_accuracy"] <= 1.0  # the parent's mIoU on the 32x32 val crops
 
-
-def test_packaged_segmentation_suite_end_to_end_shrunk(tmp_path):
-    """The packaged suite's own file and checks on digits_seg and seg_cnn, its grid shrunk (FT at two ratios, one
-    corruption, one noise level, few epochs): every check runs, the table names mIoU."""
-    packaged = REPO / "robustprune" / "suites" / "segmentation.py"
-    (tmp_path / "segmentation_tiny.py").write_text(packaged.read_text() + (
-        "\nimport dataclasses\n"
-        "suite = dataclasses.replace(suite, methods=['ft'], ratios=[0.35, 0.5], gate_ratio=0.35,\n"
-        "    shifts=['contrast@3', 'uniform_noise@0.2'], recipe={'epochs': 2}, retrain_epochs=1, noise_draws=1,\n"
-        "    bootstrap=100)\n"))
-    result = run(["-m", "robustprune.cli", "run", "segmentation_tiny.py", "--store", "store", "--report", "report",
-                  "--junitxml=junit.xml", "--width", "0", "-p", "no:cacheprovider"], cwd=tmp_path)
-    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-2000:]
-    cases = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))
-    assert len(cases) == 1 + 2 * 2 + 2 and not [c for c in cases if c.find("error") is not None]
-    assert "parent mIoU %" in result.stdout
-    report = json.loads((tmp_path / "report" / "robustprune-report.json").read_text())
-    (table,) = report["suites"][0]["tables"]
-    assert table["model"] == "seg_cnn" and table["dataset"] == "digits_seg" and table["metric"]["name"] == "miou"
-    # two epochs find the strokes and some digits: background alone scores about 0.06 (0.69 IoU over 11 classes)
-    assert table["rows"][0]["parent_accuracy"] > 0.2
