@@ -60,12 +60,14 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
     assert "BrokenPipeError" not in stderr and "Traceback" not in stderr
 
 
-def test_the_package_metadata_carries_the_license_and_classifiers():
+def test_the_package_metadata_carries_the_license_classifiers_and_urls():
     import importlib.metadata
 
     metadata = importlib.metadata.metadata("robustprune")
     assert metadata["License-Expression"] == "MIT" and "LICENSE" in (metadata.get_all("License-File") or [])
     assert "Framework :: Pytest" in (metadata.get_all("Classifier") or [])
+    urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL") or [])
+    assert urls["Paper"] == "https://arxiv.org/abs/2103.03014"
 
 
 def test_a_suite_folder_is_its_suite_files_on_pytests_command_line(tmp_path):
