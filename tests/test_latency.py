@@ -63,3 +63,42 @@ def test_the_report_shows_each_batch_with_its_range_or_within_noise():
 def test_a_report_from_before_interleaved_timing_still_shows_its_speed_up():
     old = {"params": 12_345, "parent_params": 24_690, "mac_reduction": 1.9, "speedup": 1.5}
     assert _cost_cells(old) == ["12.3 / 24.7", "1.90x", "-", "1.50x"]
+
+
+def test_an_untimed_structured_network_says_so_instead_of_a_dash():
+    costs = {"params": 12_345, "parent_params": 24_690, "mac_reduction": 1.9, "speedups": [], "timed": False}
+    assert _cost_cells(costs)[2:] == ["not timed", "not timed"]
+
+
+def test_suite_latency_must_be_a_bool():
+    from robustprune import Suite
+
+    with pytest.raises(TypeError, match=r"Suite.latency must be True .* or False, got 'no'"):
+        Suite(models=["m"], datasets=["d"], methods=["wt"], latency="no")  # type: ignore[arg-type]
+
+
+def test_no_latency_compacts_and_counts_structured_networks_without_timing_them(run_suite, tmp_path, monkeypatch):
+    import json
+
+    import jsonschema
+
+    import robustprune.engine.costing as costing
+    from robustprune.report.tidy import report_schema
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("latency was timed despite --rp-no-latency")
+
+    monkeypatch.setattr(costing, "compare_latency", refuse)
+    checks = "def test_nominal(case):\n    assert case.prune_potential() >= 0.0\n"
+    result = run_suite(checks, "--rp-no-latency", f"--rp-report={tmp_path}", "--rp-width=0", methods=("ft",))
+    result.assert_outcomes(passed=1)
+    assert "not timed" in result.stdout.str()
+    whole = json.loads((tmp_path / "robustprune-report.json").read_text())
+    jsonschema.validate(whole, report_schema())
+    (report,) = whole["suites"]
+    (case,) = report["cases"]
+    # compacted: the pruned networks' parameter counts are those of physically smaller networks
+    assert [c.get("timed") for c in case["costs"]] == [False] * 3
+    assert case["costs"][2]["params"] < case["costs"][1]["params"] < case["costs"][0]["params"]
+    assert report["tables"][0]["rows"][0]["gate_costs"]["timed"] is False
+    assert "not timed" in (tmp_path / "robustprune-report.md").read_text()

@@ -159,6 +159,12 @@ class Suite:
             own (``top1`` for classification, ``miou`` for segmentation).
             Prune potential, Δe and gates read it as "a score, higher is
             better"; docs/beyond-classification.md.
+        latency: time the speed-up of structured methods' compacted networks
+            over their parent (interleaved, batch 1 and 64; the speed-up
+            cells). ``False`` skips the timing, which takes minutes for large
+            networks on a CPU: parameters and MACs are still counted, and the
+            speed-up cells read "not timed". ``--rp-no-latency`` (``robustprune
+            run --no-latency``) sets it for one run.
     """
 
     models: Sequence[str]
@@ -188,6 +194,7 @@ class Suite:
     noise_draws: int = 1
     shift_family: str | Mapping[str, str] = AUTO_FAMILY
     metric: str | None = None
+    latency: bool = True
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -268,6 +275,9 @@ class Suite:
         if self.metric is not None and (not isinstance(self.metric, str) or not self.metric):
             raise TypeError(f"Suite.metric must be the name of a registered metric (e.g. 'top5') or None, got "
                             f"{self.metric!r}")
+        if not isinstance(self.latency, bool):
+            raise TypeError(f"Suite.latency must be True (time structured networks' speed-up) or False, got "
+                            f"{self.latency!r}")
         if not isinstance(self.pruned_checkpoints, Mapping):
             raise TypeError(f"Suite.pruned_checkpoints must map names to PrunedCheckpoint(...) entries, got "
                             f"{self.pruned_checkpoints!r}")

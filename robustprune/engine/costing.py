@@ -34,25 +34,28 @@ THROUGHPUT_BATCH = max(LATENCY_BATCHES)
 
 def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: Store,
                 load: Callable[[NetworkRecord], nn.Module], inputs: torch.Tensor, label: str,
-                progress: ProgressFn) -> list[dict[str, Any]]:
+                progress: ProgressFn, time_latency: bool = True) -> list[dict[str, Any]]:
     """``[parent, step 1, ...]``: params and MACs of each network; for a ``structured`` curve also the latency of
     the parent and of the compacted networks, timed interleaved at batch 1 and 64 (training inputs), and each
     network's speed-up over the parent with its interquartile range (``timing``: one entry per batch;
     ``latency`` and ``speedup``: the throughput batch's).
 
     The method's ``structured`` flag decides, never its name. ``load`` builds a record's network;
-    ``label`` names the case in the store's work log.
+    ``label`` names the case in the store's work log. ``time_latency=False`` (``Suite(latency=False)``) skips
+    the timing: a structured curve's networks are still compacted and counted, and carry ``timed: False``.
     """
     specs = []
     for i, record in enumerate(records):
         compacted = structured and i > 0
         specs.append((record, compacted, {"kind": "costs", "network": record.key, "compacted": compacted,
                                           "version": COSTS_VERSION}))
+    timed = structured and time_latency
     time_spec = ({"kind": "latency", "networks": [[r.key, c] for r, c, _ in specs], "machine": machine_fingerprint(),
-                  "batches": list(LATENCY_BATCHES), "version": LATENCY_VERSION} if structured else None)
+                  "batches": list(LATENCY_BATCHES), "version": LATENCY_VERSION} if timed else None)
     pending = sum(1 for _, _, c in specs if not store.contains("costs", make_key(c)))
     if pending or (time_spec is not None and not store.contains("costs", make_key(time_spec))):
-        what = f"compaction, {len(records)} networks timed interleaved" if structured else "parameters, MACs"
+        what = ("parameters, MACs" if not structured else "compaction, latency not timed" if not timed
+                else f"compaction, {len(records)} networks timed interleaved")
         progress(f"costing {pending or len(records)} networks ({what})")
 
     def costed(record: NetworkRecord, compacted: bool) -> tuple[dict[str, Any], nn.Module]:
@@ -68,7 +71,7 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
     def counted(record: NetworkRecord, compacted: bool) -> dict[str, Any]:
         return costed(record, compacted)[0]
 
-    def timed() -> dict[str, Any]:
+    def measure_latency() -> dict[str, Any]:
         networks = [costed(record, compacted)[1] for record, compacted, _ in specs]
         timings = compare_latency(networks, inputs[:THROUGHPUT_BATCH].clone())
         return {"timing": [[t.to_dict() for t in per_network] for per_network in timings]}
@@ -81,9 +84,11 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
         entry: dict[str, Any] = {"params": int(counts["params"]), "macs": int(counts["macs"])}
         if counts.get("note"):
             entry["note"] = counts["note"]
+        if structured and not timed:
+            entry["timed"] = False
         out.append(entry)
     if time_spec is not None:
-        measured = store.load_or_compute("costs", make_key(time_spec), timed, time_spec, f"{label} latency")
+        measured = store.load_or_compute("costs", make_key(time_spec), measure_latency, time_spec, f"{label} latency")
         for entry, timing in zip(out, measured["timing"]):
             throughput = next(t for t in timing if t["batch"] == THROUGHPUT_BATCH)
             entry.update(timing=timing, latency=float(throughput["seconds"]), speedup=float(throughput["speedup"]))

@@ -999,7 +999,8 @@ class Engine:
         # interleaved latency measurement; then dropped
         costs = curve_costs(records, structured=structured, store=self.options.store,
                             load=lambda record: self._load(case, data, record),
-                            inputs=data.train_inputs, label=case.id, progress=self._progress(case.id))
+                            inputs=data.train_inputs, label=case.id, progress=self._progress(case.id),
+                            time_latency=self.suite.latency)
         for record in records[1:]:
             record.state = None
         return costs

@@ -90,6 +90,9 @@ OPTIONS: tuple[Option, ...] = (
                     "(default: the terminal's width, or 100 when output is not a terminal; below about 50 a wide "
                     "table may run over); 0 prints the full table with every spread, as the Markdown report has "
                     "it", "N", int),
+    Option("no-latency", "skip timing the speed-up of structured methods' networks (minutes for large networks on a "
+                         "CPU): parameters and MACs are still counted, the speed-up cells read \"not timed\"; the "
+                         "same as Suite(latency=False) for this run", default=False),
     Option("export", "write the network of every case that passed (its deploy gate and every check) into "
                      "DIR/<case id>/ with a JSON sidecar; DIR is checked for writability before anything runs "
                      "(see docs/ci-recipe.md)", "DIR"),

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +182,8 @@ class RunState:
         """The engine job of a suite module under this session's options."""
         opt = self.config.getoption
         data_root, download = data_options(self.config)
+        if opt("rp_no_latency"):
+            suite = replace(suite, latency=False)
         return EngineJob.for_suite(
             suite, module_file, str(store_root(self.config)), plugins=tuple(opt("rp_plugin")),
             disabled=tuple(opt("rp_disable")),

@@ -288,4 +288,6 @@ def _gate_costs(costs: list[dict[str, Any]], gate_index: int) -> dict[str, Any] 
         # per batch size: median speed-up over the parent, interquartile range, whether it includes 1
         "speedups": [{"batch": t["batch"], "speedup": t["speedup"], "low": t["speedup_low"],
                       "high": t["speedup_high"], "within_noise": t["within_noise"]} for t in gate.get("timing", [])],
+        # a structured network whose latency the suite did not time (Suite(latency=False), --rp-no-latency)
+        **({"timed": False} if gate.get("timed") is False else {}),
     }

@@ -148,8 +148,12 @@ def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
     if not measured and costs.get("speedup") is not None:  # a report from before interleaved timing: batch 64 only
         measured = {SPEEDUP_BATCHES[-1]: {"speedup": costs["speedup"], "low": costs["speedup"],
                                           "high": costs["speedup"], "within_noise": False}}
+    if costs.get("timed") is False:  # Suite(latency=False) / --rp-no-latency
+        speedups = ["not timed"] * len(SPEEDUP_BATCHES)
+    else:
+        speedups = [_speedup_cell(measured.get(batch)) for batch in SPEEDUP_BATCHES]
     return [f"{costs['params'] / 1000:.1f} / {costs['parent_params'] / 1000:.1f}", _times(costs["mac_reduction"]),
-            *(_speedup_cell(measured.get(batch)) for batch in SPEEDUP_BATCHES)]
+            *speedups]
 
 
 def _times(value: float | None) -> str:
