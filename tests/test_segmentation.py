@@ -105,12 +105,14 @@ def test_prune_potential_on_a_miou_curve():
 
 # --------------------------------------------------------------------------- the bootstrap on any metric
 
-def test_resampled_scores_of_top1_equal_the_accuracies():
+def test_resampled_scores_of_top1_are_the_exact_count_weighted_accuracies():
     rng = np.random.default_rng(0)
     correct = rng.random((3, 50)) < 0.7
     resamples = ImageResamples(seed=1, samples=200)
     by_scores = resamples.scores(correct[:, :, None].astype(np.int64), fraction)
-    assert np.array_equal(by_scores, resamples.accuracies(correct))
+    # the float32 product is exact for 0/1 rows: bit-identical to a float64 one
+    expected = correct.astype(np.float64) @ resamples.counts(50).T.astype(np.float64) / 50
+    assert by_scores.dtype == np.float64 and np.array_equal(by_scores, expected)
 
 
 def test_resampled_miou_sums_each_resamples_confusion_matrices():

@@ -20,6 +20,12 @@ from robustprune.core.uncertainty import (
     student_t_quantile,
 )
 from robustprune.engine.bootstrap import ImageResamples
+from robustprune.plugin.scores import fraction
+
+
+def resampled_accuracies(resamples: ImageResamples, correct: np.ndarray) -> np.ndarray:
+    """Top-1 accuracy of each network (a row of ``correct``) on each resample, as the engine computes it."""
+    return resamples.scores(correct[:, :, None].astype(np.int64), fraction)
 
 # --------------------------------------------------------------------------- building blocks
 
@@ -44,7 +50,7 @@ def test_image_resamples_are_seeded_counts_of_every_image():
 def test_resampled_accuracy_is_the_count_weighted_mean():
     resamples = ImageResamples(seed=3, samples=50)
     correct = np.array([[True, False, True, True], [False, False, True, False]])
-    accuracies = resamples.accuracies(correct)
+    accuracies = resampled_accuracies(resamples, correct)
     counts = resamples.counts(4)
     assert accuracies.shape == (2, 50)
     assert np.allclose(accuracies, correct.astype(float) @ counts.T / 4)
@@ -103,7 +109,7 @@ def _case_from_predictions(correct: np.ndarray, samples: int = 1000, ratios=(0.5
     """One repeat, nominal only: ``correct`` rows are [parent, pruned...] per image."""
     resamples = ImageResamples(seed=0, samples=samples)
     accuracy = tuple(float(row.mean()) for row in correct)
-    replicates = tuple(tuple(row) for row in resamples.accuracies(correct))
+    replicates = tuple(tuple(row) for row in resampled_accuracies(resamples, correct))
     curves = RepeatCurves(0, tuple(ratios), "p", ("s",), {NOMINAL: (accuracy,)}, {NOMINAL: (replicates,)})
     result = CaseResult(CaseKey("wt", "m", "d"), {"name": "wt", "structured": False}, tuple(ratios), (curves,),
                         Resampling(repeats=1, samples=samples, level=0.95))

@@ -23,19 +23,6 @@ def eval_batch_size(labels: torch.Tensor) -> int:
 
 
 @torch.inference_mode()
-def predict(network: nn.Module, inputs: torch.Tensor, device: str = "cpu",
-            batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Top-1 predictions (int64, on the CPU) for normalized ``inputs``."""
-    network.eval().to(device)
-    outputs = [
-        network(inputs[start : start + batch_size].to(device, non_blocking=True)).argmax(1)
-        for start in range(0, len(inputs), batch_size)
-    ]
-    # one transfer at the end instead of a synchronisation per batch
-    return torch.cat(outputs).cpu() if outputs else torch.empty(0, dtype=torch.long)
-
-
-@torch.inference_mode()
 def evaluate(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, statistics: Statistics,
              num_classes: int, device: str = "cpu", batch_size: int | None = None) -> torch.Tensor:
     """The metric's per-sample statistics ``(N, K)`` (int64, on the CPU) of ``network`` on normalized ``inputs``.
@@ -59,10 +46,3 @@ def evaluate(network: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, sta
         raise ValueError("cannot evaluate on an empty test set")
     # one transfer at the end instead of a synchronisation per batch
     return torch.cat(rows).cpu().to(torch.int64)
-
-
-def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of predictions equal to the labels."""
-    if len(labels) == 0:
-        raise ValueError("cannot compute accuracy on an empty test set")
-    return float((predictions == labels).sum()) / len(labels)

@@ -4,10 +4,10 @@ A resample of ``n`` test images is a vector of counts (how often each image
 was drawn, summing to ``n``). Every set of ``n`` images shares the same
 resamples, so a parent and its pruned networks are compared on the same
 images (a *paired* bootstrap), and so are the nominal test set and every
-shift generated from it. The accuracies of all networks on all resamples are
-one matrix product: ``correct (networks x n) @ counts.T (n x samples)``; any
-metric's are its per-image statistics summed the same way, then scored
-(:meth:`ImageResamples.scores`). No inference runs: the statistics are in the store.
+shift generated from it. The top-1 accuracies of all networks on all
+resamples are one matrix product, ``correct (networks x n) @ counts.T (n x
+samples)``; any metric's scores are its per-image statistics summed the same
+way, then scored (:meth:`ImageResamples.scores`). No inference runs: the statistics are in the store.
 
 Counts are integers below 2**24; the product is taken in float32 when every
 sum stays below 2**24 (top-1's rows always do), else in float64 (a confusion
@@ -44,15 +44,6 @@ class ImageResamples:
                 counts[row] = np.bincount(rng.integers(0, n, size=n), minlength=n)
             self._counts[n] = counts
         return self._counts[n]
-
-    def accuracies(self, correct: np.ndarray) -> np.ndarray:
-        """``(networks, samples)`` float64: each network's accuracy on each resample, from ``correct``
-        (``(networks, n)`` booleans: which images each network classifies right)."""
-        n = correct.shape[1]
-        if n == 0:
-            raise ValueError("cannot resample an empty test set")
-        hits = correct.astype(np.float32) @ self.counts(n).T  # exact: integers below 2**24
-        return hits.astype(np.float64) / n
 
     def scores(self, statistics: np.ndarray, score: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
         """``(networks, samples)`` float64: each network's score on each resample, from its per-sample
