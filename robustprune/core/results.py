@@ -67,7 +67,9 @@ TOP1 = {"name": "top1", "label": "acc", "task": "classification"}
 
 def score_name(metric: Mapping[str, str]) -> str:
     """How sentences name a result's score: ``accuracy`` for top-1, else the metric's label (``mIoU``)."""
-    return "accuracy" if metric.get("name", "top1") == "top1" else metric.get("label", metric.get("name", "score"))
+    if metric.get("name", TOP1["name"]) == TOP1["name"]:
+        return "accuracy"
+    return metric.get("label", metric.get("name", "score"))
 
 
 # --------------------------------------------------------------------------- beyond accuracy

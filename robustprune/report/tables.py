@@ -15,6 +15,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..core.results import TOP1
 from ..core.shifts import GENERATED, GENERATED_WITH
 
 __all__ = ["beyond_sections", "compact_tables", "fit_table", "numerics_line", "render_text", "robust_training_line",
@@ -174,7 +175,7 @@ def _speedup_cell(speedup: Mapping[str, Any] | None) -> str:
 
 def score_label(table: Mapping[str, Any]) -> str:
     """What a table's scores are, as its headers name them (``acc``: top-1 accuracy, ``mIoU``, ...)."""
-    return str((table.get("metric") or {}).get("label", "acc"))
+    return str((table.get("metric") or TOP1).get("label", TOP1["label"]))
 
 
 def table_rows(report: dict[str, Any], table: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
