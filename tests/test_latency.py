@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustprune.compute.costs import LATENCY_BATCHES, Timing, compare_latency
+from robustprune.compute.costs import LATENCY_BATCHES, Timing, compare_latency, network_costs
 from robustprune.report.tables import _cost_cells
 
 
@@ -102,3 +102,26 @@ def test_no_latency_compacts_and_counts_structured_networks_without_timing_them(
     assert case["costs"][2]["params"] < case["costs"][1]["params"] < case["costs"][0]["params"]
     assert report["tables"][0]["rows"][0]["gate_costs"]["timed"] is False
     assert "not timed" in (tmp_path / "robustprune-report.md").read_text()
+
+
+def test_a_cold_structured_curve_compacts_each_network_once_for_counting_and_timing(run_suite, monkeypatch):
+    import robustprune.engine.costing as costing
+
+    compactions: list[bool] = []
+    timed_networks: list[int] = []
+
+    def counting(network, masks, example, *, structured):
+        compactions.append(structured)
+        return network_costs(network, masks, example, structured=structured)
+
+    def fake_timing(networks, inputs):  # timing itself is tested above; here only what it is given
+        timed_networks.append(len(networks))
+        return [[Timing(batch=b, seconds=0.01, speedup=1.0, speedup_low=1.0, speedup_high=1.0, layout="contiguous",
+                        threads=1, rounds=25) for b in LATENCY_BATCHES] for _ in networks]
+
+    monkeypatch.setattr(costing, "network_costs", counting)
+    monkeypatch.setattr(costing, "compare_latency", fake_timing)
+    checks = "def test_nominal(case):\n    assert case.prune_potential() >= 0.0\n"
+    run_suite(checks, methods=("ft",)).assert_outcomes(passed=1)
+    # the parent as it is, the two pruned networks compacted: each once, and all three timed together
+    assert compactions == [False, True, True] and timed_networks == [3]

@@ -68,19 +68,28 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
             costs, runnable = network_costs(network, record.masks, example, structured=False)
             return {**costs.to_dict(), "note": f"not compacted: {exc}"}, runnable
 
-    def counted(record: NetworkRecord, compacted: bool) -> dict[str, Any]:
-        return costed(record, compacted)[0]
+    # a cold curve's networks, as counting loaded (and compacted) them: timing reuses them instead of
+    # loading and compacting each network again
+    runnables: dict[int, nn.Module] = {}
+
+    def counted(index: int, record: NetworkRecord, compacted: bool) -> dict[str, Any]:
+        costs, runnable = costed(record, compacted)
+        if time_spec is not None:
+            runnables[index] = runnable
+        return costs
 
     def measure_latency() -> dict[str, Any]:
-        networks = [costed(record, compacted)[1] for record, compacted, _ in specs]
+        networks = [runnables[i] if i in runnables else costed(record, compacted)[1]
+                    for i, (record, compacted, _) in enumerate(specs)]
         timings = compare_latency(networks, inputs[:THROUGHPUT_BATCH].clone())
         return {"timing": [[t.to_dict() for t in per_network] for per_network in timings]}
 
     example = inputs[:2].clone()
     out: list[dict[str, Any]] = []
     for i, (record, compacted, count_spec) in enumerate(specs):
-        counts = store.load_or_compute("costs", make_key(count_spec), functools.partial(counted, record, compacted),
-                                       count_spec, f"{label} costs of network {i}")
+        counts = store.load_or_compute("costs", make_key(count_spec),
+                                       functools.partial(counted, i, record, compacted), count_spec,
+                                       f"{label} costs of network {i}")
         entry: dict[str, Any] = {"params": int(counts["params"]), "macs": int(counts["macs"])}
         if counts.get("note"):
             entry["note"] = counts["note"]
@@ -89,6 +98,7 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
         out.append(entry)
     if time_spec is not None:
         measured = store.load_or_compute("costs", make_key(time_spec), measure_latency, time_spec, f"{label} latency")
+        runnables.clear()
         for entry, timing in zip(out, measured["timing"]):
             throughput = next(t for t in timing if t["batch"] == THROUGHPUT_BATCH)
             entry.update(timing=timing, latency=float(throughput["seconds"]), speedup=float(throughput["speedup"]))
