@@ -58,3 +58,13 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     return subprocess.run(
         [sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def run_shrunk_suite(suite_file: Path, folder: Path, fields: str, *args: str) -> subprocess.CompletedProcess:
+    """Run a real suite file as ``robustprune run`` would, its ``Suite`` shrunk by ``dataclasses.replace(suite,
+    FIELDS)``: written into ``folder`` (as ``<name>_shrunk.py``) and run there with ``data/``, ``store/``,
+    ``report/`` and ``junit.xml`` in ``folder``; ``args`` are more run options."""
+    shrunk = folder / f"{suite_file.stem}_shrunk.py"
+    shrunk.write_text(suite_file.read_text() + f"\nimport dataclasses\nsuite = dataclasses.replace(suite, {fields})\n")
+    return run(["-m", "robustprune.cli", "run", shrunk.name, "--data", "data", "--store", "store", "--report",
+                "report", "--junitxml=junit.xml", *args, "-p", "no:cacheprovider"], cwd=folder)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from ondisk_formats import write_cifar10, write_corruption_arrays
-from suite_runner import run
+from suite_runner import run, run_shrunk_suite
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +56,10 @@ def test_resnet20_suite_end_to_end_on_tiny_cifar_files(tmp_path):
     # the real suite file, its grid shrunk: two ratios, two shifts (one published, one generated), few epochs, one
     # parent (repeats are tested end to end in test_repeats_e2e.py); the structured networks are compacted and
     # counted but not timed (a third of this test's time; timing: test_latency.py, test_methods_doc_example.py)
-    suite = (REPO / "suites" / SUITES[0]).read_text() + (
-        "\nimport dataclasses\n"
-        f"suite = dataclasses.replace(suite, methods={methods!r}, ratios=[0.3, 0.6], gate_ratio=0.3,\n"
-        "    shifts=['contrast@3', 'uniform_noise@0.1'], recipe={'epochs': 2}, retrain_epochs=1, repeats=1,\n"
-        "    noise_draws=1)\n"
-    )
-    (tmp_path / "resnet20_tiny.py").write_text(suite)
-    result = run(["-m", "robustprune.cli", "run", "resnet20_tiny.py", "--data", "data", "--store", "store",
-                  "--report", "report", "--junitxml=junit.xml", "--no-latency", "-p", "no:cacheprovider"], cwd=tmp_path)
+    result = run_shrunk_suite(REPO / "suites" / SUITES[0], tmp_path,
+                              f"methods={methods!r}, ratios=[0.3, 0.6], gate_ratio=0.3, shifts=['contrast@3', "
+                              "'uniform_noise@0.1'], recipe={'epochs': 2}, retrain_epochs=1, repeats=1, noise_draws=1",
+                              "--no-latency")
     # the gates compare with the paper's numbers, which two epochs on 200 images cannot reach: 0 or 1, never an error
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-2000:]
     cases = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))

@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from suite_runner import run
+from suite_runner import run, run_shrunk_suite
 from test_voc import write_voc
 
 pytestmark = pytest.mark.slow
@@ -38,15 +38,9 @@ def test_skipped_with_a_reason_when_voc_is_not_on_disk(tmp_path):
 def test_deeplabv3_suite_end_to_end_on_tiny_voc_files(tmp_path):
     write_voc(tmp_path / "data")
     # the real suite file, its grid shrunk: 32x32 crops, one ratio, one corruption, one epoch, one parent
-    suite = SUITE.read_text() + (
-        "\nimport dataclasses\n"
-        "suite = dataclasses.replace(suite, methods=['wt'], ratios=[0.3], gate_ratio=0.3, repeats=1,\n"
-        "    shifts=['contrast@3'], recipe={'epochs': 1, 'batch_size': 4}, retrain_epochs=1, bootstrap=100,\n"
-        "    dataset_params={'voc': {'year': '2011', 'size': 32}})\n"
-    )
-    (tmp_path / "deeplabv3_tiny.py").write_text(suite)
-    result = run(["-m", "robustprune.cli", "run", "deeplabv3_tiny.py", "--data", "data", "--store", "store",
-                  "--report", "report", "--junitxml=junit.xml", "-p", "no:cacheprovider"], cwd=tmp_path)
+    result = run_shrunk_suite(SUITE, tmp_path, "methods=['wt'], ratios=[0.3], gate_ratio=0.3, repeats=1, "
+                              "shifts=['contrast@3'], recipe={'epochs': 1, 'batch_size': 4}, retrain_epochs=1, "
+                              "bootstrap=100, dataset_params={'voc': {'year': '2011', 'size': 32}}")
     # one epoch on three images learns nothing: checks may fail (1), but nothing errors
     assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-2000:]
     cases = list(ET.parse(tmp_path / "junit.xml").getroot().iter("testcase"))

@@ -218,6 +218,26 @@ def test_pfp_channel_sensitivities_of_a_two_layer_conv_network(conv_case):
     assert expected.max() > 0
 
 
+@pytest.mark.parametrize("block", [1, 7, 40, 300, 1 << 30])
+def test_pfp_sensitivities_are_the_same_whatever_the_blocks_of_the_patch_max(conv_case, monkeypatch, block):
+    """The patch-wise max is taken in cache-sized blocks: one product at a time, ragged rows and columns,
+    several data points at once, or all at once, the numbers are the definition's."""
+    import robustprune.plugin.sensitivity as sensitivity
+
+    net, data = conv_case
+    _, hidden = conv_inputs(net, data)
+    w = net.conv2.weight.detach().double().numpy()
+    expected = np.zeros(3)
+    for image in hidden:
+        for field in patches(image, 2, 2, 1):
+            expected = np.maximum(expected, shares(w.reshape(2, -1), field).reshape(2, 3, 4).max(axis=(0, 2)))
+    monkeypatch.setattr(sensitivity, "_BLOCK_ELEMENTS", block)
+    got = input_channel_sensitivities(net, data)["conv2.weight"]
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(sensitivity, "_BLOCK_ELEMENTS", 1 << 30)
+    assert torch.equal(got, input_channel_sensitivities(net, data)["conv2.weight"])  # exact: a max of products
+
+
 def test_pfp_channel_sensitivities_of_a_two_layer_linear_network(linear_case):
     net, data = linear_case
     x, hidden = linear_inputs(net, data)

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 _EPS = float(np.finfo(np.float32).eps)  # denominators at or below this count as zero (as in the papers' code)
-_BLOCK_ELEMENTS = 1 << 22  # largest intermediate tensor of the patch-wise max (16 MB of float32)
+_BLOCK_ELEMENTS = 1 << 18  # largest intermediate tensor of the patch-wise max (1 MB of float32: fits in L2)
 
 
 # --------------------------------------------------------------------------- layers
@@ -272,14 +272,26 @@ def _shares(weight: torch.Tensor, a: torch.Tensor, reduce: str) -> torch.Tensor:
 
 
 def _max_product(a: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
-    """``out[n, i, j] = max_p a[n, j, p] * inverse[n, i, p]`` in blocks of data points that fit in memory."""
+    """``out[n, i, j] = max_p a[n, j, p] * inverse[n, i, p]`` in blocks that stay in a core's cache.
+
+    An exact max-times product: no identity shortens it, so its speed is memory traffic. Each block of
+    products (data points x output rows x input columns x patches, at most :data:`_BLOCK_ELEMENTS`) is
+    reduced while still in cache; wide layers are cut into rows and columns, narrow ones take several data
+    points at once. Measured with ``benchmarks/pfp_sensitivity.py``: the same numbers, several times faster
+    than whole data points' blocks on wide layers (wrn16_8), as fast on narrow ones (resnet20)."""
     n, j, p = a.shape
     i = inverse.shape[1]
     out = torch.empty(n, i, j)
-    step = max(1, _BLOCK_ELEMENTS // max(1, i * j * p))
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        out[start:stop] = (inverse[start:stop, :, None, :] * a[start:stop, None, :, :]).amax(dim=-1)
+    cols = min(j, max(1, _BLOCK_ELEMENTS // max(1, p)))
+    rows = min(i, max(1, _BLOCK_ELEMENTS // (cols * max(1, p))))
+    samples = max(1, _BLOCK_ELEMENTS // (rows * cols * max(1, p)))
+    for first in range(0, n, samples):
+        points = slice(first, first + samples)
+        for col in range(0, j, cols):
+            patches = a[points, None, col : col + cols, :]
+            for row in range(0, i, rows):
+                out[points, row : row + rows, col : col + cols] = (
+                    inverse[points, row : row + rows, None, :] * patches).amax(dim=-1)
     return out
 
 
