@@ -132,11 +132,6 @@ def pytest_args_for_run(argv: list[str]) -> list[str]:
         # the assertions of) exactly those files, whatever its python_files says; widening python_files instead
         # made it rewrite every module the suites import (torch's included: 14.8 s of collection, not 2.6 s)
         suites = [*packaged, *(found for s in suites for found in (suite_files(Path(s)) if Path(s).is_dir() else [s]))]
-        if packaged and not any(arg.startswith("--rootdir") for arg in passthrough):
-            # a packaged suite beside the user's: pytest names a file outside its rootdir "::test...", so the
-            # rootdir is the suites' common folder (often "/"), where no cache may be written
-            common = os.path.commonpath([str(Path(s.split("::")[0]).resolve().parent) for s in suites])
-            passthrough = ["-p", "no:cacheprovider", f"--rootdir={common}", *passthrough]
     extra = []
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         extra = ["-p", PYTEST_PLUGIN]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from robustprune.cli import UsageError, main, pytest_args_for_run, run_help
@@ -128,23 +126,6 @@ def test_packaged_suites_run_by_name(tmp_path, monkeypatch):
     (tmp_path / "segmentation").mkdir()  # a folder of that name in the working directory is the user's
     (tmp_path / "segmentation" / "test_mine.py").write_text("def test_mine():\n    pass\n")
     assert pytest_args_for_run(["segmentation"])[0] == "segmentation/test_mine.py"
-
-
-def test_a_packaged_suite_beside_the_users_gets_a_common_rootdir_and_no_cache(tmp_path, monkeypatch):
-    import os
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine.py").write_text("suite = None\n")
-    args = pytest_args_for_run(["quickstart", "mine.py", "-q"])
-    packaged = Path(args[0])
-    assert packaged.name == "quickstart.py" and args[1] == "mine.py"
-    # every file lies under the rootdir, so pytest names each with its path (outside it: "::test_...")
-    rootdir = Path(next(a for a in args if a.startswith("--rootdir=")).partition("=")[2])
-    assert rootdir == Path(os.path.commonpath([packaged.resolve().parent, tmp_path.resolve()]))
-    assert "no:cacheprovider" in args and args[-1] == "-q"
-    # a rootdir the user chose stands
-    chosen = pytest_args_for_run(["quickstart", "mine.py", f"--rootdir={tmp_path}"])
-    assert [a for a in chosen if a.startswith("--rootdir")] == [f"--rootdir={tmp_path}"]
 
 
 def test_the_packaged_segmentation_suite_collects_its_grid(tmp_path, capsys):
