@@ -60,7 +60,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     )
 
 
-def run_shrunk_suite(suite_file: Path, folder: Path, fields: str, *args: str) -> subprocess.CompletedProcess:
+def run_shrunk_suite(suite_file: Path, folder: Path, fields: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run a real suite file as ``robustprune run`` would, its ``Suite`` shrunk by ``dataclasses.replace(suite,
     FIELDS)``: written into ``folder`` (as ``<name>_shrunk.py``) and run there with ``data/``, ``store/``,
     ``report/`` and ``junit.xml`` in ``folder``; ``args`` are more run options."""

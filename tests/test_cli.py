@@ -68,6 +68,7 @@ def test_the_package_metadata_carries_the_license_classifiers_and_urls():
     assert "Framework :: Pytest" in (metadata.get_all("Classifier") or [])
     urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL") or [])
     assert urls["Paper"] == "https://arxiv.org/abs/2103.03014"
+    assert urls["Paper's code"] == "https://github.com/lucaslie/torchprune"
 
 
 def test_a_suite_folder_is_its_suite_files_on_pytests_command_line(tmp_path):

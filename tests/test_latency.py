@@ -93,6 +93,7 @@ def test_no_latency_compacts_and_counts_structured_networks_without_timing_them(
     result = run_suite(checks, "--rp-no-latency", f"--rp-report={tmp_path}", "--rp-width=0", methods=("ft",))
     result.assert_outcomes(passed=1)
     assert "not timed" in result.stdout.str()
+    assert "; not timed: Suite(latency=False) or --no-latency" in result.stdout.str()  # the legend says why
     whole = json.loads((tmp_path / "robustprune-report.json").read_text())
     jsonschema.validate(whole, report_schema())
     (report,) = whole["suites"]

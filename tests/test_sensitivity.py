@@ -312,3 +312,17 @@ def test_without_data_the_error_says_how_to_get_it(conv_case):
     net, _ = conv_case
     with pytest.raises(PruneError, match="data_informed = True"):
         weight_sensitivities(net, None)
+
+
+@pytest.mark.parametrize("block", [1, 40, 300, 3000, 10_000, 1 << 30])
+def test_the_blocked_patch_max_is_the_one_shot_max_of_products(monkeypatch, block):
+    """Uneven rows, columns and data points in every block shape; empty layers give empty results."""
+    import robustprune.plugin.sensitivity as sensitivity
+
+    generator = torch.Generator().manual_seed(0)
+    a, inverse = torch.rand(5, 13, 29, generator=generator), torch.rand(5, 11, 29, generator=generator)
+    monkeypatch.setattr(sensitivity, "_BLOCK_ELEMENTS", block)
+    expected = (inverse[:, :, None, :] * a[:, None, :, :]).amax(dim=-1)
+    assert torch.equal(sensitivity._max_product(a, inverse), expected)
+    assert sensitivity._max_product(a[:, :0], inverse).shape == (5, 11, 0)
+    assert sensitivity._max_product(a, inverse[:, :0]).shape == (5, 0, 13)

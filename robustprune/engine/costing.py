@@ -69,12 +69,13 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
             return {**costs.to_dict(), "note": f"not compacted: {exc}"}, runnable
 
     # a cold curve's networks, as counting loaded (and compacted) them: timing reuses them instead of
-    # loading and compacting each network again
+    # loading and compacting each network again (kept only while the timing is still to be measured)
     runnables: dict[int, nn.Module] = {}
+    keep = time_spec is not None and not store.contains("costs", make_key(time_spec))
 
     def counted(index: int, record: NetworkRecord, compacted: bool) -> dict[str, Any]:
         costs, runnable = costed(record, compacted)
-        if time_spec is not None:
+        if keep:
             runnables[index] = runnable
         return costs
 

@@ -995,8 +995,8 @@ class Engine:
 
     def _costs(self, case: CaseKey, data: PreparedData, records: list[NetworkRecord], *,
                structured: bool) -> list[dict[str, Any]]:
-        # weights are read from the store for the counts, and again (the whole curve at once) for the
-        # interleaved latency measurement; then dropped
+        # weights are read from the store for what is not stored yet (counts, and the whole curve at once
+        # for the interleaved latency measurement); then dropped
         costs = curve_costs(records, structured=structured, store=self.options.store,
                             load=lambda record: self._load(case, data, record),
                             inputs=data.train_inputs, label=case.id, progress=self._progress(case.id),

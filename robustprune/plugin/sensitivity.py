@@ -282,8 +282,8 @@ def _max_product(a: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     n, j, p = a.shape
     i = inverse.shape[1]
     out = torch.empty(n, i, j)
-    cols = min(j, max(1, _BLOCK_ELEMENTS // max(1, p)))
-    rows = min(i, max(1, _BLOCK_ELEMENTS // (cols * max(1, p))))
+    cols = max(1, min(j, _BLOCK_ELEMENTS // max(1, p)))
+    rows = max(1, min(i, _BLOCK_ELEMENTS // (cols * max(1, p))))
     samples = max(1, _BLOCK_ELEMENTS // (rows * cols * max(1, p)))
     for first in range(0, n, samples):
         points = slice(first, first + samples)

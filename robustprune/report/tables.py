@@ -157,6 +157,12 @@ def _cost_cells(costs: Mapping[str, Any] | None) -> list[str]:
             *speedups]
 
 
+def _untimed(report: Mapping[str, Any]) -> bool:
+    """Whether a row's speed-up was left untimed (``Suite(latency=False)``, ``--no-latency``)."""
+    return any((row.get("gate_costs") or {}).get("timed") is False
+               for table in report["tables"] for row in table["rows"])
+
+
 def _times(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
@@ -253,7 +259,8 @@ def render_text(report: dict[str, Any], fmt: str = "simple", width: int | None =
     parts = [f"suite {report['suite']}\n  P = prune potential at delta {report['delta'] * 100:g} %; Δe = delta "
              f"excess error; Δe, params, MACs and speed-up are read at each method's gate ratio;\n  speed-up = "
              f"CPU latency of the parent / of the compacted network (structured methods), timed interleaved: "
-             f"median (interquartile range) over rounds; 'within noise' when the range includes 1"]
+             f"median (interquartile range) over rounds; 'within noise' when the range includes 1"
+             f"{'; not timed: Suite(latency=False) or --no-latency' if _untimed(report) else ''}"]
     repeats = int(report.get("repeats") or 1)
     if repeats > 1:
         parts[0] += (f";\n  numbers are means over {repeats} repeats (independently trained parents and cascades)"
