@@ -68,3 +68,16 @@ def run_shrunk_suite(suite_file: Path, folder: Path, fields: str, *args: str) ->
     shrunk.write_text(suite_file.read_text() + f"\nimport dataclasses\nsuite = dataclasses.replace(suite, {fields})\n")
     return run(["-m", "robustprune.cli", "run", shrunk.name, "--data", "data", "--store", "store", "--report",
                 "report", "--junitxml=junit.xml", *args, "-p", "no:cacheprovider"], cwd=folder)
+
+
+def skip_without_data(suite_file: Path, folder: Path) -> tuple[Path, str, str]:
+    """Run a suite file under pytest with an empty data root, as a CI gate without its data would: pytest's
+    "no tests collected" (exit 5, so the gate never passes silently) and nothing computed. Returns the empty
+    root, pytest's output and the skip reason (from "SKIPPED" on)."""
+    empty = folder / "empty"
+    empty.mkdir()
+    result = run(["-m", "pytest", str(suite_file), "-rs", "-p", "no:cacheprovider"], cwd=folder,
+                 env={"ROBUSTPRUNE_DATA": str(empty)})
+    assert result.returncode == 5, result.stdout[-3000:]
+    assert not (folder / ".robustprune").exists()  # nothing was computed
+    return empty, result.stdout, result.stdout[result.stdout.index("SKIPPED"):]

@@ -52,8 +52,10 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
     timed = structured and time_latency
     time_spec = ({"kind": "latency", "networks": [[r.key, c] for r, c, _ in specs], "machine": machine_fingerprint(),
                   "batches": list(LATENCY_BATCHES), "version": LATENCY_VERSION} if timed else None)
+    time_key = make_key(time_spec) if time_spec is not None else None
+    timing_pending = time_key is not None and not store.contains("costs", time_key)
     pending = sum(1 for _, _, c in specs if not store.contains("costs", make_key(c)))
-    if pending or (time_spec is not None and not store.contains("costs", make_key(time_spec))):
+    if pending or timing_pending:
         what = ("parameters, MACs" if not structured else "compaction, latency not timed" if not timed
                 else f"compaction, {len(records)} networks timed interleaved")
         progress(f"costing {pending or len(records)} networks ({what})")
@@ -71,11 +73,10 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
     # a cold curve's networks, as counting loaded (and compacted) them: timing reuses them instead of
     # loading and compacting each network again (kept only while the timing is still to be measured)
     runnables: dict[int, nn.Module] = {}
-    keep = time_spec is not None and not store.contains("costs", make_key(time_spec))
 
     def counted(index: int, record: NetworkRecord, compacted: bool) -> dict[str, Any]:
         costs, runnable = costed(record, compacted)
-        if keep:
+        if timing_pending:
             runnables[index] = runnable
         return costs
 
@@ -97,8 +98,8 @@ def curve_costs(records: Sequence[NetworkRecord], *, structured: bool, store: St
         if structured and not timed:
             entry["timed"] = False
         out.append(entry)
-    if time_spec is not None:
-        measured = store.load_or_compute("costs", make_key(time_spec), measure_latency, time_spec, f"{label} latency")
+    if time_spec is not None and time_key is not None:
+        measured = store.load_or_compute("costs", time_key, measure_latency, time_spec, f"{label} latency")
         runnables.clear()
         for entry, timing in zip(out, measured["timing"]):
             throughput = next(t for t in timing if t["batch"] == THROUGHPUT_BATCH)
